@@ -1,0 +1,1 @@
+"""Agents: the NaVILA agent, its prompt and parser, and baselines."""

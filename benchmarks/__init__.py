@@ -1,0 +1,1 @@
+"""Metrics, the episode runner, results store, trajectory collection and the CLI."""

@@ -1,0 +1,27 @@
+"""The `navila-agent` command line: one typer app composed from one module per command group.
+
+The CLI lives in `benchmarks` because it is the composition root: it wires envs, agents, the runner, training
+and the viewer together, and `benchmarks` is the only package allowed to import all of them. Command modules
+import heavy libraries (torch, GL) inside the command functions so `navila-agent --help` stays instant.
+
+    navila-agent run --episode r2r_val_unseen
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="navila-agent",
+    help="NaVILA-style vision-language-action navigation: simulator, benchmark runner, training and viewer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Each command module registers its commands on `app`; this list is the one place that wires them.
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

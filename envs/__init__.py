@@ -1,0 +1,1 @@
+"""Embedded VLN-CE simulator, generated houses, episode datasets and the Gymnasium env."""

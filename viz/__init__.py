@@ -1,0 +1,1 @@
+"""Rollout viewer (local web page) and video export."""

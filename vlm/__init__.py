@@ -1,0 +1,1 @@
+"""VILA/NaVILA-style vision-language model: architecture, checkpoints, inference utilities."""

@@ -1,0 +1,1 @@
+"""Training the VLM on collected trajectories."""
