@@ -1,0 +1,119 @@
+"""Frame sampling against NaVILA's table, media validation, image processing, prompt tokenisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vlm.constants import IMAGE_TOKEN_INDEX
+from vlm.image_processor import ImageProcessor
+from vlm.media import Image
+from vlm.mm_utils import (
+    KeywordsStoppingCriteria,
+    history_indices,
+    opencv_extract_frames,
+    process_images,
+    tokenizer_image_token,
+    vlnce_frame_sampling,
+)
+from vlm.tokenizer import build_tokenizer
+
+
+@pytest.mark.parametrize(
+    ("length", "expected"),
+    [
+        (15, [0, 2, 4, 6, 8, 10, 12]),
+        (20, [0, 2, 5, 8, 10, 13, 16]),
+        (50, [0, 7, 14, 21, 28, 35, 42]),
+        (200, [0, 28, 56, 85, 113, 142, 170]),
+    ],
+)
+def test_history_indices_reference_table(length: int, expected: list[int]) -> None:
+    assert history_indices(length, 8) == expected
+    frames = [np.full((4, 4, 3), i % 256, dtype=np.uint8) for i in range(length)]
+    sampled = vlnce_frame_sampling(frames, 8)
+    assert [int(f[0, 0, 0]) for f in sampled] == [i % 256 for i in expected] + [(length - 1) % 256]
+
+
+def test_padding_with_black_frames_never_mutates_caller() -> None:
+    frames = [np.full((4, 5, 3), 9, dtype=np.uint8) for _ in range(3)]
+    before = list(frames)
+    sampled = vlnce_frame_sampling(frames, 8)
+    assert frames == before and len(frames) == 3
+    assert len(sampled) == 8
+    assert sampled[-1] is frames[-1]
+    # padded buffer: 5 black + 3 real = 8, history indices 0..6 -> 5 black then the first two real frames
+    assert [int(f.max()) for f in sampled] == [0, 0, 0, 0, 0, 9, 9, 9]
+    assert sampled[0].shape == (4, 5, 3)
+
+
+def test_zero_frames_and_images_get_black_keys() -> None:
+    assert [f.shape for f in vlnce_frame_sampling([], 8, image_size=(6, 7))] == [(6, 7, 3)] * 8
+    images = [Image(np.ones((4, 4, 3), np.uint8), key=("ep", i)) for i in range(2)]
+    sampled = vlnce_frame_sampling(images, 8)
+    assert [im.key for im in sampled] == [("black", 4, 4)] * 6 + [("ep", 0), ("ep", 1)]
+    assert all(im.pixels.max() == 0 for im in sampled[:6])
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [(np.zeros((4, 4), np.uint8), r"shape \[H, W, 3\]"), (np.zeros((4, 4, 3), np.float32), "dtype uint8"), (np.zeros((4, 4, 4), np.uint8), "got shape")],
+)
+def test_image_validation(array: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Image(array)
+    with pytest.raises(ValueError, match=message):
+        vlnce_frame_sampling([array], 8)
+
+
+def test_process_images_resize_and_pad() -> None:
+    proc = ImageProcessor(size=8, image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5))
+    white = np.full((4, 8, 3), 255, np.uint8)
+    out = process_images([white, Image(white)], proc, "resize")
+    assert out.shape == (2, 3, 8, 8) and out.dtype == torch.float32
+    assert torch.allclose(out, torch.ones_like(out))
+    padded = process_images([white], proc, "pad")
+    assert torch.allclose(padded[0, :, 0, 0], torch.zeros(3), atol=0.01)  # mean colour -> 0 after normalising
+    assert torch.allclose(padded[0, :, 4, 4], torch.ones(3))
+    with pytest.raises(ValueError, match="unknown image_aspect_ratio 'crop'"):
+        process_images([white], proc, "crop")
+
+
+def test_image_processor_roundtrip(tmp_path) -> None:
+    proc = ImageProcessor(size=224, image_mean=(0.1, 0.2, 0.3), image_std=(0.4, 0.5, 0.6))
+    proc.save_pretrained(tmp_path)
+    assert ImageProcessor.from_pretrained(tmp_path) == proc
+
+
+def test_tokenizer_image_token_and_stopping() -> None:
+    tok = build_tokenizer(["the next action is move forward 75 cm", "turn left 30 degrees"], vocab_size=300)
+    prompt = "<|begin_of_text|>hello <image>\n<image>\nthe next"
+    ids = tokenizer_image_token(prompt, tok)
+    assert ids.count(IMAGE_TOKEN_INDEX) == 2
+    assert ids[0] == tok.convert_tokens_to_ids("<|begin_of_text|>") and ids.count(ids[0]) == 1
+    text_only = [i for i in ids if i != IMAGE_TOKEN_INDEX]
+    assert tok.decode(text_only) == prompt.replace("<image>", "")
+    tensor = tokenizer_image_token(prompt, tok, return_tensors="pt")
+    assert tensor.dtype == torch.long and tensor.tolist() == ids
+
+    start = torch.tensor([[1, 2]])
+    eot = tok.convert_tokens_to_ids("<|eot_id|>")
+    crit = KeywordsStoppingCriteria(["<|eot_id|>"], tok, start)
+    out = torch.tensor([[1, 2, 5, eot], [1, 2, 5, 6]])
+    assert crit(out, None).tolist() == [True, False]
+
+
+def test_opencv_extract_frames(tmp_path) -> None:
+    import cv2
+
+    path = tmp_path / "v.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (16, 16))
+    for i in range(20):
+        writer.write(np.full((16, 16, 3), i * 10, np.uint8))
+    writer.release()
+    frames = opencv_extract_frames(path, frames=4)
+    assert len(frames) == 4 and frames[0].shape == (16, 16, 3)
+    assert [int(f.mean()) // 10 for f in frames] == pytest.approx([0, 6, 12, 19], abs=1)
+    with pytest.raises(FileNotFoundError, match="video file not found"):
+        opencv_extract_frames(tmp_path / "missing.mp4")
