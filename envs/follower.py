@@ -1,0 +1,85 @@
+"""Shortest-path follower: the expert that drives the agent to a goal with habitat's discrete actions.
+
+Like habitat's `ShortestPathFollower`: STOP once the geodesic distance to the goal is within `goal_radius`;
+otherwise look at the next corner of the geodesic path (the farthest point of the path in a straight line of
+sight) and turn towards it while it is more than half a turn step off the heading, else move forward. Turning
+never changes the position, so the path (and the decision) stays the same until the heading is within half a
+step: the follower cannot oscillate in place.
+
+    follower = ShortestPathFollower(sim)                 # any backend with shortest_path / geodesic_distance
+    action = follower.next_action(position, rotation, goal)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from envs.constants import FORWARD_STEP_M, MOVE_FORWARD, STOP, TURN_ANGLE_DEG, TURN_LEFT, TURN_RIGHT
+from envs.geometry import angle_difference, heading_towards, quaternion_to_heading
+from envs.navigation import NavGrid
+
+
+class ShortestPathFollower:
+    """Greedy geodesic follower over a NavGrid or any backend exposing `shortest_path` and `geodesic_distance`."""
+
+    def __init__(
+        self,
+        backend_or_grid,
+        goal_radius: float = 0.5,
+        forward_step: float = FORWARD_STEP_M,
+        turn_angle: float = TURN_ANGLE_DEG,
+        stop_on_unreachable: bool = True,
+    ) -> None:
+        """goal_radius: STOP within this geodesic distance (m) of the goal; must exceed half a forward step, or
+        the agent could step over the goal forever. stop_on_unreachable: STOP when no path exists (else raise)."""
+        if goal_radius <= forward_step / 2:
+            raise ValueError(f"ShortestPathFollower goal_radius={goal_radius} must exceed half the forward step "
+                             f"({forward_step / 2} m), or the follower can overshoot the goal forever")
+        if not 0 < turn_angle <= 180:
+            raise ValueError(f"ShortestPathFollower turn_angle must be in (0, 180] degrees, got {turn_angle}")
+        self.target = backend_or_grid
+        self.goal_radius = float(goal_radius)
+        self.forward_step = float(forward_step)
+        self.turn_angle = math.radians(turn_angle)
+        self.stop_on_unreachable = stop_on_unreachable
+
+    def _lookahead(self, position: np.ndarray, goal: np.ndarray) -> np.ndarray | None:
+        """The next corner of the geodesic path from position to goal; None when unreachable."""
+        if isinstance(self.target, NavGrid):
+            return self.target.next_waypoint(position, goal)
+        path = self.target.shortest_path(position, goal)
+        if len(path) < 2:
+            return None
+        # Skip waypoints that coincide with the agent (the path starts at its position).
+        for p in path[1:]:
+            if math.hypot(p[0] - position[0], p[2] - position[2]) > 1e-3:
+                return np.asarray(p, dtype=np.float64)
+        return np.asarray(path[-1], dtype=np.float64)
+
+    def distance(self, position: np.ndarray, goal: np.ndarray) -> float:
+        """Geodesic distance from position to goal (metres)."""
+        return float(self.target.geodesic_distance(np.asarray(position, float), np.asarray(goal, float)))
+
+    def next_action(self, position: np.ndarray, rotation: np.ndarray, goal: np.ndarray) -> int:
+        """The habitat action id (0 STOP, 1 MOVE_FORWARD, 2 TURN_LEFT, 3 TURN_RIGHT) to take at this pose."""
+        position = np.asarray(position, dtype=np.float64).reshape(3)
+        goal = np.asarray(goal, dtype=np.float64).reshape(3)
+        d = self.distance(position, goal)
+        if not math.isfinite(d):
+            if self.stop_on_unreachable:
+                return STOP
+            raise ValueError(f"goal {goal.tolist()} is unreachable from {position.tolist()}")
+        if d <= self.goal_radius:
+            return STOP
+        waypoint = self._lookahead(position, goal)
+        if waypoint is None:
+            return STOP if self.stop_on_unreachable else MOVE_FORWARD
+        if math.hypot(waypoint[0] - position[0], waypoint[2] - position[2]) < 1e-6:
+            return MOVE_FORWARD
+        delta = angle_difference(heading_towards(position, waypoint), quaternion_to_heading(rotation))
+        # Half a turn step (plus a hair for floating point): after turning, the residual is at most that much.
+        if abs(delta) > 0.5 * self.turn_angle + 1e-6:
+            return TURN_LEFT if delta > 0 else TURN_RIGHT
+        return MOVE_FORWARD
