@@ -1,0 +1,485 @@
+"""Trajectory collection: an expert drives the env and every decision point becomes a training sample.
+
+    navila-agent collect --split r2r_train --output data/r2r_gen --limit 200 --rebalance
+
+Labelling follows NaVILA: the expert's low-level actions are merged into mid-level answers, at most 3 identical
+consecutive actions per answer (25/50/75 cm, 15/30/45°), STOP alone; a decision point is the step where the
+previous answer's queue ran out. For `[1,1,1,1,2,2,3,1,1,0]` the decisions are at t = 0 (forward 75 cm),
+3 (forward 25 cm), 4 (turn left 30), 6 (turn right 15), 7 (forward 50), 9 (stop). At decision t the agent
+has seen frames 0..t (frame 0 after reset, frame k after step k); the 8 frames of a sample are the indices
+that `vlm.mm_utils.vlnce_frame_sampling` picks from those t + 1 frames, -1 for its black padding.
+
+The expert is the shortest-path follower on generated splits and ground-truth action replay on real data
+(`--data-root`), so collected trajectories on real data are exactly the reference ones.
+
+DAgger (beyond NaVILA, `--policy PATH --beta B`): at every decision a coin with P(expert) = beta picks who
+acts, the expert or the model; the label is always the expert's answer at the visited state (its next actions
+predicted from that pose, merged the same way). Aggregating several DAgger rounds is a data mixture of their
+output folders.
+
+Output layout (one folder per collection; see `docs/` and `vlm/train/dataset.py`, which reads it):
+
+    OUT/manifest.json                     # counts per action, trajectories, samples, frames, split, settings
+    OUT/shard-00000/frames/<traj>.npz     # `rgb` [T, H, W, 3] uint8: every frame of one trajectory, stored once
+    OUT/shard-00000/samples.jsonl         # one sample per line (LLaVA conversation + frame indices)
+    OUT/shard-00000/trajectories.jsonl    # one line per finished trajectory: resuming skips these
+
+Rebalancing (`--rebalance`): NaVILA duplicates the rare stop and turn samples; the paper gives no factors, so
+ours are `REBALANCE_FACTORS` (stop ×4, turns ×2, forward ×1), which brings the generated splits' label
+histogram close to uniform over {forward, turn, stop} mass. Duplicates are extra lines with `"copy": k > 0`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from agent.actions import MAX_MERGE, MidLevelAction, format_action, merge_low_level
+from envs.constants import FORWARD_STEP_M, MOVE_FORWARD, STOP, TURN_ANGLE_DEG, TURN_LEFT, TURN_RIGHT
+from envs.datasets.episode import Episode
+
+FORMAT = "navila-agent-trajectories/1"
+NUM_FRAMES = 8  # frames per sample (7 history + current), NaVILA's num_video_frames
+REBALANCE_FACTORS: dict[str, int] = {"stop": 4, "left": 2, "right": 2, "forward": 1}
+SAMPLES_FILE = "samples.jsonl"
+TRAJECTORIES_FILE = "trajectories.jsonl"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass
+class CollectConfig:
+    split: str = "r2r_train"  # episode split to drive (generated, or real with data_root)
+    output: str = "train_data/r2r_gen"  # output folder (created; resumed when it exists)
+    limit: int | None = None  # only the first N episodes of the split
+    shards: int = 1  # episode i goes to shard i % shards
+    shard_index: int | None = None  # collect only this shard (parallel collectors, one per shard); None = all
+    rebalance: bool = False  # duplicate stop/turn samples by REBALANCE_FACTORS
+    policy: str | None = None  # DAgger: VILA-layout checkpoint that acts with probability 1 - beta
+    beta: float = 1.0  # DAgger: probability that the expert acts at a decision
+    data_root: str | None = None  # VLN-CE data folder (real episodes; expert = ground-truth replay)
+    num_frames: int = NUM_FRAMES  # frames per sample
+    frame_size: int | None = None  # resize stored frames to S×S (None = the env's resolution)
+    seed: int = 0  # DAgger coin flips
+    max_steps: int = 500  # low-level step limit per trajectory
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {self.limit}")
+        if self.shards < 1:
+            raise ValueError(f"--shards must be >= 1, got {self.shards}")
+        if self.shard_index is not None and not 0 <= self.shard_index < self.shards:
+            raise ValueError(f"--shard-index must be in [0, {self.shards}), got {self.shard_index}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"--beta must be in [0, 1], got {self.beta}")
+        if self.beta < 1.0 and self.policy is None:
+            raise ValueError("--beta < 1 needs --policy PATH (the model that acts when the expert does not)")
+        if self.num_frames < 1:
+            raise ValueError(f"--num-frames must be >= 1, got {self.num_frames}")
+        if self.frame_size is not None and self.frame_size < 8:
+            raise ValueError(f"--frame-size must be >= 8 pixels, got {self.frame_size}")
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Labelling: pure functions of the low-level action sequence.
+
+
+@dataclass(frozen=True)
+class Decision:
+    t: int  # step index at which the decision is taken (frames 0..t have been seen)
+    action: MidLevelAction  # the expert's mid-level answer
+    low_level: tuple[int, ...]  # the low-level actions it stands for
+
+
+def decision_points(actions: Sequence[int]) -> list[Decision]:
+    """NaVILA's labelling of one expert trajectory: merged answers and the steps where they are asked.
+
+    [1,1,1,1,2,2,3,1,1,0] → t=0 forward 75, t=3 forward 25, t=4 left 30, t=6 right 15, t=7 forward 50, t=9 stop.
+    """
+    out: list[Decision] = []
+    t = 0
+    for mid in merge_low_level(list(actions)):
+        n = mid.num_steps
+        out.append(Decision(t, mid, tuple(int(a) for a in actions[t : t + n])))
+        t += n
+    return out
+
+
+def sample_frame_indices(num_seen: int, num_frames: int = NUM_FRAMES) -> list[int]:
+    """Frame indices (into frames 0..num_seen-1) that `vlnce_frame_sampling` picks, -1 for black padding.
+
+    Same rule as the sampler (NAVILA_REFERENCE.md): pad with black at the front to `num_frames`, take
+    `linspace(0, L - 1, num_frames - 1, endpoint=False)` of the padded buffer as history, current frame last.
+    """
+    if num_seen < 0:
+        raise ValueError(f"num_seen must be >= 0, got {num_seen}")
+    if num_seen == 0:
+        return [-1] * num_frames
+    pad = max(0, num_frames - num_seen)
+    buffer = [-1] * pad + list(range(num_seen))  # padded buffer of length L
+    if num_frames == 1:
+        return [buffer[-1]]
+    history = np.linspace(0, len(buffer) - 1, num=num_frames - 1, endpoint=False, dtype=int)
+    return [buffer[i] for i in history] + [buffer[-1]]
+
+
+def rebalance_copies(kind: str, enabled: bool) -> int:
+    """How many times a sample with answer `kind` is written (1 without rebalancing)."""
+    return REBALANCE_FACTORS[kind] if enabled else 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What drives an episode: the env (through a small driver), the expert, and optionally a model policy.
+
+
+class EpisodeDriver(Protocol):
+    """The few env operations collection needs; `env_driver` adapts `envs.VLNCEEnv`, tests use fakes."""
+
+    def reset(self, episode: Episode) -> np.ndarray:
+        """Start `episode`; return the first RGB frame [H, W, 3] uint8."""
+
+    def step(self, action: int) -> tuple[np.ndarray, bool]:
+        """Apply one low-level action; return (the new RGB frame, whether the episode ended)."""
+
+    def pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """(position [x, y, z], rotation quaternion [x, y, z, w]) of the agent now."""
+
+
+class Expert(Protocol):
+    """Next low-level action at a pose; `t` is the step index (ground-truth replay uses it, followers don't)."""
+
+    def reset(self, episode: Episode) -> None: ...
+
+    def next_action(self, position: np.ndarray, rotation: np.ndarray, t: int) -> int: ...
+
+
+class DecisionPolicy(Protocol):
+    """A model deciding from every frame seen so far: returns the low-level actions of one decision."""
+
+    def decide(self, frames: list[np.ndarray], instruction: str) -> list[int]: ...
+
+
+class ReplayExpert:
+    """Ground-truth action replay (real data): action t of the episode's `gt.actions`, STOP past the end."""
+
+    def __init__(self) -> None:
+        self._actions: list[int] = []
+
+    def reset(self, episode: Episode) -> None:
+        if episode.gt is None or not episode.gt.actions:
+            raise ValueError(f"episode {episode.uid} has no ground-truth actions to replay ({{split}}_gt.json.gz)")
+        self._actions = list(episode.gt.actions)
+
+    def next_action(self, position: np.ndarray, rotation: np.ndarray, t: int) -> int:
+        return self._actions[t] if t < len(self._actions) else STOP
+
+
+class FollowerExpert:
+    """The shortest-path follower towards the episode's goal (generated data, and DAgger's labels)."""
+
+    def __init__(self, make_follower: Callable[[Episode], Any]) -> None:
+        self._make_follower = make_follower  # episode -> object with next_action(position, rotation, goal)
+        self._follower: Any = None
+        self._goal: np.ndarray | None = None
+
+    def reset(self, episode: Episode) -> None:
+        self._follower = self._make_follower(episode)
+        self._goal = np.asarray(episode.goal_position, dtype=np.float64)
+
+    def next_action(self, position: np.ndarray, rotation: np.ndarray, t: int) -> int:
+        return int(self._follower.next_action(position, rotation, self._goal))
+
+
+def predict_pose(position: np.ndarray, rotation: np.ndarray, action: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pose after `action` assuming no collision: the expert's look-ahead for a DAgger label."""
+    from envs.geometry import heading_to_forward, heading_to_quaternion, quaternion_to_heading
+
+    heading = quaternion_to_heading(rotation)
+    if action == MOVE_FORWARD:
+        return np.asarray(position, dtype=np.float64) + FORWARD_STEP_M * heading_to_forward(heading), rotation
+    if action in (TURN_LEFT, TURN_RIGHT):
+        sign = 1.0 if action == TURN_LEFT else -1.0
+        return position, heading_to_quaternion(heading + sign * math.radians(TURN_ANGLE_DEG))
+    return position, rotation
+
+
+def expert_label(expert: Expert, position: np.ndarray, rotation: np.ndarray, t: int) -> Decision:
+    """The expert's mid-level answer at a visited pose: its next identical actions (≤ 3) from predicted poses."""
+    first = expert.next_action(position, rotation, t)
+    run = [first]
+    while first != STOP and len(run) < MAX_MERGE:
+        position, rotation = predict_pose(position, rotation, first)
+        if expert.next_action(position, rotation, t + len(run)) != first:
+            break
+        run.append(first)
+    return Decision(t, merge_low_level(run)[0], tuple(run))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One trajectory.
+
+
+@dataclass
+class Trajectory:
+    key: str  # file-safe episode uid ("r2r_train__17")
+    episode: Episode
+    frames: list[np.ndarray]  # frame t = observation before the action of step t
+    actions: list[int]  # executed low-level actions
+    decisions: list[Decision]  # expert labels (at the visited states)
+    executed_by: list[str] = field(default_factory=list)  # per decision: "expert" or "policy"
+    ended_with_stop: bool = False
+
+
+def trajectory_key(episode: Episode) -> str:
+    """File-safe trajectory name: the episode uid with ':' replaced by '__' (as rollout folders do)."""
+    return episode.uid.replace(":", "__").replace("/", "_")
+
+
+def run_expert(driver: EpisodeDriver, expert: Expert, episode: Episode, max_steps: int) -> Trajectory:
+    """The expert drives the whole episode; labels come from NaVILA's merge of its actions afterwards."""
+    frames = [driver.reset(episode)]
+    expert.reset(episode)
+    actions: list[int] = []
+    done = False
+    while not done and len(actions) < max_steps:
+        position, rotation = driver.pose()
+        action = expert.next_action(position, rotation, len(actions))
+        actions.append(action)
+        frame, done = driver.step(action)
+        if not done and action != STOP:
+            frames.append(frame)
+    frames = frames[: len(actions)]  # the frame after the last action is never a decision input
+    decisions = decision_points(actions)
+    return Trajectory(
+        trajectory_key(episode), episode, frames, actions, decisions, ["expert"] * len(decisions),
+        ended_with_stop=bool(actions) and actions[-1] == STOP,
+    )
+
+
+def run_dagger(
+    driver: EpisodeDriver,
+    expert: Expert,
+    policy: DecisionPolicy,
+    episode: Episode,
+    beta: float,
+    rng: random.Random,
+    max_steps: int,
+) -> Trajectory:
+    """At each decision the expert (prob. beta) or the policy acts; the expert's label is always recorded."""
+    frames = [driver.reset(episode)]
+    expert.reset(episode)
+    actions: list[int] = []
+    decisions: list[Decision] = []
+    executed_by: list[str] = []
+    done = False
+    while not done and len(actions) < max_steps:
+        t = len(actions)
+        position, rotation = driver.pose()
+        label = expert_label(expert, position, rotation, t)
+        decisions.append(label)
+        if rng.random() < beta:
+            plan, who = list(label.low_level), "expert"
+        else:
+            plan, who = list(policy.decide(frames[: t + 1], episode.instruction.instruction_text)), "policy"
+            plan = plan or [STOP]  # an empty plan would never advance: treat it as stopping
+        executed_by.append(who)
+        for action in plan:
+            actions.append(action)
+            frame, done = driver.step(action)
+            if done or action == STOP or len(actions) >= max_steps:
+                done = done or action == STOP
+                break
+            frames.append(frame)
+    frames = frames[: len(actions)]
+    return Trajectory(
+        trajectory_key(episode), episode, frames, actions, decisions, executed_by,
+        ended_with_stop=bool(actions) and actions[-1] == STOP,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing: frames once per trajectory, samples referencing them, a line per finished trajectory.
+
+
+def build_samples(
+    traj: Trajectory, prompt_fn: Callable[[str, int], str], num_frames: int, rebalance: bool, frames_file: str
+) -> list[dict[str, Any]]:
+    """One LLaVA-style sample per decision (plus rebalancing duplicates), frames by index into `frames_file`."""
+    instruction = traj.episode.instruction.instruction_text
+    prompt = prompt_fn(instruction, num_frames)
+    samples = []
+    for k, (d, who) in enumerate(zip(traj.decisions, traj.executed_by, strict=True)):
+        answer = format_action(d.action)
+        base = {
+            "id": f"{traj.key}:{k}",
+            "traj": traj.key,
+            "episode_uid": traj.episode.uid,
+            "frames_file": frames_file,
+            "t": d.t,
+            "frames": sample_frame_indices(d.t + 1, num_frames),
+            "instruction": instruction,
+            "conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": answer}],
+            "action": d.action.kind,
+            "amount": d.action.amount,
+            "low_level": list(d.low_level),
+            "executed_by": who,
+        }
+        samples.extend({**base, "copy": c} for c in range(rebalance_copies(d.action.kind, rebalance)))
+    return samples
+
+
+def _resize(frame: np.ndarray, size: int | None) -> np.ndarray:
+    if size is None or frame.shape[:2] == (size, size):
+        return frame
+    import cv2
+
+    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _append_lines(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSONL file; a torn last line (a crash mid-write) is skipped."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+class ShardWriter:
+    """Appends finished trajectories to one shard folder; on open, drops samples of unfinished ones."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        (folder / "frames").mkdir(parents=True, exist_ok=True)
+        self.done = {r["traj"] for r in read_jsonl(folder / TRAJECTORIES_FILE)}
+        samples = read_jsonl(folder / SAMPLES_FILE)
+        kept = [s for s in samples if s["traj"] in self.done]
+        if len(kept) != len(samples) or (folder / SAMPLES_FILE).is_file():
+            # Rewrite so a crash between a trajectory's samples and its trajectories.jsonl line leaves no orphans.
+            tmp = folder / (SAMPLES_FILE + ".tmp")
+            tmp.write_text("".join(json.dumps(s) + "\n" for s in kept), encoding="utf-8")
+            os.replace(tmp, folder / SAMPLES_FILE)
+
+    def write(self, traj: Trajectory, samples: list[dict[str, Any]], frames: np.ndarray) -> dict[str, Any]:
+        """Frames file (atomic rename), then the samples, then the trajectory line that marks it finished."""
+        frames_path = self.folder / "frames" / f"{traj.key}.npz"
+        tmp = frames_path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, rgb=frames)
+        os.replace(tmp, frames_path)
+        _append_lines(self.folder / SAMPLES_FILE, samples)
+        record = {
+            "traj": traj.key,
+            "episode_uid": traj.episode.uid,
+            "scene_id": traj.episode.scene_id,
+            "frames": int(frames.shape[0]),
+            "steps": len(traj.actions),
+            "decisions": len(traj.decisions),
+            "samples": len(samples),
+            "actions": dict(Counter(s["action"] for s in samples)),
+            "policy_decisions": traj.executed_by.count("policy"),
+            "ended_with_stop": traj.ended_with_stop,
+        }
+        _append_lines(self.folder / TRAJECTORIES_FILE, [record])
+        self.done.add(traj.key)
+        return record
+
+
+def shard_folder(output: Path, shard: int) -> Path:
+    return output / f"shard-{shard:05d}"
+
+
+def write_manifest(output: Path, config: CollectConfig) -> dict[str, Any]:
+    """Totals over every shard on disk (so parallel per-shard collectors agree), plus the settings."""
+    trajectories = []
+    for folder in sorted(output.glob("shard-*")):
+        trajectories.extend(read_jsonl(folder / TRAJECTORIES_FILE))
+    actions: Counter[str] = Counter()
+    for r in trajectories:
+        actions.update(r["actions"])
+    settings = asdict(config)
+    settings["output"] = str(output)
+    manifest = {
+        "format": FORMAT,
+        "split": config.split,
+        "trajectories": len(trajectories),
+        "samples": sum(r["samples"] for r in trajectories),
+        "decisions": sum(r["decisions"] for r in trajectories),
+        "frames": sum(r["frames"] for r in trajectories),
+        "actions": {k: actions.get(k, 0) for k in ("forward", "left", "right", "stop")},
+        "ended_with_stop": sum(1 for r in trajectories if r["ended_with_stop"]),
+        "policy_decisions": sum(r.get("policy_decisions", 0) for r in trajectories),
+        "shards": sorted(p.name for p in output.glob("shard-*")),
+        "rebalance_factors": REBALANCE_FACTORS if config.rebalance else None,
+        "expert": "ground_truth_replay" if config.data_root else "shortest_path_follower",
+        "settings": settings,
+    }
+    tmp = output / (MANIFEST_FILE + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    os.replace(tmp, output / MANIFEST_FILE)
+    return manifest
+
+
+def collect(
+    config: CollectConfig,
+    episodes: Sequence[Episode],
+    driver: EpisodeDriver,
+    expert: Expert,
+    prompt_fn: Callable[[str, int], str],
+    policy: DecisionPolicy | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Drive every (not yet collected) episode of this shard selection and write it; returns the manifest.
+
+    `episodes` is the whole split (in split order: shard assignment depends on the index); `progress(done,
+    total)` is called after each trajectory. Finished trajectories already on disk are skipped.
+    """
+    if config.beta < 1.0 and policy is None:
+        raise ValueError("collect: beta < 1 needs a policy")
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    selected = list(episodes)[: config.limit] if config.limit else list(episodes)
+    shards = range(config.shards) if config.shard_index is None else [config.shard_index]
+    writers = {s: ShardWriter(shard_folder(output, s)) for s in shards}
+    todo = [(i, ep) for i, ep in enumerate(selected) if i % config.shards in writers]
+    for n, (i, episode) in enumerate(todo):
+        writer = writers[i % config.shards]
+        key = trajectory_key(episode)
+        if key in writer.done:
+            if progress:
+                progress(n + 1, len(todo))
+            continue
+        rng = random.Random(f"{config.seed}:{key}")  # per episode, so a resumed run flips the same coins
+        if policy is None or config.beta >= 1.0:
+            traj = run_expert(driver, expert, episode, config.max_steps)
+        else:
+            traj = run_dagger(driver, expert, policy, episode, config.beta, rng, config.max_steps)
+        if not traj.frames:
+            raise RuntimeError(f"episode {episode.uid}: the expert produced no action")
+        frames = np.stack([_resize(f, config.frame_size) for f in traj.frames])  # [T, H, W, 3] uint8
+        samples = build_samples(traj, prompt_fn, config.num_frames, config.rebalance, f"frames/{key}.npz")
+        writer.write(traj, samples, frames)
+        if progress:
+            progress(n + 1, len(todo))
+    return write_manifest(output, config)

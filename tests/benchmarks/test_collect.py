@@ -1,0 +1,194 @@
+"""Trajectory collection: NaVILA labelling, frame indices, the on-disk format, resume, rebalancing, DAgger."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from benchmarks.collect import (
+    CollectConfig,
+    ReplayExpert,
+    collect,
+    decision_points,
+    expert_label,
+    predict_pose,
+    read_jsonl,
+    run_dagger,
+    sample_frame_indices,
+)
+from envs.constants import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
+from envs.datasets.episode import Episode, Goal, GroundTruth, Instruction
+from vlm.mm_utils import vlnce_frame_sampling
+
+
+def test_hand_checked_trajectory_labels():
+    got = [(d.t, d.action.kind, d.action.amount) for d in decision_points([1, 1, 1, 1, 2, 2, 3, 1, 1, 0])]
+    assert got == [(0, "forward", 75), (3, "forward", 25), (4, "left", 30), (6, "right", 15), (7, "forward", 50),
+                   (9, "stop", 0)]
+
+
+@pytest.mark.parametrize("seen", [0, 1, 3, 7, 8, 9, 15, 20, 50, 200])
+def test_frame_indices_match_the_sampler(seen):
+    frames = [np.full((2, 2, 3), i + 1, dtype=np.uint8) for i in range(seen)]  # frame i is filled with i + 1
+    picked = vlnce_frame_sampling(frames, 8, image_size=(2, 2))
+    expected = [int(f[0, 0, 0]) - 1 for f in picked]  # black (0) → -1
+    assert sample_frame_indices(seen, 8) == expected
+
+
+def test_frame_indices_reference_examples():
+    assert sample_frame_indices(1) == [-1] * 7 + [0]
+    assert sample_frame_indices(4) == [-1, -1, -1, -1, 0, 1, 2, 3]
+    assert sample_frame_indices(20)[:7] == [0, 2, 5, 8, 10, 13, 16]
+    assert sample_frame_indices(200) == [0, 28, 56, 85, 113, 142, 170, 199]
+
+
+class FakeDriver:
+    """A 1-D corridor: frames encode the step index in their pixels, so tests can check which frame is which."""
+
+    def __init__(self):
+        self.t = 0
+        self.heading = 0.0
+
+    def reset(self, episode):
+        self.t = 0
+        return self._frame()
+
+    def _frame(self):
+        return np.full((6, 6, 3), min(self.t, 255), dtype=np.uint8)
+
+    def step(self, action):
+        self.t += 1
+        return self._frame(), action == STOP
+
+    def pose(self):
+        return np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0])
+
+
+def make_episode(i: int, actions: list[int]) -> Episode:
+    return Episode(
+        episode_id=str(i), trajectory_id=i, scene_id="gen/h0/h0.glb", start_position=[0, 0, 0],
+        start_rotation=[0, 0, 0, 1], goals=[Goal([0, 0, -3])], instruction=Instruction(f"walk {i}"),
+        reference_path=[[0, 0, 0]], gt=GroundTruth([[0, 0, 0]], actions, 0), dataset="r2r", split="train",
+    )
+
+
+def prompt_fn(instruction: str, n: int) -> str:
+    return "<image>\n" * n + instruction
+
+
+HAND = [1, 1, 1, 1, 2, 2, 3, 1, 1, 0]
+
+
+def test_collect_writes_format_and_manifest(tmp_path):
+    episodes = [make_episode(0, HAND), make_episode(1, [3, 3, 3, 3, 0])]
+    out = tmp_path / "c"
+    manifest = collect(CollectConfig(output=str(out), shards=2), episodes, FakeDriver(), ReplayExpert(), prompt_fn)
+    assert manifest["trajectories"] == 2 and manifest["samples"] == 6 + 3
+    assert manifest["actions"] == {"forward": 3, "left": 1, "right": 3, "stop": 2}
+    assert json.loads((out / "manifest.json").read_text())["frames"] == 10 + 5
+    samples = read_jsonl(out / "shard-00000" / "samples.jsonl")
+    assert [s["t"] for s in samples] == [0, 3, 4, 6, 7, 9]
+    assert samples[1]["frames"] == [-1, -1, -1, -1, 0, 1, 2, 3]
+    assert samples[1]["conversations"][1]["value"] == "The next action is move forward 25 cm."
+    assert samples[1]["conversations"][0]["value"].count("<image>") == 8
+    frames = np.load(out / "shard-00000" / samples[0]["frames_file"])["rgb"]
+    assert frames.shape == (10, 6, 6, 3)  # stored once per trajectory: one frame per executed action
+    assert [int(f[0, 0, 0]) for f in frames] == list(range(10))  # frame t = observation before action t
+    assert read_jsonl(out / "shard-00001" / "samples.jsonl")[0]["action"] == "right"
+
+
+def test_collect_resumes_without_duplicates(tmp_path):
+    episodes = [make_episode(i, HAND) for i in range(3)]
+    out = tmp_path / "c"
+    cfg = CollectConfig(output=str(out), limit=2)
+    collect(cfg, episodes, FakeDriver(), ReplayExpert(), prompt_fn)
+    # A crash after a trajectory's samples but before its trajectories.jsonl line leaves orphans: dropped on resume.
+    orphan = dict(read_jsonl(out / "shard-00000" / "samples.jsonl")[0], traj="r2r_train__2")
+    with open(out / "shard-00000" / "samples.jsonl", "a") as f:
+        f.write(json.dumps(orphan) + "\n")
+    driver = FakeDriver()
+    calls = []
+    driver.reset = lambda ep, _r=driver.reset: calls.append(ep.episode_id) or _r(ep)
+    manifest = collect(CollectConfig(output=str(out)), episodes, driver, ReplayExpert(), prompt_fn)
+    assert calls == ["2"]  # finished trajectories are skipped
+    samples = read_jsonl(out / "shard-00000" / "samples.jsonl")
+    assert len(samples) == manifest["samples"] == 18
+    assert len({s["id"] for s in samples}) == 18
+
+
+def test_rebalance_duplicates_stop_and_turns(tmp_path):
+    manifest = collect(CollectConfig(output=str(tmp_path / "c"), rebalance=True), [make_episode(0, HAND)],
+                       FakeDriver(), ReplayExpert(), prompt_fn)
+    assert manifest["actions"] == {"forward": 3, "left": 2, "right": 2, "stop": 4}
+    samples = read_jsonl(tmp_path / "c" / "shard-00000" / "samples.jsonl")
+    assert sorted(s["copy"] for s in samples if s["action"] == "stop") == [0, 1, 2, 3]
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="--beta"):
+        CollectConfig(beta=1.5)
+    with pytest.raises(ValueError, match="--policy"):
+        CollectConfig(beta=0.5)
+    with pytest.raises(ValueError, match="--shard-index"):
+        CollectConfig(shards=2, shard_index=2)
+
+
+class HeadingExpert:
+    """Turns left until facing +x (heading 90°), then walks forward to x = 1, then stops: needs look-ahead poses."""
+
+    def reset(self, episode):
+        pass
+
+    def next_action(self, position, rotation, t):
+        from envs.geometry import quaternion_to_heading
+
+        heading = np.degrees(quaternion_to_heading(rotation))
+        if heading < 89:
+            return TURN_LEFT
+        return MOVE_FORWARD if position[0] > -0.99 else STOP
+
+
+def test_expert_label_looks_ahead_with_predicted_poses():
+    label = expert_label(HeadingExpert(), np.zeros(3), np.array([0, 0, 0, 1.0]), t=5)
+    assert (label.t, label.action.kind, label.action.amount, label.low_level) == (5, "left", 45, (2, 2, 2))
+    pos, _rot = predict_pose(np.zeros(3), np.array([0, np.sin(np.pi / 4), 0, np.cos(np.pi / 4)]), MOVE_FORWARD)
+    assert np.allclose(pos, [-0.25, 0, 0])  # heading +90° faces -x
+
+
+class PoseDriver(FakeDriver):
+    def reset(self, episode):
+        self.position, self.rotation = np.zeros(3), np.array([0, 0, 0, 1.0])
+        return super().reset(episode)
+
+    def step(self, action):
+        self.position, self.rotation = predict_pose(self.position, self.rotation, action)
+        return super().step(action)
+
+    def pose(self):
+        return self.position, self.rotation
+
+
+class AlwaysRight:
+    def __init__(self):
+        self.calls = []
+
+    def decide(self, frames, instruction):
+        self.calls.append(len(frames))
+        return [TURN_RIGHT]
+
+
+def test_dagger_labels_with_expert_at_visited_states():
+    policy = AlwaysRight()
+    traj = run_dagger(PoseDriver(), HeadingExpert(), policy, make_episode(0, []), beta=0.0,
+                      rng=random.Random(0), max_steps=4)
+    assert traj.actions == [TURN_RIGHT] * 4 and traj.executed_by == ["policy"] * 4
+    # Facing further right each time, the expert would turn left 45 every time (its label, not the policy's).
+    assert [(d.t, d.action.kind, d.action.amount) for d in traj.decisions] == [(t, "left", 45) for t in range(4)]
+    assert policy.calls == [1, 2, 3, 4]  # the policy sees every frame so far
+    expert_run = run_dagger(PoseDriver(), HeadingExpert(), policy, make_episode(0, []), beta=1.0,
+                            rng=random.Random(0), max_steps=100)
+    assert expert_run.ended_with_stop and expert_run.actions[:6] == [2] * 6
+    assert [d.action.kind for d in expert_run.decisions] == ["left", "left", "forward", "forward", "stop"]
