@@ -157,6 +157,8 @@ class ViewerHandler(BaseHTTPRequestHandler):
         live = self.server.live
         if path in ("/", "/index.html"):
             self.send_file(STATIC_DIR / ("live.html" if live is not None else "index.html"))
+        elif path == "/favicon.ico":
+            self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         elif path.startswith("/static/"):
             target = safe_resolve(STATIC_DIR, path[len("/static/"):])
             if target is None:

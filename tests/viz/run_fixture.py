@@ -137,7 +137,8 @@ EPISODES: dict[str, dict[str, Any]] = {
     "4": {"actions": [FORWARD] * 9 + [RIGHT] * 6 + [FORWARD] * 10 + [STOP], "fail_at": set(),
           "instruction": "Go straight through the doorway, turn right, and wait at the blue bedroom window."},
 }
-GOALS = {"1": (-3.0, 0.0, 0.0), "2": (-2.5, 0.0, -4.0), "4": (2.5, 0.0, -2.25)}
+GOALS = {"1": (2.0, 0.0, 0.0), "2": (0.5, 0.0, -5.0), "4": (3.5, 0.0, -1.75)}
+STARTS = {"1": (5.0, 0.0, 0.0), "2": (2.0, 0.0, 0.0), "4": (1.0, 0.0, 0.5)}
 
 
 def _metrics(poses: list[dict[str, Any]], goal: np.ndarray, n_collisions: int) -> dict[str, Any]:
@@ -158,7 +159,7 @@ def write_episode(run_dir: Path, ep_id: str, spec: dict[str, Any], frame_size: i
     uid = f"{SPLIT}:{ep_id}"
     ep_dir = run_dir / "rollouts" / uid.replace(":", "__")
     (ep_dir / "frames").mkdir(parents=True, exist_ok=True)
-    poses = simulate(spec["actions"])
+    poses = simulate(spec["actions"], STARTS[ep_id])
     goal = np.array(GOALS[ep_id])
     decisions = group_decisions(spec["actions"], spec["fail_at"])
     ok_decisions = [d for d in decisions if d["parse_ok"]]

@@ -152,6 +152,7 @@ async function openEpisode(uid) {
     ? `${rec.missing.length} file(s) named in record.json are missing (e.g. ${rec.missing[0]}); placeholders are shown.`
     : "");
   $("ep-title").textContent = `${rec.uid}`;
+  $("instruction").textContent = rec.instruction || "(no instruction recorded)";
   $("ep-metrics").innerHTML = Object.entries(rec.metrics || {})
     .map(([k, v]) => `<span class="chip ${k === "sr" ? (v === 1 ? "ok" : "bad") : ""}"><b>${k}</b> ${fmt(v)}</span>`).join("");
   const slider = $("slider");
@@ -293,7 +294,7 @@ function play() {
   if (state.playing) return stop();
   if (state.t >= state.rec.steps.length - 1) seek(0);
   const fps = Number($("speed").value) || 4;
-  $("btn-play").textContent = "⏸";
+  $("btn-play").textContent = "❚❚";
   state.playing = setInterval(() => {
     if (state.t >= state.rec.steps.length - 1) return stop();
     seek(state.t + 1);
