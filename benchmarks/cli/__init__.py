@@ -20,6 +20,9 @@ app = typer.Typer(
 )
 
 # Each command module registers its commands on `app`; this list is the one place that wires them.
+from benchmarks.cli import evaluate as _evaluate  # noqa: E402  (run, eval)
+
+_evaluate.register(app)
 
 
 def main() -> None:
