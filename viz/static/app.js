@@ -270,7 +270,12 @@ function render() {
   document.querySelectorAll("#decisions li").forEach((li) => {
     const on = d && Number(li.dataset.k) === d.k;
     li.classList.toggle("current", !!on);
-    if (on && !state.playing) li.scrollIntoView({ block: "nearest" });
+    if (on) { // scroll only the decision list, never the page (scrollIntoView would move the whole panel)
+      const ol = li.parentElement;
+      if (li.offsetTop < ol.scrollTop || li.offsetTop + li.offsetHeight > ol.scrollTop + ol.clientHeight) {
+        ol.scrollTop = li.offsetTop - ol.clientHeight / 2;
+      }
+    }
   });
   $("instruction").classList.toggle("done", t === rec.steps.length - 1);
 
