@@ -47,8 +47,10 @@ class ShortestPathFollower:
 
     def _lookahead(self, position: np.ndarray, goal: np.ndarray) -> np.ndarray | None:
         """The next corner of the geodesic path from position to goal; None when unreachable."""
-        if isinstance(self.target, NavGrid):
-            return self.target.next_waypoint(position, goal)
+        # A grid (ours, or the embedded simulator's current one) answers the first corner without the full path.
+        grid = self.target if isinstance(self.target, NavGrid) else getattr(self.target, "nav_grid", None)
+        if isinstance(grid, NavGrid):
+            return grid.next_waypoint(position, goal)
         path = self.target.shortest_path(position, goal)
         if len(path) < 2:
             return None

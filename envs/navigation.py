@@ -131,7 +131,7 @@ def rasterize_floor_and_obstacles(
     xz = tris[relevant][..., [0, 2]].reshape(-1, 2)
     x0, z0 = xz.min(0) - 2 * res  # a blocked margin around everything keeps erosion and lookups in bounds
     x1, z1 = xz.max(0) + 2 * res
-    cols, rows = int(math.ceil((x1 - x0) / res)), int(math.ceil((z1 - z0) / res))
+    cols, rows = math.ceil((x1 - x0) / res), math.ceil((z1 - z0) / res)
     if rows * cols > config.max_cells:
         raise ValueError(f"navigation grid of {rows}x{cols} cells at {res} m exceeds max_cells={config.max_cells}; "
                          "is the mesh in metres?")
@@ -215,8 +215,8 @@ class NavGrid:
     def world_to_cell(self, xyz: np.ndarray) -> tuple[int, int]:
         """(row, col) of the cell containing the point's (x, z); may lie outside the grid."""
         p = np.asarray(xyz, dtype=np.float64).reshape(-1)
-        return (int(math.floor((p[2] - self.origin[1]) / self.resolution)),
-                int(math.floor((p[0] - self.origin[0]) / self.resolution)))
+        return (math.floor((p[2] - self.origin[1]) / self.resolution),
+                math.floor((p[0] - self.origin[0]) / self.resolution))
 
     def cell_to_world(self, row: int, col: int) -> np.ndarray:
         """World [x, floor_y, z] of the centre of cell (row, col)."""
@@ -281,7 +281,7 @@ class NavGrid:
         a = np.asarray(a, dtype=np.float64).reshape(-1)
         b = np.asarray(b, dtype=np.float64).reshape(-1)
         length = math.hypot(b[0] - a[0], b[2] - a[2])
-        n = max(2, int(math.ceil(length / (0.25 * self.resolution))) + 1)
+        n = max(2, math.ceil(length / (0.25 * self.resolution)) + 1)
         t = np.linspace(0.0, 1.0, n)
         c = np.floor((a[0] + t * (b[0] - a[0]) - self.origin[0]) / self.resolution).astype(np.int64)
         r = np.floor((a[2] + t * (b[2] - a[2]) - self.origin[1]) / self.resolution).astype(np.int64)
@@ -309,10 +309,7 @@ class NavGrid:
         if field is not None:
             self._fields.move_to_end(key)
             return field
-        if method == "fmm":
-            field = self._field_fmm(goal, gr, gc)
-        else:
-            field = self._field_dijkstra(goal, gr, gc)
+        field = self._field_fmm(goal, gr, gc) if method == "fmm" else self._field_dijkstra(goal, gr, gc)
         field.setflags(write=False)
         self._fields[key] = field
         while len(self._fields) > self.config.field_cache_size:
@@ -409,7 +406,7 @@ class NavGrid:
             p = self.snap(p)
         u = (p[0] - self.origin[0]) / self.resolution - 0.5  # continuous column; cell centres are integers
         v = (p[2] - self.origin[1]) / self.resolution - 0.5
-        c0, r0 = int(math.floor(u)), int(math.floor(v))
+        c0, r0 = math.floor(u), math.floor(v)
         fu, fv = u - c0, v - r0
         total, weight = 0.0, 0.0
         rows, cols = field.shape
