@@ -1,0 +1,90 @@
+"""Training samples: frames by index, prompt/labels masking, action-token weights, deterministic mixture order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.vlm.train.fakes import write_collected
+from vlm.constants import EOT, IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from vlm.image_processor import ImageProcessor
+from vlm.tokenizer import build_tokenizer
+from vlm.train.dataset import (
+    EncoderConfig,
+    MixtureDataset,
+    SampleEncoder,
+    TrajectoryDataset,
+    sample_index_stream,
+)
+from vlm.train.registry import DatasetEntry
+
+ANSWERS = ["The next action is move forward 75 cm.", "The next action is turn left 30 degrees.",
+           "The next action is stop."]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer([*ANSWERS, "Go a. Go b. <image>"], vocab_size=300)
+
+
+def test_frames_follow_indices_with_black_padding(tmp_path):
+    ds = TrajectoryDataset(write_collected(tmp_path / "d", {"a": ANSWERS}))
+    item = ds[2]  # t = 2: frames [-1]*5 + [0, 1, 2]
+    assert item["frames"].shape == (8, 8, 8, 3)
+    assert [int(f[0, 0, 0]) for f in item["frames"]] == [0] * 5 + [10, 20, 30]
+    assert item["answer"] == ANSWERS[2] and item["prompt"].count("<image>") == 8
+
+
+def test_unfinished_trajectories_are_ignored_and_missing_folder_is_explained(tmp_path):
+    root = write_collected(tmp_path / "d", {"a": ANSWERS, "b": ANSWERS[:1]})
+    (root / "shard-00000" / "trajectories.jsonl").write_text('{"traj": "a"}\n')
+    assert len(TrajectoryDataset(root)) == 3
+    with pytest.raises(ValueError, match="navila-agent collect"):
+        TrajectoryDataset(tmp_path / "nope")
+
+
+def test_labels_cover_only_the_answer(tokenizer, tmp_path):
+    ds = TrajectoryDataset(write_collected(tmp_path / "d", {"a": ANSWERS}))
+    enc = SampleEncoder(tokenizer, ImageProcessor(size=16))
+    out = enc.encode(ds[0])
+    assert (out["input_ids"] == IMAGE_TOKEN_INDEX).sum() == 8
+    assert out["images"].shape == (8, 3, 16, 16)
+    answer_ids = out["labels"][out["labels"] != IGNORE_INDEX].tolist()
+    assert tokenizer.decode(answer_ids) == ANSWERS[0] + EOT
+    n = len(answer_ids)
+    assert out["input_ids"][-n:].tolist() == answer_ids  # the labelled tokens are the last ones
+    assert torch.all(out["label_weights"][:-n] == 0) and torch.all(out["label_weights"][-n:] == 1)
+
+
+def test_action_tokens_get_extra_weight(tokenizer, tmp_path):
+    ds = TrajectoryDataset(write_collected(tmp_path / "d", {"a": ANSWERS}))
+    enc = SampleEncoder(tokenizer, ImageProcessor(size=16), EncoderConfig(action_token_weight=3.0))
+    out = enc.encode(ds[0])
+    heavy = out["input_ids"][out["label_weights"] == 3.0].tolist()
+    text = tokenizer.decode(heavy)
+    assert "75" in text and "forward" in text and "The next" not in text
+
+
+def test_collate_pads(tokenizer, tmp_path):
+    ds = TrajectoryDataset(write_collected(tmp_path / "d", {"a": ANSWERS}))
+    enc = SampleEncoder(tokenizer, ImageProcessor(size=16))
+    batch = enc.collate([ds[0], ds[2]])
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
+    assert batch["images"].shape == (16, 3, 16, 16)
+    short = int(batch["attention_mask"][1].sum())
+    assert short < batch["input_ids"].shape[1] and torch.all(batch["labels"][1, short:] == IGNORE_INDEX)
+
+
+def test_mixture_weights_and_resumable_order(tmp_path):
+    a = write_collected(tmp_path / "a", {"a": ANSWERS})
+    b = write_collected(tmp_path / "b", {"b": ANSWERS[:1]})
+    mix = MixtureDataset([DatasetEntry("a", a), DatasetEntry("b", b, weight=9.0)])
+    assert len(mix) == 4 and mix[3]["dataset"] == "b" and mix.sizes() == {"a": 3, "b": 1}
+    stream = sample_index_stream(mix.weights, seed=1)
+    first = [next(stream) for _ in range(4000)]
+    assert np.mean([i == 3 for i in first]) > 0.65  # 9 / (3 + 9) = 0.75 of the draws
+    resumed = sample_index_stream(mix.weights, seed=1, start=1234)
+    assert [next(resumed) for _ in range(100)] == first[1234:1334]
+    uniform = sample_index_stream(torch.ones(5, dtype=torch.float64), seed=0)
+    assert sorted(next(uniform) for _ in range(5)) == [0, 1, 2, 3, 4]  # an epoch is a permutation

@@ -1,0 +1,262 @@
+"""Training samples from collected trajectories: frames → pixels, conversation → token ids and labels.
+
+Reads the folders that `navila-agent collect` writes (format `navila-agent-trajectories/1`, see
+`benchmarks/collect.py`): every `shard-*/samples.jsonl` line whose trajectory is listed in that shard's
+`trajectories.jsonl` is one sample; its `frames` are indices into the trajectory's `frames/<traj>.npz`
+(`rgb` [T, H, W, 3] uint8), -1 meaning a black padding frame.
+
+Encoding (`SampleEncoder`), as in LLaVA/VILA supervised fine-tuning:
+- prompt = the llama_3 template with the human turn and an open assistant turn; target = the answer sentence
+  followed by `<|eot_id|>` (the stop string at inference, so the model learns to end its turn);
+- `input_ids` = tokenizer_image_token(prompt) + tokens(target); `<image>` becomes IMAGE_TOKEN_INDEX (-200);
+- `labels` = IGNORE_INDEX over the prompt, the target ids over the answer;
+- `label_weights` = 1 over the answer, `action_token_weight` over the tokens that overlap the action words and
+  the amount ("move forward", "turn left", "75", "stop"), 0 elsewhere — an optional extra push on the part
+  of the answer that matters (1.0 = plain cross-entropy).
+
+The mixture (`MixtureDataset`) concatenates datasets; each sample carries its dataset's sampling weight, and
+`sample_index_stream` draws a deterministic, resumable order from those weights.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlm.constants import EOT, IGNORE_INDEX
+from vlm.train.registry import MANIFEST_NAME, DatasetEntry
+
+SUPPORTED_FORMATS = ("navila-agent-trajectories/1",)
+# Spans of the answer that carry the decision: the action phrase and the amount.
+_ACTION_SPAN = re.compile(r"move forward|turn left|turn right|\bstop\b|\d+", re.IGNORECASE)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    out = []
+    if not path.is_file():
+        return out
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn last line from a crashed collector
+    return out
+
+
+class TrajectoryDataset(torch.utils.data.Dataset):
+    """Raw samples of one collected folder: `{"frames": [N, H, W, 3] uint8, "prompt", "answer", ...}`."""
+
+    def __init__(self, root: str | Path, name: str | None = None, cache_trajectories: int = 8) -> None:
+        self.root = Path(root)
+        self.name = name or self.root.name
+        manifest_path = self.root / MANIFEST_NAME
+        if not manifest_path.is_file():
+            raise ValueError(
+                f"dataset '{self.name}': {manifest_path} not found; collect it first "
+                f"(navila-agent collect --output {self.root})"
+            )
+        self.manifest = json.loads(manifest_path.read_text())
+        if self.manifest.get("format") not in SUPPORTED_FORMATS:
+            raise ValueError(
+                f"dataset '{self.name}': {manifest_path} has format {self.manifest.get('format')!r}; "
+                f"supported: {', '.join(SUPPORTED_FORMATS)}"
+            )
+        self.samples: list[dict[str, Any]] = []
+        self._shard_of: list[Path] = []
+        for shard in sorted(self.root.glob("shard-*")):
+            done = {r["traj"] for r in _read_jsonl(shard / "trajectories.jsonl")}
+            for s in _read_jsonl(shard / "samples.jsonl"):
+                if s["traj"] in done:
+                    self.samples.append(s)
+                    self._shard_of.append(shard)
+        if not self.samples:
+            raise ValueError(f"dataset '{self.name}' at {self.root} holds no finished samples")
+        self._cache: OrderedDict[Path, np.ndarray] = OrderedDict()
+        self._cache_size = cache_trajectories
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _trajectory_frames(self, path: Path) -> np.ndarray:
+        # A small LRU: consecutive samples of one trajectory share its frames file.
+        if path in self._cache:
+            self._cache.move_to_end(path)
+            return self._cache[path]
+        if not path.is_file():
+            raise ValueError(f"dataset '{self.name}': frames file {path} is missing")
+        with np.load(path) as data:
+            frames = data["rgb"]  # [T, H, W, 3] uint8
+        self._cache[path] = frames
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return frames
+
+    def frames_for(self, index: int) -> np.ndarray:
+        """The sample's frames [N, H, W, 3] uint8, black where its index is -1."""
+        sample = self.samples[index]
+        all_frames = self._trajectory_frames(self._shard_of[index] / sample["frames_file"])
+        out = np.zeros((len(sample["frames"]), *all_frames.shape[1:]), dtype=np.uint8)
+        for i, f in enumerate(sample["frames"]):
+            if f >= 0:
+                out[i] = all_frames[f]
+        return out
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        conv = sample["conversations"]
+        return {
+            "id": sample["id"],
+            "frames": self.frames_for(index),
+            "prompt": conv[0]["value"],
+            "answer": conv[1]["value"],
+            "action": sample.get("action"),
+        }
+
+
+class MixtureDataset(torch.utils.data.Dataset):
+    """Several `TrajectoryDataset`s back to back; `weights[i]` is sample i's sampling weight."""
+
+    def __init__(self, entries: Sequence[DatasetEntry]) -> None:
+        if not entries:
+            raise ValueError("the data mixture is empty")
+        self.datasets = [TrajectoryDataset(e.path, e.name) for e in entries]
+        self.entries = list(entries)
+        self._offsets = np.cumsum([0] + [len(d) for d in self.datasets])
+        self.weights = torch.cat(
+            [torch.full((len(d),), float(e.weight), dtype=torch.float64) for d, e in zip(self.datasets, entries, strict=True)]
+        )
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        k = int(np.searchsorted(self._offsets, index, side="right") - 1)
+        item = self.datasets[k][index - int(self._offsets[k])]
+        item["dataset"] = self.entries[k].name
+        return item
+
+    def sizes(self) -> dict[str, int]:
+        return {e.name: len(d) for e, d in zip(self.entries, self.datasets, strict=True)}
+
+
+def sample_index_stream(weights: torch.Tensor, seed: int, start: int = 0) -> Iterator[int]:
+    """An endless, deterministic stream of sample indices, starting at position `start`.
+
+    Epoch e is a permutation (equal weights) or a weighted draw with replacement of len(weights) indices, both
+    from a generator seeded with (seed, e), so a resumed run that skips `start` samples sees exactly the order
+    the interrupted run would have seen.
+    """
+    n = len(weights)
+    if n == 0:
+        raise ValueError("cannot sample from an empty dataset")
+    uniform = bool(torch.all(weights == weights[0]))
+    epoch, offset = divmod(start, n)
+    while True:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        if uniform:
+            order = torch.randperm(n, generator=g)
+        else:
+            order = torch.multinomial(weights, n, replacement=True, generator=g)
+        yield from order[offset:].tolist()
+        epoch, offset = epoch + 1, 0
+
+
+@dataclass
+class EncoderConfig:
+    conv_template: str = "llama_3"  # conversation template of the model
+    action_token_weight: float = 1.0  # loss weight on the action-phrase and amount tokens (1.0 = plain CE)
+    max_length: int | None = None  # truncate text tokens to this many (None = no limit)
+
+    def __post_init__(self) -> None:
+        if self.action_token_weight <= 0:
+            raise ValueError(f"action_token_weight must be > 0, got {self.action_token_weight}")
+        if self.max_length is not None and self.max_length < 8:
+            raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+
+
+class SampleEncoder:
+    """Raw sample → model inputs (token ids, labels, label weights, pixels); also the batch collate function."""
+
+    def __init__(self, tokenizer: Any, image_processor: Any, config: EncoderConfig | None = None,
+                 image_aspect_ratio: str = "resize") -> None:
+        from vlm.conversation import get_conv_template
+
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.config = config or EncoderConfig()
+        self.image_aspect_ratio = image_aspect_ratio
+        get_conv_template(self.config.conv_template)  # validates the name early
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self.pad_token_id = pad if pad is not None else (getattr(tokenizer, "eos_token_id", None) or 0)
+
+    def prompt_text(self, question: str) -> str:
+        """The chat prompt up to (and including) the open assistant header."""
+        from vlm.conversation import get_conv_template
+
+        conv = get_conv_template(self.config.conv_template)
+        conv.append_message(conv.roles[0], question)
+        conv.append_message(conv.roles[1], None)
+        return conv.get_prompt()
+
+    def _answer_tokens(self, answer: str) -> tuple[list[int], list[float]]:
+        target = answer + EOT
+        w = self.config.action_token_weight
+        if w == 1.0:
+            ids = self.tokenizer(target, add_special_tokens=False).input_ids
+            return ids, [1.0] * len(ids)
+        enc = self.tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
+        if "offset_mapping" not in enc:
+            raise ValueError("action_token_weight != 1 needs a fast tokenizer (return_offsets_mapping)")
+        spans = [m.span() for m in _ACTION_SPAN.finditer(answer)]
+        weights = [w if any(a < e and b > s for s, e in spans) else 1.0 for a, b in enc["offset_mapping"]]
+        return list(enc["input_ids"]), weights
+
+    def encode(self, item: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """One sample: input_ids / labels / label_weights [L], images [N, 3, S, S]."""
+        from vlm.mm_utils import process_images, tokenizer_image_token
+
+        prompt_ids = tokenizer_image_token(self.prompt_text(item["prompt"]), self.tokenizer)
+        answer_ids, answer_w = self._answer_tokens(item["answer"])
+        input_ids = prompt_ids + answer_ids
+        labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+        weights = [0.0] * len(prompt_ids) + answer_w
+        if self.config.max_length is not None and len(input_ids) > self.config.max_length:
+            # Truncate the prompt's text from the left of the answer would drop the label; refuse instead.
+            raise ValueError(
+                f"sample {item.get('id')}: {len(input_ids)} text tokens exceed max_length={self.config.max_length}"
+            )
+        images = process_images(list(item["frames"]), self.image_processor, self.image_aspect_ratio)
+        return {
+            "input_ids": torch.tensor(input_ids, dtype=torch.long),  # [L]
+            "labels": torch.tensor(labels, dtype=torch.long),  # [L]
+            "label_weights": torch.tensor(weights, dtype=torch.float32),  # [L]
+            "images": images,  # [N, 3, S, S]
+        }
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Encode and right-pad a batch: input_ids / labels / attention_mask [B, L], images [B*N, 3, S, S]."""
+        encoded = [self.encode(item) for item in items]
+        length = max(len(e["input_ids"]) for e in encoded)
+        batch = len(encoded)
+        input_ids = torch.full((batch, length), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long)
+        weights = torch.zeros((batch, length), dtype=torch.float32)
+        mask = torch.zeros((batch, length), dtype=torch.long)
+        for i, e in enumerate(encoded):
+            n = len(e["input_ids"])
+            input_ids[i, :n], labels[i, :n], weights[i, :n], mask[i, :n] = e["input_ids"], e["labels"], e["label_weights"], 1
+        return {
+            "input_ids": input_ids,  # [B, L]
+            "attention_mask": mask,  # [B, L]
+            "labels": labels,  # [B, L]
+            "label_weights": weights,  # [B, L]
+            "images": torch.cat([e["images"] for e in encoded]),  # [B*N, 3, S, S], sample-major
+        }

@@ -1,0 +1,395 @@
+"""A lean supervised fine-tuning loop for the VILA-style model, on `accelerate`.
+
+    accelerate launch --num_processes 8 -m benchmarks.cli train --data-mixture r2r_gen+rxr_gen --output runs/sft
+    accelerate launch --use_deepspeed --deepspeed_config_file vlm/train/zero2.json ...   # ZeRO-2, multi-node
+
+What it does, in order: freeze/unfreeze the three parts (`tune_vision_tower`, `tune_mm_projector`,
+`tune_language_model`; stage 1 of LLaVA's recipe = tower + projector only), optionally wrap the language
+model in LoRA (peft), AdamW + cosine schedule with linear warmup, bf16 autocast on GPU, gradient accumulation
+and clipping, rich progress, a JSONL log (and wandb when asked), a checkpoint every `save_every` steps and an
+injected evaluation callback every `eval_every` steps.
+
+Checkpoints (`OUT/checkpoints/checkpoint-<step>/`) hold the model in the VILA layout (the model's own
+`save_pretrained`, LoRA merged), so any of them loads with `vlm.load`, plus `trainer_state.pt` (the trainable
+parameters, optimizer, scheduler, RNG) and `trainer_state.json` (written last: a checkpoint without it is
+incomplete and ignored). Re-running the same command resumes from the newest complete checkpoint, with the
+same data order (`sample_index_stream`). The final model is saved to `OUT/` itself.
+
+The model contract (vlm/model.py): `forward(input_ids, attention_mask, images, labels)` returning an object
+with `.loss`; `save_pretrained(folder)`; submodules named by `PART_NAMES`. This module never imports envs,
+agent or benchmarks: evaluation is a plain callable `eval_fn(checkpoint_dir) -> {metric: value}`.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlm.train.dataset import MixtureDataset, SampleEncoder, sample_index_stream
+
+# Attribute names of the model's three parts (VILA's names).
+PART_NAMES = {"vision_tower": "vision_tower", "mm_projector": "mm_projector", "language_model": "llm"}
+STATE_FILE = "trainer_state.pt"
+STATE_JSON = "trainer_state.json"
+LOG_FILE = "train_log.jsonl"
+REPORT_TO = ("none", "wandb")
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/train"  # final model + checkpoints/ + train_log.jsonl
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 4  # samples per device per micro-step
+    grad_accum: int = 1  # micro-steps per optimizer step
+    lr: float = 2e-4  # peak learning rate
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03  # share of `steps` with linear warmup, then cosine decay to 0
+    max_grad_norm: float = 1.0  # gradient clipping (0 = off)
+    seed: int = 0  # data order, init of LoRA weights, dropout
+    tune_vision_tower: bool = False
+    tune_mm_projector: bool = True
+    tune_language_model: bool = True
+    lora: bool = False  # LoRA on the language model (peft) instead of full fine-tuning
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    gradient_checkpointing: bool = False
+    bf16: str = "auto"  # "auto" (bf16 on CUDA), "yes", "no"
+    save_every: int = 500  # steps between checkpoints (the last step is always saved)
+    keep_checkpoints: int = 2  # newest complete checkpoints kept (0 = keep all)
+    eval_every: int = 0  # steps between evaluation-callback calls (0 = never; needs eval_fn)
+    log_every: int = 10  # steps between log lines
+    num_workers: int = 0  # DataLoader worker processes
+    report_to: str = "none"  # "none" | "wandb" (offline unless WANDB_MODE says otherwise)
+    run_name: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum", "save_every", "log_every", "lora_r"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_every", "num_workers", "keep_checkpoints"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"TrainConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.bf16 not in ("auto", "yes", "no"):
+            raise ValueError(f"TrainConfig.bf16: unknown value '{self.bf16}'; available: auto, yes, no")
+        if self.report_to not in REPORT_TO:
+            raise ValueError(f"unknown --report-to '{self.report_to}'; available: {', '.join(REPORT_TO)}")
+        if not (self.tune_vision_tower or self.tune_mm_projector or self.tune_language_model or self.lora):
+            raise ValueError("nothing to train: enable one of tune_vision_tower / tune_mm_projector / "
+                             "tune_language_model / lora")
+
+
+def _part(model: torch.nn.Module, part: str) -> torch.nn.Module:
+    name = PART_NAMES[part]
+    module = getattr(model, name, None)
+    if not isinstance(module, torch.nn.Module):
+        raise ValueError(f"the model has no '{name}' submodule ({part}); cannot set tune_{part}")
+    return module
+
+
+def configure_trainable(model: torch.nn.Module, config: TrainConfig) -> dict[str, int]:
+    """Freeze everything, unfreeze the parts asked for, wrap the LLM in LoRA if asked; returns parameter counts."""
+    model.requires_grad_(False)
+    if config.tune_vision_tower:
+        _part(model, "vision_tower").requires_grad_(True)
+    if config.tune_mm_projector:
+        _part(model, "mm_projector").requires_grad_(True)
+    if config.lora:
+        try:
+            import peft
+        except ImportError:
+            raise ValueError("--lora needs peft: pip install 'navila-agent[train]'") from None
+        llm = _part(model, "language_model")
+        present = {n.rsplit(".", 1)[-1] for n, _ in llm.named_modules()}
+        targets = [t for t in config.lora_target_modules if t in present]
+        if not targets:
+            raise ValueError(
+                f"--lora: none of the target modules {config.lora_target_modules} exist in the language model"
+            )
+        lora_cfg = peft.LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                                   target_modules=targets, bias="none")
+        setattr(model, PART_NAMES["language_model"], peft.get_peft_model(llm, lora_cfg))
+        if config.tune_language_model:
+            pass  # LoRA replaces full fine-tuning of the LLM: only adapter weights train
+    elif config.tune_language_model:
+        _part(model, "language_model").requires_grad_(True)
+    if config.gradient_checkpointing:
+        llm = _part(model, "language_model")
+        if hasattr(llm, "gradient_checkpointing_enable"):
+            llm.gradient_checkpointing_enable()
+            if hasattr(llm, "enable_input_require_grads"):
+                llm.enable_input_require_grads()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable": trainable, "total": sum(p.numel() for p in model.parameters())}
+
+
+def save_model(model: torch.nn.Module, folder: Path, lora: bool) -> None:
+    """`model.save_pretrained(folder)` in the VILA layout; a LoRA-wrapped LLM is saved merged."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not lora:
+        model.save_pretrained(folder)
+        return
+    name = PART_NAMES["language_model"]
+    wrapped = getattr(model, name)
+    try:
+        setattr(model, name, copy.deepcopy(wrapped).merge_and_unload())
+        model.save_pretrained(folder)
+    finally:
+        setattr(model, name, wrapped)
+
+
+def find_resume_checkpoint(output_dir: Path) -> Path | None:
+    """Newest `checkpoints/checkpoint-<step>` that has its trainer_state.json (i.e. finished writing)."""
+    complete = [p for p in (output_dir / "checkpoints").glob("checkpoint-*") if (p / STATE_JSON).is_file()]
+    return max(complete, key=lambda p: int(p.name.split("-")[1])) if complete else None
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _wants_label_weights(model: torch.nn.Module) -> bool:
+    return "label_weights" in inspect.signature(model.forward).parameters
+
+
+class _Logger:
+    """JSONL log on disk, plus wandb when asked (imported lazily; offline unless WANDB_MODE says otherwise)."""
+
+    def __init__(self, config: TrainConfig, output_dir: Path, enabled: bool, run_config: dict[str, Any]) -> None:
+        self.path = output_dir / LOG_FILE
+        self.enabled = enabled
+        self.wandb = None
+        if enabled and config.report_to == "wandb":
+            try:
+                import wandb
+            except ImportError:
+                raise ValueError("--report-to wandb needs the wandb package: pip install wandb") from None
+            os.environ.setdefault("WANDB_MODE", "offline")  # never a network call unless the user opts in
+            self.wandb = wandb.init(project="navila-agent", name=config.run_name, dir=str(output_dir),
+                                    config=run_config, resume="allow")
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+    def close(self) -> None:
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    steps: int  # optimizer steps done in total (including before a resume)
+    resumed_from: int  # step of the checkpoint resumed from (0 = fresh start)
+    final_loss: float
+    samples_per_s: float
+    data_share: float  # share of wall time spent waiting for batches
+    evals: list[dict[str, Any]]
+
+
+def _micro_batches(dataset: MixtureDataset, encoder: SampleEncoder, config: TrainConfig, start_sample: int,
+                   world: int, rank: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless micro-batches for this process: a global index stream, each rank taking its slice."""
+    stream = sample_index_stream(dataset.weights, config.seed, start_sample)
+    per_step = config.batch_size * world
+
+    def batches() -> Iterator[list[int]]:
+        while True:
+            chunk = [next(stream) for _ in range(per_step)]
+            yield chunk[rank * config.batch_size : (rank + 1) * config.batch_size]
+
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=batches(), collate_fn=encoder.collate, num_workers=config.num_workers,
+        persistent_workers=config.num_workers > 0,
+    )
+    yield from loader
+
+
+def train(
+    model: torch.nn.Module,
+    dataset: MixtureDataset,
+    encoder: SampleEncoder,
+    config: TrainConfig,
+    eval_fn: Callable[[Path], dict[str, Any]] | None = None,
+    run_config: dict[str, Any] | None = None,
+    show_progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Fine-tune `model` on `dataset` for `config.steps` optimizer steps, resuming from OUT's last checkpoint.
+
+    `eval_fn(checkpoint_dir)` runs every `eval_every` steps on the checkpoint just saved; its metrics are
+    logged next to the loss. `stop_after` ends the run after that many steps of this call (used to simulate
+    a killed run in tests); the state on disk is exactly what a kill after that checkpoint leaves.
+    """
+    from accelerate import Accelerator
+    from transformers import get_cosine_schedule_with_warmup
+
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    use_bf16 = config.bf16 == "yes" or (config.bf16 == "auto" and torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no")
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    counts = configure_trainable(model, config)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps)
+
+    start_step = 0
+    resume = find_resume_checkpoint(output_dir)
+    if resume is not None:
+        state = torch.load(resume / STATE_FILE, map_location="cpu", weights_only=False)
+        missing = set(state["trainable"]) ^ {n for n, p in model.named_parameters() if p.requires_grad}
+        if missing:
+            raise ValueError(f"cannot resume from {resume}: its trainable parameters differ from this run's "
+                             f"(different --tune-*/--lora flags?), e.g. {sorted(missing)[:3]}")
+        model.load_state_dict(state["trainable"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        start_step = int(state["step"])
+
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    unwrapped = accelerator.unwrap_model(model)
+    pass_weights = _wants_label_weights(unwrapped)
+    if encoder.config.action_token_weight != 1.0 and not pass_weights:
+        raise ValueError("action_token_weight != 1 needs a model whose forward() accepts label_weights")
+    world, rank = accelerator.num_processes, accelerator.process_index
+    samples_per_step = config.batch_size * config.grad_accum * world
+    batches = _micro_batches(dataset, encoder, config, start_step * samples_per_step, world, rank)
+    main = accelerator.is_main_process
+    logger = _Logger(config, output_dir, main, {**(run_config or {}), "train": asdict(config), **counts})
+    if main and resume is None:
+        (output_dir / "train_config.json").write_text(json.dumps({**(run_config or {}), "train": asdict(config),
+                                                                  "parameters": counts}, indent=2))
+
+    progress = None
+    if show_progress and main:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                            TimeRemainingColumn())
+        task = progress.add_task("train", total=config.steps, completed=start_step, info="")
+        progress.start()
+
+    evals: list[dict[str, Any]] = []
+    data_time = 0.0
+    t0 = time.perf_counter()
+    step, loss_value, done_here = start_step, float("nan"), 0
+    model.train()
+    try:
+        while step < config.steps and (stop_after is None or done_here < stop_after):
+            step_loss = 0.0
+            for _ in range(config.grad_accum):
+                t_data = time.perf_counter()
+                batch = next(batches)
+                data_time += time.perf_counter() - t_data
+                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                weights = batch.pop("label_weights")
+                kwargs = {"label_weights": weights} if pass_weights else {}
+                with accelerator.autocast():
+                    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                images=batch["images"], labels=batch["labels"], **kwargs)
+                loss = out.loss / config.grad_accum
+                accelerator.backward(loss)
+                step_loss += float(loss.detach())
+            if config.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            done_here += 1
+            loss_value = step_loss
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss became {loss_value} at step {step}; lower --lr or check the data")
+            record: dict[str, Any] = {"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[0]}
+            if step % config.log_every == 0 or step == config.steps:
+                logger.log(record)
+            save_now = step % config.save_every == 0 or step == config.steps
+            eval_now = eval_fn is not None and config.eval_every > 0 and step % config.eval_every == 0
+            if save_now or eval_now:
+                ckpt = _save_checkpoint(accelerator, unwrapped, optimizer, scheduler, output_dir, step, config,
+                                        loss_value)
+                if eval_now and main:
+                    metrics = eval_fn(ckpt)  # type: ignore[misc]
+                    evals.append({"step": step, **metrics})
+                    logger.log({"step": step, "loss": loss_value, **{f"eval/{k}": v for k, v in metrics.items()}})
+            if progress is not None:
+                progress.update(task, completed=step, info=f"loss {loss_value:.4f}")
+    finally:
+        if progress is not None:
+            progress.stop()
+    elapsed = time.perf_counter() - t0
+    if step >= config.steps and main:
+        save_model(unwrapped, output_dir, config.lora)
+    accelerator.wait_for_everyone()
+    logger.close()
+    return TrainResult(
+        output_dir=output_dir,
+        steps=step,
+        resumed_from=start_step,
+        final_loss=loss_value,
+        samples_per_s=done_here * samples_per_step / elapsed if elapsed > 0 else 0.0,
+        data_share=data_time / elapsed if elapsed > 0 else 0.0,
+        evals=evals,
+    )
+
+
+def _save_checkpoint(accelerator: Any, model: torch.nn.Module, optimizer: Any, scheduler: Any, output_dir: Path,
+                     step: int, config: TrainConfig, loss: float) -> Path:
+    """Model (VILA layout) + resumable state; trainer_state.json last, so a torn checkpoint is never resumed."""
+    folder = output_dir / "checkpoints" / f"checkpoint-{step}"
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if folder.exists():
+            shutil.rmtree(folder)
+        save_model(model, folder, config.lora)
+        torch.save({"step": step, "trainable": _trainable_state(model), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": _rng_state()}, folder / STATE_FILE)
+        (folder / STATE_JSON).write_text(json.dumps({"step": step, "loss": loss}))
+        if config.keep_checkpoints:
+            complete = sorted((p for p in folder.parent.glob("checkpoint-*") if (p / STATE_JSON).is_file()),
+                              key=lambda p: int(p.name.split("-")[1]))
+            for old in complete[: -config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return folder
