@@ -1,0 +1,47 @@
+"""The NaVILA navigation prompt: the user text (reference wording, byte for byte) and its chat-templated form.
+
+    build_prompt("Walk past the sofa and stop at the door.")  # llama_3-templated, 8 <image> markers
+
+The wording, including its odd punctuation (", and current observation <image>\\n."), is what the released
+NaVILA checkpoints were trained on; changing a character moves the model off its training distribution.
+"""
+
+from __future__ import annotations
+
+from vlm.constants import DEFAULT_IMAGE_TOKEN
+
+DEFAULT_CONV_MODE = "llama_3"  # the template NaVILA 8B and this project's small models use
+DEFAULT_NUM_FRAMES = 8  # 7 history frames + the current one
+
+
+def build_user_prompt(instruction: str, num_frames: int = DEFAULT_NUM_FRAMES) -> str:
+    """NaVILA's user turn: `num_frames - 1` history `<image>\\n` markers, the current `<image>\\n`, the instruction.
+
+    The instruction is inserted as given (NaVILA does not strip or escape it).
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    history = f"{DEFAULT_IMAGE_TOKEN}\n" * (num_frames - 1)
+    return (
+        "Imagine you are a robot programmed for navigation tasks. You have been given a video of historical "
+        f"observations {history}, and current observation {DEFAULT_IMAGE_TOKEN}\n. "
+        f'Your assigned task is: "{instruction}" '
+        "Analyze this series of images to decide your next action, which could be turning left or right by a "
+        "specific degree, moving forward a certain distance, or stop if the task is completed."
+    )
+
+
+def build_prompt(
+    instruction: str,
+    conv_mode: str = DEFAULT_CONV_MODE,
+    num_frames: int = DEFAULT_NUM_FRAMES,
+    suffix: str = "",
+) -> str:
+    """The full model input text: the user turn wrapped in conversation template `conv_mode`, left open for the
+    assistant's answer. `suffix` is appended to the user turn (used only by the agent's parse-failure retry)."""
+    from vlm.conversation import get_conv_template  # raises ValueError listing templates for an unknown name
+
+    conv = get_conv_template(conv_mode)
+    conv.append_message(conv.roles[0], build_user_prompt(instruction, num_frames) + suffix)
+    conv.append_message(conv.roles[1], None)
+    return conv.get_prompt()
