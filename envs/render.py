@@ -39,11 +39,15 @@ class RenderConfig:
 
     def __post_init__(self) -> None:
         if not (1 <= self.width <= 8192 and 1 <= self.height <= 8192):
-            raise ValueError(f"RenderConfig.width/height must be in [1, 8192], got {self.width}x{self.height}")
+            raise ValueError(
+                f"RenderConfig.width/height must be in [1, 8192], got {self.width}x{self.height}"
+            )
         if not 1.0 <= self.hfov_deg < 180.0:
             raise ValueError(f"RenderConfig.hfov_deg must be in [1, 180), got {self.hfov_deg}")
         if not 0.0 < self.near < self.far:
-            raise ValueError(f"RenderConfig.near/far must satisfy 0 < near < far, got {self.near}, {self.far}")
+            raise ValueError(
+                f"RenderConfig.near/far must satisfy 0 < near < far, got {self.near}, {self.far}"
+            )
         if len(self.background) != 3 or not all(0.0 <= c <= 1.0 for c in self.background):
             raise ValueError(f"RenderConfig.background must be 3 values in [0, 1], got {self.background}")
 
@@ -156,7 +160,9 @@ def shaded_vertex_colors(colors: np.ndarray, normals: np.ndarray) -> np.ndarray:
     colors [N, 3] in [0, 1], normals [N, 3] -> [N, 3] float32 in [0, 1].
     """
     light = _LIGHT_DIR / np.linalg.norm(_LIGHT_DIR)
-    lambert = np.abs(normals @ light)  # [N]; abs so a face seen from behind (e.g. flipped normals) is not black
+    lambert = np.abs(
+        normals @ light
+    )  # [N]; abs so a face seen from behind (e.g. flipped normals) is not black
     return (colors * (_AMBIENT + (1.0 - _AMBIENT) * lambert)[:, None]).clip(0.0, 1.0).astype(np.float32)
 
 
@@ -187,7 +193,9 @@ class Renderer:
         self._color_rb = ctx.renderbuffer((w, h), components=3)
         self._depth_rb = ctx.renderbuffer((w, h), components=1, dtype="f4")  # z-depth in metres
         self._zbuffer = ctx.depth_renderbuffer((w, h))
-        self._fbo = ctx.framebuffer(color_attachments=[self._color_rb, self._depth_rb], depth_attachment=self._zbuffer)
+        self._fbo = ctx.framebuffer(
+            color_attachments=[self._color_rb, self._depth_rb], depth_attachment=self._zbuffer
+        )
         self._projection = projection_matrix(self.config)
         self._vao: moderngl.VertexArray | None = None
         self._buffers: list[moderngl.Buffer] = []
