@@ -5,7 +5,7 @@ Two small protocols keep the loop in `benchmarks.runner` short:
 
 - `EpisodeCallback` runs inside the worker that steps the env, so it sees every observation
   (`on_episode_start`, `on_step`, `on_episode_end`); `RecordingCallback` writes rollout records per
-  docs/rollout_format.md and `VideoCallback` an MP4 per episode.
+  docs/rollout_format.md and `VideoCallback` an MP4 per episode (videos/<EP_DIR>.mp4).
 - `RunListener` runs in the parent process, which receives one finished-episode record (a JSON-safe dict, the
   results.jsonl line) at a time from all workers (`on_run_start`, `on_result`, `on_run_end`);
   `ProgressListener` draws the rich progress bar with live SR and ETA, `EpisodeLineListener` prints one compact
@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from benchmarks.store import ROLLOUTS_DIR, atomic_write_json, json_safe
+from benchmarks.store import ROLLOUTS_DIR, VIDEOS_DIR, atomic_write_json, json_safe
 from envs.datasets.episode import Episode
 
 ROLLOUT_FORMAT = "navila-agent-rollout/1"
@@ -183,46 +183,35 @@ class RecordingCallback:
 
 @dataclass
 class VideoCallback:
-    """Writes rollouts/<EP_DIR>/video.mp4 (egocentric RGB, `fps` frames per second) for every episode."""
+    """Writes videos/<EP_DIR>.mp4 for every episode from its rollout record (viz.video.write_episode_video:
+    egocentric frame | top-down map with the path | model answer), so it must come after a RecordingCallback."""
 
     run_dir: Path  # the run folder
-    fps: int = 10  # frames per second of the video
-    _writer: Any = field(default=None, init=False)
-    _tmp: Path | None = field(default=None, init=False)
+    fps: float = 4.0  # video frames (= steps) per second
 
     def __post_init__(self) -> None:
-        if self.fps < 1:
-            raise ValueError(f"VideoCallback.fps must be >= 1, got {self.fps}")
-
-    def _write(self, obs: dict[str, Any]) -> None:
-        import cv2
-
-        rgb = obs.get("rgb")
-        if rgb is None or self._writer is None:
-            return
-        self._writer.write(cv2.cvtColor(np.ascontiguousarray(rgb[..., :3]), cv2.COLOR_RGB2BGR))
+        if not self.fps > 0:
+            raise ValueError(f"VideoCallback.fps must be > 0, got {self.fps}")
 
     def on_episode_start(self, episode: Episode, obs: dict[str, Any], info: dict[str, Any]) -> None:
-        import cv2
-
-        out_dir = Path(self.run_dir) / ROLLOUTS_DIR / episode_dir_name(episode.uid)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        h, w = np.asarray(obs["rgb"]).shape[:2]
-        self._tmp = out_dir / "video.tmp.mp4"  # renamed when complete: a video.mp4 is always whole
-        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
-        self._write(obs)
+        pass
 
     def on_step(
         self, episode: Episode, t: int, action: int, obs: dict[str, Any], info: dict[str, Any]
     ) -> None:
-        self._write(obs)
+        pass
 
     def on_episode_end(self, episode: Episode, record: dict[str, Any], agent_stats: dict[str, Any]) -> None:
-        if self._writer is None or self._tmp is None:
-            return
-        self._writer.release()
-        self._tmp.replace(self._tmp.with_name("video.mp4"))
-        self._writer, self._tmp = None, None
+        from viz.video import write_episode_video  # the viewer's composition; imported only with --video
+
+        name = episode_dir_name(episode.uid)
+        record_dir = Path(self.run_dir) / ROLLOUTS_DIR / name
+        if not (record_dir / "record.json").is_file():
+            raise RuntimeError(f"VideoCallback: no rollout record in {record_dir}; --video needs --record")
+        out = Path(self.run_dir) / VIDEOS_DIR / f"{name}.mp4"
+        tmp = out.with_name(f".{name}.tmp.mp4")  # renamed when complete: an .mp4 in videos/ is always whole
+        write_episode_video(record_dir, tmp, fps=self.fps)
+        tmp.replace(out)
 
 
 # ----------------------------------------------------------------------------------------------- in the parent

@@ -47,11 +47,12 @@ def dist_info(environ: dict[str, str] | None = None) -> DistInfo:
     for (rank_var, world_var), source in zip(RANK_ENV_VARS, ("torchrun", "slurm"), strict=True):
         if rank_var in env and world_var in env:
             try:
-                return DistInfo(int(env[rank_var]), int(env[world_var]), source)
+                rank, world = int(env[rank_var]), int(env[world_var])
             except ValueError as e:
                 raise ValueError(
                     f"{rank_var}={env[rank_var]!r} / {world_var}={env[world_var]!r} are not a valid rank / world size"
                 ) from e
+            return DistInfo(rank, world, source)
     return DistInfo(0, 1, "single")
 
 

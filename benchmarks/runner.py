@@ -9,8 +9,9 @@ callbacks (benchmarks.callbacks). `run_batched` steps K envs together so one bat
 `act_batch`) serves all of them. `evaluate` wires the rest: the episode selection, the results store (resume,
 config fingerprint), sharding over ranks and workers (benchmarks.parallel) and the summary.
 
-Determinism: every episode is seeded from (seed, uid) — env.reset(seed=...) and the agent's `seed()` when it has
-one — so an episode's metrics do not depend on which rank, worker or slot ran it, nor on what ran before.
+Determinism: every episode is seeded from (seed, uid) — env.reset(seed=episode_seed(seed, uid)), and the agents
+draw their randomness from (seed, uid) too (agent.baselines.episode_rng) — so an episode's metrics do not depend
+on which rank, worker or slot ran it, nor on what ran before.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.base import act_all
 from benchmarks.callbacks import EpisodeCallback, RecordingCallback, RunListener, VideoCallback
 from benchmarks.parallel import DistInfo, WorkerFailure, dist_info, episode_seed, run_in_processes, shard
 from benchmarks.store import ResultWriter, load_results, merge_shards, open_run, results_file_name
@@ -53,7 +55,7 @@ class EvalConfig:
     data_root: str | None = None  # VLN-CE data folder; None: generated data
     seed: int = 0  # run seed; each episode's seed derives from it and the episode uid
     record: bool = False  # write rollout records (frames, poses, model text) under output/rollouts/
-    video: bool = False  # write an MP4 per episode under output/rollouts/
+    video: bool = False  # write output/videos/<EP_DIR>.mp4 per episode (implies record)
     dtw: str = "fastdtw"  # nDTW's DTW: "fastdtw" (VLN-CE) or "exact"
     backend: str = "embedded"  # simulator backend
     overwrite: bool = False  # delete the results already in `output` first
@@ -114,18 +116,37 @@ def make_env(config: EvalConfig, episodes: list[Episode]) -> Any:
     return VLNCEEnv(**kwargs)
 
 
+def env_backend(env: Any) -> Any:
+    """The simulator backend of an env (VLNCEEnv calls it `sim`), for geodesic queries and the oracle."""
+    inner = env.unwrapped
+    return inner.sim if hasattr(inner, "sim") else inner.backend
+
+
+def load_model(path: str, device: str) -> Any:
+    """The VILA-layout checkpoint at `path` on `device` ("auto": a GPU when there is one)."""
+    import vlm
+
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return vlm.load(path, device=device)
+
+
 def make_agent(config: EvalConfig, env: Any, device: str) -> Any:
-    """The configured agent; the oracle plans on `env`'s backend, the navila agent loads `config.model`."""
+    """The configured agent: the oracle plans on `env`'s backend, the navila agent loads `config.model`, the
+    random and forward agents draw from (seed, episode uid)."""
     from agent.factory import make_agent as make
 
-    kwargs: dict[str, Any] = {}
     if config.agent == "navila":
-        kwargs.update(model=config.model, device=device)
-    if config.agent in ("oracle",):
-        kwargs["env"] = env
-    if config.agent == "random":
-        kwargs["seed"] = config.seed
-    return make(config.agent, **kwargs)
+        if config.model is None:
+            raise ValueError("--agent navila needs --model (a VILA-layout checkpoint folder)")
+        return make("navila", model=load_model(config.model, device))
+    if config.agent == "oracle":
+        return make("oracle", backend=env_backend(env))
+    if config.agent in ("random", "forward"):
+        return make(config.agent, seed=config.seed)
+    return make(config.agent)
 
 
 @dataclass(frozen=True)
@@ -168,8 +189,6 @@ def _start(
 ) -> _Trajectory:
     t0 = time.perf_counter()
     obs, info = env.reset(seed=seed, options={"episode_id": episode.episode_id})
-    if hasattr(agent, "seed"):
-        agent.seed(seed)
     agent.reset(episode)
     traj = _Trajectory(episode, obs, [_position(info)], t_start=t0, sim_s=time.perf_counter() - t0)
     for cb in callbacks:
@@ -235,7 +254,7 @@ def _finish(
         stopped=traj.stopped,
         goal=episode.goal_position,
         reference_locations=_reference(episode),
-        geodesic=env.unwrapped.backend.geodesic_distance,
+        geodesic=env_backend(env).geodesic_distance,
         collisions=traj.collisions,
         steps=traj.steps,
         dtw=dtw,
@@ -299,15 +318,6 @@ def run_episode(
         return _failed(episode, agent, traceback.format_exc(), callbacks, worker, t0)
 
 
-def act_batch(agents: Sequence[Any], observations: Sequence[dict[str, Any]]) -> list[int]:
-    """One action per (agent, observation): one batched model call when the agent type offers `act_batch`
-    (`AgentType.act_batch(agents, observations)`), else one `act` per agent."""
-    batched = getattr(type(agents[0]), "act_batch", None)
-    if batched is None or len(agents) == 1:
-        return [int(a.act(o)) for a, o in zip(agents, observations, strict=True)]
-    return [int(a) for a in batched(list(agents), list(observations))]
-
-
 @dataclass
 class Slot:
     """One env of a worker with its own agent (per-env history and action queue) and callbacks."""
@@ -365,7 +375,7 @@ def run_batched(
         ids = sorted(active)
         t = time.perf_counter()
         try:
-            actions = act_batch([slots[i].agent for i in ids], [active[i].obs for i in ids])
+            actions = act_all([slots[i].agent for i in ids], [active[i].obs for i in ids])
         except Exception:
             error = traceback.format_exc()  # a failed batched call fails every episode in the batch
             for i in ids:
@@ -426,7 +436,7 @@ class WorkerJob:
             env = self.factories.make_env(cfg, self.all_episodes)
             agent = self.factories.make_agent(cfg, env, device)
             callbacks: list[EpisodeCallback] = []
-            if cfg.record:
+            if cfg.record or cfg.video:  # the video is composed from the rollout record
                 callbacks.append(RecordingCallback(cfg.output, env=env))
             if cfg.video:
                 callbacks.append(VideoCallback(cfg.output))

@@ -39,6 +39,7 @@ SHARD_GLOB = "results-rank*.jsonl"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
 ROLLOUTS_DIR = "rollouts"
+VIDEOS_DIR = "videos"
 
 
 class RunFolderError(ValueError):
@@ -268,6 +269,7 @@ def clear_run(run_dir: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     shutil.rmtree(run_dir / ROLLOUTS_DIR, ignore_errors=True)
+    shutil.rmtree(run_dir / VIDEOS_DIR, ignore_errors=True)
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.baselines import episode_rng
 from benchmarks import runner
 from envs.constants import FORWARD_STEP_M, MOVE_FORWARD, STOP, TURN_ANGLE_DEG, TURN_LEFT, TURN_RIGHT
 from envs.datasets.episode import Episode, Goal, GroundTruth, Instruction
@@ -67,7 +68,7 @@ class FakeEnv:
     def __init__(self, episodes: list[Episode], max_steps: int = 80) -> None:
         self.episodes = episodes
         self.max_steps = max_steps
-        self.backend = FakeBackend()
+        self.sim = FakeBackend()  # VLNCEEnv's name for its backend
         self.unwrapped = self
         self.step_s = float(os.environ.get("NAVILA_FAKE_STEP_S", "0"))
         self.closed = False
@@ -90,7 +91,7 @@ class FakeEnv:
             "rotation": np.array([0.0, math.sin(half), 0.0, math.cos(half)]),
             "episode_id": self._ep.episode_id,
             "collided": collided,
-            "distance_to_goal": self.backend.geodesic_distance(self.pos, self._ep.goal_position),
+            "distance_to_goal": self.sim.geodesic_distance(self.pos, self._ep.goal_position),
             "steps": self.t,
         }
 
@@ -128,17 +129,16 @@ class FakeAgent:
     """Agents on the fake env: "oracle" walks to the goal, "random" acts from its per-episode seed,
     "forward" always moves forward. Keeps a decision log like the real agents (one decision per step)."""
 
-    def __init__(self, kind: str, env: FakeEnv) -> None:
+    def __init__(self, kind: str, env: FakeEnv, seed: int = 0) -> None:
         self.kind = kind
         self.env = env
+        self.seed = seed
         self.rng = np.random.default_rng(0)
         self.crash = {s for s in os.environ.get("NAVILA_FAKE_CRASH", "").split(",") if s}
         self.batch_calls = 0
 
-    def seed(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-
     def reset(self, episode: Episode) -> None:
+        self.rng = episode_rng(self.seed, episode.uid)  # as the real baselines: independent of episode order
         self.episode = episode
         self.t = 0
         self.log: list[dict[str, Any]] = []
@@ -188,7 +188,7 @@ def make_fake_env(config: runner.EvalConfig, episodes: list[Episode]) -> FakeEnv
 
 
 def make_fake_agent(config: runner.EvalConfig, env: FakeEnv, device: str) -> FakeAgent:
-    return FakeAgent(config.agent, env)
+    return FakeAgent(config.agent, env, config.seed)
 
 
 FAKE_FACTORIES = runner.Factories(load_fake_episodes, make_fake_env, make_fake_agent)
