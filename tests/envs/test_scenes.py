@@ -97,7 +97,9 @@ def test_doors_are_open_in_the_mesh(houses, renderer: Renderer) -> None:
             yaw = {"-z": 0.0, "+z": math.pi, "-x": math.pi / 2, "+x": -math.pi / 2}[side]
             eye = np.array([dx + step[0], 1.0, dz + step[1]])
             _, depth = renderer.render(eye, _yaw_quat(yaw))
-            assert depth[48, 48] > 1.0, f"{sem.house_id} door {door.id} looks closed (depth {depth[48, 48]:.2f})"
+            assert depth[48, 48] > 1.0, (
+                f"{sem.house_id} door {door.id} looks closed (depth {depth[48, 48]:.2f})"
+            )
 
 
 def test_furniture_inside_rooms_apart_and_clear_of_doors(houses) -> None:
@@ -108,7 +110,10 @@ def test_furniture_inside_rooms_apart_and_clear_of_doors(houses) -> None:
             assert x0 - 1e-6 <= o.position[0] - hx and o.position[0] + hx <= x1 + 1e-6
             assert z0 - 1e-6 <= o.position[2] - hz and o.position[2] + hz <= z1 + 1e-6
             for d in sem.doors:  # nothing stands within half a metre of a doorway centre
-                assert max(abs(d.position[0] - o.position[0]) - hx, abs(d.position[2] - o.position[2]) - hz) > 0.5
+                assert (
+                    max(abs(d.position[0] - o.position[0]) - hx, abs(d.position[2] - o.position[2]) - hz)
+                    > 0.5
+                )
         solid = [o for o in sem.objects if o.category != "rug"]
         for i, a in enumerate(solid):
             for b in solid[i + 1 :]:
@@ -120,7 +125,9 @@ def test_furniture_inside_rooms_apart_and_clear_of_doors(houses) -> None:
 def test_render_inside_a_room(houses, renderer: Renderer) -> None:
     mesh, sem = houses[0]
     renderer.load_mesh(mesh)
-    room = max(sem.rooms, key=lambda r: (r.polygon[1][0] - r.polygon[0][0]) * (r.polygon[2][1] - r.polygon[1][1]))
+    room = max(
+        sem.rooms, key=lambda r: (r.polygon[1][0] - r.polygon[0][0]) * (r.polygon[2][1] - r.polygon[1][1])
+    )
     (x0, z0), _, (x1, z1), _ = room.polygon
     eye = np.array([(x0 + x1) / 2, 1.25, (z0 + z1) / 2])
     rgb, depth = renderer.render(eye, _yaw_quat(0.0))  # looking along -z at the wall z = z0
@@ -130,7 +137,7 @@ def test_render_inside_a_room(houses, renderer: Renderer) -> None:
     # there: the centre-column pixel that sees height ~2.45 m on the wall has z-depth = distance to the wall.
     wall = eye[2] - z0
     slope = (2.45 - 1.25) / wall  # tan of the elevation angle of that ray
-    row = int(round((1.0 - slope) * 96 / 2 - 0.5))  # tan(hfov/2) = 1 for 90°
+    row = round((1.0 - slope) * 96 / 2 - 0.5)  # tan(hfov/2) = 1 for 90°
     assert depth[row, 48] == pytest.approx(wall, abs=0.05)
 
 
@@ -175,11 +182,11 @@ def test_load_obj_and_ply(tmp_path: Path) -> None:
 
 
 def test_load_errors(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nowhere.glb"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.glb"):
         load_scene_mesh(tmp_path / "nowhere.glb")
     bad = tmp_path / "scene.fbx"
     bad.write_text("x")
-    with pytest.raises(ValueError, match="unsupported scene mesh format '.fbx'"):
+    with pytest.raises(ValueError, match=r"unsupported scene mesh format '\.fbx'"):
         load_scene_mesh(bad)
     empty = tmp_path / "empty.ply"
     trimesh.PointCloud(np.zeros((3, 3))).export(empty)
@@ -194,5 +201,7 @@ def test_config_validation() -> None:
         HouseConfig(min_rooms=5, max_rooms=3)
     with pytest.raises(ValueError, match="door_height"):
         HouseConfig(door_height=3.0)
-    small = generate_house(1, "small", HouseConfig(min_rooms=2, max_rooms=2, width_range=(6, 6), depth_range=(5, 5)))
+    small = generate_house(
+        1, "small", HouseConfig(min_rooms=2, max_rooms=2, width_range=(6, 6), depth_range=(5, 5))
+    )
     assert len(small[1].rooms) == 2 and len(small[1].doors) >= 1
