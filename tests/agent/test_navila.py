@@ -1,0 +1,253 @@
+"""The NaVILA agent against a fake model: inputs, queueing, reset, parse failures, batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.base import act_all
+from agent.baselines import ForwardOnlyAgent
+from agent.navila import BatchedNavilaPolicy, NavilaAgent, NavilaAgentConfig
+from agent.prompt import build_prompt
+from tests.agent.fakes import FakeModel, make_episode, make_obs
+from vlm.mm_utils import history_indices
+
+FORWARD_75 = "The next action is move forward 75 cm."
+LEFT_30 = "The next action is turn left 30 degrees."
+STOP_TEXT = "The next action is stop."
+ROLLOUT_DECISION_KEYS = {"k", "t", "frames_seen", "raw_text", "action", "amount", "low_level", "parse_ok", "retried"}
+
+
+def keys(images: list) -> list:
+    return [image.key for image in images]
+
+
+def test_first_call_sees_the_exact_prompt_and_eight_keyed_frames() -> None:
+    model = FakeModel([FORWARD_75])
+    agent = NavilaAgent(model)
+    episode = make_episode()
+    agent.reset(episode)
+    obs = make_obs(0)
+    assert agent.act(obs) == 1
+    [[(images, prompt)]] = model.calls
+    assert prompt == build_prompt(episode.instruction.instruction_text, "llama_3", 8)
+    assert len(images) == 8
+    assert keys(images) == [("black", 8, 8)] * 7 + [(episode.uid, 0)]
+    assert all(not image.pixels.any() for image in images[:7])
+    np.testing.assert_array_equal(images[7].pixels, obs["rgb"])
+    assert model.max_new_tokens == [32]
+    [decision] = agent.episode_stats()["decision_log"]
+    assert set(decision) >= ROLLOUT_DECISION_KEYS
+    assert decision["frames_seen"] == [-1] * 7 + [0]
+    assert decision["raw_text"] == FORWARD_75 and decision["low_level"] == [1, 1, 1]
+    assert (decision["action"], decision["amount"], decision["parse_ok"], decision["retried"]) == ("forward", 75, True, False)
+
+
+def test_later_calls_sample_the_whole_history_with_navila_indices() -> None:
+    model = FakeModel(["The next action is turn right 15 degrees."])  # one step per decision
+    agent = NavilaAgent(model)
+    episode = make_episode()
+    agent.reset(episode)
+    for t in range(20):
+        agent.act(make_obs(t))
+    assert len(model.calls) == 20
+    images, _ = model.calls[-1][0]
+    expected = [(episode.uid, i) for i in history_indices(20, 8)] + [(episode.uid, 19)]
+    assert keys(images) == expected  # 0, 2, 5, 8, 10, 13, 16 then 19
+    np.testing.assert_array_equal(images[3].pixels, make_obs(8)["rgb"])
+    # 5 frames: 3 black pads in front; history over the padded buffer of 8 → indices 0..6
+    images5, _ = model.calls[4][0]
+    assert keys(images5) == [("black", 8, 8)] * 3 + [(episode.uid, i) for i in range(4)] + [(episode.uid, 4)]
+
+
+def test_queue_runs_before_the_model_is_asked_again() -> None:
+    model = FakeModel([FORWARD_75, LEFT_30, STOP_TEXT])
+    agent = NavilaAgent(model)
+    agent.reset(make_episode())
+    actions = [agent.act(make_obs(t)) for t in range(6)]
+    assert actions == [1, 1, 1, 2, 2, 0]
+    assert len(model.calls) == 3
+    stats = agent.episode_stats()
+    assert stats["decisions"] == 3 and stats["steps"] == 6 and stats["parse_failures"] == 0
+    assert [d["t"] for d in stats["decision_log"]] == [0, 3, 5]
+    assert agent.queued_actions == []
+
+
+def test_reset_clears_queue_history_and_stats_and_drops_features() -> None:
+    model = FakeModel([FORWARD_75])
+    agent = NavilaAgent(model)
+    first, second = make_episode("1"), make_episode("2")
+    agent.reset(first)
+    assert agent.act(make_obs(0)) == 1
+    assert agent.queued_actions == [1, 1]
+    agent.reset(second)
+    assert agent.queued_actions == []
+    assert agent.episode_stats()["decisions"] == 0
+    agent.act(make_obs(0, seed=1))
+    assert len(model.calls) == 2  # the queue of episode 1 was not carried over
+    images, _prompt = model.calls[1][0]
+    assert keys(images)[-1] == (second.uid, 0) and (first.uid, 0) not in keys(images)
+    assert model.feature_cache.dropped == [first.uid, first.uid, second.uid]
+
+
+def test_features_are_dropped_when_the_agent_stops() -> None:
+    model = FakeModel([STOP_TEXT])
+    agent = NavilaAgent(model)
+    episode = make_episode()
+    agent.reset(episode)
+    model.feature_cache.dropped.clear()
+    assert agent.act(make_obs(0)) == 0
+    assert model.feature_cache.dropped == [episode.uid]
+
+
+def test_parse_failure_is_retried_with_the_nudge_then_counted() -> None:
+    model = FakeModel(["I see a kitchen.", STOP_TEXT])
+    agent = NavilaAgent(model)
+    agent.reset(make_episode())
+    assert agent.act(make_obs(0)) == 0
+    assert len(model.calls) == 2
+    (images1, prompt1), (images2, prompt2) = model.calls[0][0], model.calls[1][0]
+    assert keys(images1) == keys(images2)  # same frames
+    config = NavilaAgentConfig()
+    assert prompt2 == build_prompt(make_episode().instruction.instruction_text, suffix=config.retry_suffix)
+    assert prompt2 != prompt1
+    stats = agent.episode_stats()
+    assert (stats["parse_failures"], stats["retries"], stats["fallbacks"]) == (1, 1, 0)
+    [decision] = stats["decision_log"]
+    assert decision["retried"] and decision["parse_ok"] and decision["raw_text"] == STOP_TEXT
+    assert decision["first_raw_text"] == "I see a kitchen."
+
+
+def test_two_failures_fall_back_to_one_left_turn() -> None:
+    model = FakeModel(["blah"])
+    agent = NavilaAgent(model)
+    agent.reset(make_episode())
+    assert [agent.act(make_obs(t)) for t in range(3)] == [2, 2, 2]
+    stats = agent.episode_stats()
+    assert (stats["parse_failures"], stats["retries"], stats["fallbacks"], stats["decisions"]) == (6, 3, 3, 3)
+    assert stats["model_calls"] == 6
+    decision = stats["decision_log"][0]
+    assert decision["parse_ok"] is False and decision["action"] == "left" and decision["low_level"] == [2]
+    assert "fallback: left" in decision["reason"]
+
+
+def test_retry_can_be_disabled_and_fallback_chosen() -> None:
+    model = FakeModel(["blah"])
+    agent = NavilaAgent(model, NavilaAgentConfig(retry_on_parse_failure=False, fallback_action="stop"))
+    agent.reset(make_episode())
+    assert agent.act(make_obs(0)) == 0
+    assert len(model.calls) == 1
+    assert agent.episode_stats()["parse_failures"] == 1 and agent.episode_stats()["retries"] == 0
+
+
+def test_config_validation_and_template_choice() -> None:
+    with pytest.raises(ValueError, match="fallback_action: unknown action 'jump'; available: stop, forward, left, right"):
+        NavilaAgentConfig(fallback_action="jump")
+    with pytest.raises(ValueError, match="num_frames must be >= 1"):
+        NavilaAgentConfig(num_frames=0)
+    with pytest.raises(ValueError, match="conv_mode: unknown conversation template 'nope'"):
+        NavilaAgentConfig(conv_mode="nope")
+    model = FakeModel([STOP_TEXT], conv_mode="vicuna_v1")
+    assert NavilaAgent(model).conv_mode == "vicuna_v1"  # the model's own template by default
+    assert NavilaAgent(model, NavilaAgentConfig(conv_mode="llama_3")).conv_mode == "llama_3"
+
+
+def test_bad_usage_gives_clear_errors() -> None:
+    agent = NavilaAgent(FakeModel([STOP_TEXT]))
+    with pytest.raises(RuntimeError, match="before reset"):
+        agent.act(make_obs(0))
+    agent.reset(make_episode())
+    with pytest.raises(ValueError, match="no 'rgb' key"):
+        agent.act({"depth": np.zeros((4, 4, 1), np.float32)})
+    with pytest.raises(ValueError, match="observation 'rgb' must have dtype uint8"):
+        agent.act({"rgb": np.zeros((4, 4, 3), np.float32)})
+
+
+def test_frames_are_copied_from_the_observation() -> None:
+    model = FakeModel(["The next action is turn left 15 degrees."])
+    agent = NavilaAgent(model)
+    agent.reset(make_episode())
+    obs = make_obs(0)
+    original = obs["rgb"].copy()
+    agent.act(obs)
+    obs["rgb"][:] = 0  # an env reusing its buffer
+    agent.act(make_obs(1))
+    images, _ = model.calls[1][0]
+    np.testing.assert_array_equal(images[-2].pixels, original)
+
+
+def _answer_from_current_frame(images: list, prompt: str) -> str:
+    """A deterministic 'model': the answer depends on the current frame and the history it is shown."""
+    answers = [FORWARD_75, LEFT_30, "The next action is turn right 15 degrees.", "garbage", "The next action is move forward 25 cm."]
+    code = int(images[-1].pixels.sum()) + sum(1 for image in images if image.key[0] == "black")
+    if "starts with" in prompt:  # the retry answers better
+        return answers[code % 4]  # sometimes garbage again: a fallback
+    return answers[code % len(answers)]
+
+
+def _run_sequential(episodes: list, steps: int) -> tuple[list[list[int]], list[dict], int]:
+    actions, stats, calls = [], [], 0
+    for env, episode in enumerate(episodes):
+        model = FakeModel(_answer_from_current_frame)
+        agent = NavilaAgent(model)
+        agent.reset(episode)
+        actions.append([agent.act(make_obs(t, seed=env)) for t in range(steps)])
+        stats.append(agent.episode_stats())
+        calls += len(model.calls)
+    return actions, stats, calls
+
+
+def test_batched_decisions_equal_sequential_ones_with_one_call_per_round() -> None:
+    num_envs, steps = 4, 20
+    episodes = [make_episode(str(i), instruction=f"Instruction {i}.") for i in range(num_envs)]
+    seq_actions, seq_stats, _ = _run_sequential(episodes, steps)
+    # the script exercises every path: multi-step queues, retries that parse, retries that fall back
+    assert sum(s["retries"] for s in seq_stats) > sum(s["fallbacks"] for s in seq_stats) > 0
+
+    model = FakeModel(_answer_from_current_frame)
+    policy = BatchedNavilaPolicy(model, num_envs=num_envs)
+    for env, episode in enumerate(episodes):
+        policy.reset(env, episode)
+    batched: list[list[int]] = [[] for _ in range(num_envs)]
+    for t in range(steps):
+        actions = policy.act([make_obs(t, seed=env) for env in range(num_envs)], env_indices=list(range(num_envs)))
+        for env, action in enumerate(actions):
+            batched[env].append(action)
+    assert batched == seq_actions
+    for env in range(num_envs):
+        got, want = policy.episode_stats(env), seq_stats[env]
+        assert got["decision_log"] == want["decision_log"]
+        assert got["parse_failures"] == want["parse_failures"]
+    # one generate_text call per round of decisions (plus one per retry round), never one per env
+    decisions = sum(s["decisions"] for s in seq_stats)
+    retries = sum(s["retries"] for s in seq_stats)
+    assert model.num_samples == decisions + retries
+    assert len(model.calls) <= 2 * steps
+    assert any(len(call) > 1 for call in model.calls)
+    # envs with a queue do not call the model: no call ever held more samples than envs needing a decision
+    assert all(len(call) <= num_envs for call in model.calls)
+
+
+def test_batch_over_a_subset_of_envs_and_duplicate_agents() -> None:
+    model = FakeModel([FORWARD_75])
+    policy = BatchedNavilaPolicy(model, num_envs=4)
+    for env in range(4):
+        policy.reset(env, make_episode(str(env)))
+    assert policy.act([make_obs(0), make_obs(0)], env_indices=[1, 3]) == [1, 1]
+    assert len(model.calls) == 1 and len(model.calls[0]) == 2
+    assert policy.episode_stats(0)["decisions"] == 0
+    with pytest.raises(ValueError, match=r"env index 4 out of range 0\.\.3"):
+        policy.act([make_obs(1)], env_indices=[4])
+    with pytest.raises(ValueError, match="same agent appears twice"):
+        NavilaAgent.act_batch([policy.agents[0], policy.agents[0]], [make_obs(0), make_obs(0)])
+
+
+def test_act_all_batches_navila_agents_and_steps_the_others() -> None:
+    model = FakeModel([LEFT_30])
+    agents = [NavilaAgent(model), ForwardOnlyAgent(forward_steps=1), NavilaAgent(model)]
+    for i, agent in enumerate(agents):
+        agent.reset(make_episode(str(i)))
+    assert act_all(agents, [make_obs(0)] * 3) == [2, 1, 2]
+    assert len(model.calls) == 1 and len(model.calls[0]) == 2
+    assert act_all(agents, [make_obs(1)] * 3) == [2, 0, 2]
+    assert len(model.calls) == 1  # both NaVILA agents still had a queued left turn
