@@ -357,6 +357,10 @@ def _add_floor(builder: MeshBuilder, cell: Rect, finish: str, config: HouseConfi
                 [row_xs[i], 0.0, zs[j + 1]],
             ]
             builder.add_quad(np.array(corners), up, color)
+    # A backing sheet 2 mm below: staggered planks meet in T-junctions, where the rasteriser can leave
+    # pixel-sized cracks; the sheet fills them (with a floor shade and a floor depth) instead of showing holes.
+    y = -0.002
+    builder.add_quad(np.array([[x0, y, z0], [x1, y, z0], [x1, y, z1], [x0, y, z1]]), up, shade_a)
 
 
 def _room_color_at(rooms: list[Room], cells: list[Rect], x: float, z: float) -> tuple[float, float, float]:

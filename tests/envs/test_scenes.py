@@ -141,6 +141,21 @@ def test_render_inside_a_room(houses, renderer: Renderer) -> None:
     assert depth[row, 48] == pytest.approx(wall, abs=0.05)
 
 
+def test_house_is_closed_from_inside(houses, renderer: Renderer) -> None:
+    """From every room centre, in 8 directions, every pixel hits a surface: no holes, cracks or open walls."""
+    for mesh, sem in houses.values():
+        renderer.load_mesh(mesh)
+        for room in sem.rooms:
+            (x0, z0), _, (x1, z1), _ = room.polygon
+            for k in range(8):
+                _, depth = renderer.render(
+                    np.array([(x0 + x1) / 2, 1.25, (z0 + z1) / 2]), _yaw_quat(k * math.pi / 4)
+                )
+                assert (depth > 0).all(), (
+                    f"{sem.house_id} {room.name}: {(depth == 0).sum()} pixels see nothing"
+                )
+
+
 def test_build_house_files_and_glb_round_trip(tmp_path: Path) -> None:
     glb = build_house(3, "gen_3", tmp_path)
     assert glb == tmp_path / "gen_3" / "gen_3.glb"
