@@ -104,6 +104,15 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
+def json_safe(value: Any) -> Any:
+    """A copy of parsed JSON with NaN / inf replaced by None (the runner may write them; browsers reject them)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return _finite_or_none(value)
+
+
 def _clean_metrics(metrics: Any) -> dict[str, Any]:
     if not isinstance(metrics, dict):
         return {}
@@ -173,7 +182,7 @@ def load_record(path: str | os.PathLike[str]) -> dict[str, Any]:
         p = p / RECORD_FILE
     if not p.is_file():
         raise RunFolderError(f"no rollout record at {p} (was the run made with --record?)")
-    rec = _read_json(p)
+    rec = json_safe(_read_json(p))
     if not isinstance(rec, dict):
         raise RunFolderError(f"{p} must hold a JSON object")
     if rec.get("format") != ROLLOUT_FORMAT:
@@ -194,9 +203,6 @@ def load_record(path: str | os.PathLike[str]) -> dict[str, Any]:
                 raise RunFolderError(f"{p}: field 'map.{key}' is missing")
         if not (isinstance(m["resolution"], (int, float)) and m["resolution"] > 0):
             raise RunFolderError(f"{p}: field 'map.resolution' must be a positive number, got {m['resolution']!r}")
-    for s in steps:
-        if "distance_to_goal" in s:
-            s["distance_to_goal"] = _finite_or_none(s["distance_to_goal"])
     rec["metrics"] = _clean_metrics(rec.get("metrics"))
     return rec
 

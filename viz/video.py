@@ -182,6 +182,10 @@ def _text_panel(record: dict[str, Any], t: int, size: tuple[int, int]) -> Image.
         colour = GREEN if dec.get("parse_ok", True) else RED
         d.text((12, y), f"decision #{dec.get('k')} at t={dec.get('t')}", fill=MUTED, font=f_small)
         y += 16
+        if dec.get("first_raw_text"):  # the agent's unparsable first answer, before it asked again
+            for line in textwrap.wrap(f'"{dec["first_raw_text"]}" (unparsable, asked again)', chars)[:3]:
+                d.text((12, y), line, fill=RED, font=f_text)
+                y += 18
         raw = dec.get("raw_text")
         for line in textwrap.wrap(f'"{raw}"' if raw is not None else "(no model text)", chars)[:4]:
             d.text((12, y), line, fill=INK if dec.get("parse_ok", True) else RED, font=f_text)

@@ -9,7 +9,8 @@ Episodes written by `build_run` (uids r2r_val_unseen:<id>):
   1  success, clean answers
   2  failure, one unparsable answer (parse_ok false, retried), parse_failures = 1
   3  status "error" with a traceback, no record
-  4  success, longer path with a right turn
+  4  success, longer path with a right turn; decision 4 retried after an unparsable first answer
+     (the NaVILA agent's form: retried true, first_raw_text), counted in parse_failures
   5.. extra results.jsonl rows (no record) when n_episodes > 4, for large-list tests
 """
 
@@ -134,7 +135,7 @@ EPISODES: dict[str, dict[str, Any]] = {
           "instruction": "Turn left and walk down the hallway. Stop at the end of the hall next to the plant."},
     "2": {"actions": [FORWARD] * 5 + [RIGHT] * 3 + [FORWARD] * 4 + [STOP], "fail_at": {2},
           "instruction": "Walk forward into the green room and stop beside the sofa on your left."},
-    "4": {"actions": [FORWARD] * 9 + [RIGHT] * 6 + [FORWARD] * 10 + [STOP], "fail_at": set(),
+    "4": {"actions": [FORWARD] * 9 + [RIGHT] * 6 + [FORWARD] * 10 + [STOP], "fail_at": set(), "retry_at": 4,
           "instruction": "Go straight through the doorway, turn right, and wait at the blue bedroom window."},
 }
 GOALS = {"1": (2.0, 0.0, 0.0), "2": (0.5, 0.0, -5.0), "4": (3.5, 0.0, -1.75)}
@@ -162,6 +163,9 @@ def write_episode(run_dir: Path, ep_id: str, spec: dict[str, Any], frame_size: i
     poses = simulate(spec["actions"], STARTS[ep_id])
     goal = np.array(GOALS[ep_id])
     decisions = group_decisions(spec["actions"], spec["fail_at"])
+    if "retry_at" in spec:  # the agent's own form: one decision that kept its unparsable first answer
+        d = decisions[spec["retry_at"]]
+        d.update(retried=True, first_raw_text="Go go go towards the window!!", reason="no action word; asked again")
     ok_decisions = [d for d in decisions if d["parse_ok"]]
     decision_at = {d["t"]: d["k"] for d in ok_decisions}
     steps = []
@@ -176,7 +180,7 @@ def write_episode(run_dir: Path, ep_id: str, spec: dict[str, Any], frame_size: i
         })
     draw_topdown().save(ep_dir / "topdown.png")
     metrics = _metrics(poses, goal, sum(s["collided"] for s in steps))
-    n_fail = sum(not d["parse_ok"] for d in decisions)
+    n_fail = sum(not d["parse_ok"] or bool(d.get("first_raw_text")) for d in decisions)
     record = {
         "format": "navila-agent-rollout/1", "uid": uid, "episode_id": ep_id, "split": SPLIT,
         "scene_id": "gen/h0003/h0003.glb", "instruction": spec["instruction"],

@@ -183,7 +183,13 @@ async function openEpisode(uid) {
 function renderTicks() {
   const n = Math.max(state.rec.steps.length - 1, 1);
   $("ticks").innerHTML = state.rec.decisions.map((d) =>
-    `<span class="tick ${d.parse_ok ? "" : "fail"}" style="left:${(100 * d.t) / n}%" title="decision ${d.k} at t=${d.t}"></span>`).join("");
+    `<span class="tick ${hadFailure(d) ? "fail" : ""}" style="left:${(100 * d.t) / n}%" title="decision ${d.k} at t=${d.t}"></span>`).join("");
+}
+
+// An unparsable answer happened at this decision: either it is the failed decision itself (parse_ok false,
+// the doc's form) or the agent asked again and kept the unparsable first answer (first_raw_text).
+function hadFailure(d) {
+  return !d.parse_ok || !!d.first_raw_text;
 }
 
 function actionLabel(d) {
@@ -195,7 +201,7 @@ function actionLabel(d) {
 
 function renderDecisionList() {
   $("decisions").innerHTML = state.rec.decisions.map((d) =>
-    `<li data-k="${d.k}" data-t="${d.t}" class="${d.parse_ok ? "" : "parse-fail"}">` +
+    `<li data-k="${d.k}" data-t="${d.t}" class="${hadFailure(d) ? "parse-fail" : ""}">` +
     `<span class="dk">#${d.k}</span> <span class="dt">t=${d.t}</span> <span class="da">${escapeHtml(actionLabel(d))}</span>` +
     `${d.retried ? ' <span class="tag">retry</span>' : ""}</li>`).join("");
 }
@@ -260,6 +266,8 @@ function render() {
   }
   const same = d ? rec.decisions.filter((x) => x.t === d.t) : [];
   $("answers").innerHTML = same.map((x) =>
+    (x.first_raw_text ? `<div class="answer parse-fail first"><div class="raw">“${escapeHtml(x.first_raw_text)}”</div>` +
+      `<div class="parsed">→ <b>parse failure</b>${x.reason ? " · " + escapeHtml(x.reason) : ""} · asked again</div></div>` : "") +
     `<div class="answer ${x.parse_ok ? "ok" : "parse-fail"}">` +
     `<div class="raw">${x.raw_text === null || x.raw_text === undefined ? '<span class="muted">(no model text: baseline agent)</span>' : "“" + escapeHtml(x.raw_text) + "”"}</div>` +
     `<div class="parsed">→ ${x.parse_ok ? "" : "<b>parse failure</b> · "}${escapeHtml(actionLabel(x))}` +
