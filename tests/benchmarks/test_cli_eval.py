@@ -1,0 +1,138 @@
+"""`navila-agent eval` / `run` end to end on the fake env: outputs, resume, refusals and input errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from benchmarks import runner
+from benchmarks.cli import app
+from benchmarks.cli import evaluate as cli_eval
+from tests.benchmarks import fakes
+
+
+@pytest.fixture(autouse=True)
+def _fakes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "DEFAULT_FACTORIES", fakes.FAKE_FACTORIES)
+    monkeypatch.setenv("NAVILA_FAKE_EPISODES", "4")
+    monkeypatch.setenv("COLUMNS", "160")
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_eval_writes_a_run_folder_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = _invoke("eval", "--agent", "oracle", "--split", "r2r_val_unseen", "--output", str(out), "--record")
+    assert res.exit_code == 0, res.output
+    assert "SR %" in res.output and "per step: sim" in res.output
+    run = json.loads((out / "run.json").read_text())
+    assert run["format"] == "navila-agent-run/1" and run["config"]["agent"] == "oracle" and run["fingerprint"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sr"] == 1.0 and summary["episodes"] == 4 and summary["dtw"] == "fastdtw"
+    assert "| SR % |" in (out / "summary.md").read_text()
+    assert len(list((out / "rollouts").glob("*/record.json"))) == 4
+    again = _invoke(
+        "eval", "--agent", "oracle", "--split", "r2r_val_unseen", "--output", str(out), "--workers", "2"
+    )
+    assert again.exit_code == 0, again.output
+    assert "0 episodes run, 4 already recorded" in again.output
+    assert (out / "results.jsonl").read_text().count("\n") == 4
+
+
+def test_eval_refuses_a_folder_of_another_configuration(tmp_path: Path) -> None:
+    out = str(tmp_path / "run")
+    assert _invoke("eval", "--agent", "oracle", "--output", out, "--limit", "1").exit_code == 0
+    res = _invoke("eval", "--agent", "random", "--output", out, "--limit", "1")
+    assert res.exit_code == 2
+    assert (
+        "different configuration" in res.output and "--overwrite" in res.output and "--output" in res.output
+    )
+    res = _invoke("eval", "--agent", "random", "--output", out, "--limit", "1", "--overwrite")
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["eval", "--agent", "bogus"], "--agent"),
+        (["eval", "--agent", "oracle", "--split", "r2r_val_unsen"], "--split"),
+        (["eval", "--agent", "oracle", "--gpus", "a,b"], "--gpus"),
+        (["eval", "--agent", "oracle", "--dtw", "slow"], "--dtw"),
+        (["eval", "--agent", "navila", "--model", "/nonexistent/ckpt"], "--model"),
+        (["run", "--episode", "r2r_val_unseen:999", "--agent", "oracle"], "999"),
+        (["run", "--episode", "nope:1", "--agent", "oracle"], "--episode"),
+    ],
+)
+def test_bad_input_fails_with_a_message_naming_the_flag(tmp_path: Path, args: list[str], flag: str) -> None:
+    res = _invoke(*args, "--output", str(tmp_path / "o"))
+    assert res.exit_code == 2, res.output
+    assert flag in res.output and "Traceback" not in res.output
+
+
+def test_a_folder_that_is_not_a_checkpoint_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "ckpt").mkdir()
+    res = _invoke(
+        "eval", "--agent", "navila", "--model", str(tmp_path / "ckpt"), "--output", str(tmp_path / "o")
+    )
+    assert res.exit_code == 2 and "not a checkpoint folder" in res.output and "--model" in res.output
+
+
+def test_run_without_a_shipped_model_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_eval, "default_model_path", lambda: tmp_path / "models" / "navila-tiny")
+    res = _invoke("run", "--episode", "r2r_val_unseen", "--output", str(tmp_path / "o"))
+    assert res.exit_code == 2
+    assert "navila-tiny" in res.output and "--model" in res.output and "--agent oracle" in res.output
+
+
+def test_run_one_episode_prints_its_line_and_records(tmp_path: Path) -> None:
+    out = tmp_path / "one"
+    res = _invoke(
+        "run", "--episode", "r2r_val_unseen:3", "--agent", "oracle", "--record", "--output", str(out)
+    )
+    assert res.exit_code == 0, res.output
+    assert "r2r_val_unseen:3  SR 1  SPL" in res.output and "parse_failures 0" in res.output
+    assert (out / "rollouts" / "r2r_val_unseen__3" / "record.json").is_file()
+    assert len((out / "results.jsonl").read_text().splitlines()) == 1
+
+
+def test_run_default_output_folder_is_printed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = _invoke("run", "--episode", "r2r_val_unseen", "--agent", "forward", "--limit", "1")
+    assert res.exit_code == 0, res.output
+    folders = list((tmp_path / "runs").iterdir())
+    assert len(folders) == 1 and folders[0].name.startswith("r2r_val_unseen-forward-")
+    assert folders[0].name in res.output.replace("\n", "")
+
+
+def test_crashed_episodes_give_exit_code_1_and_retry_errors_reruns_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = str(tmp_path / "run")
+    monkeypatch.setenv("NAVILA_FAKE_CRASH", "2")
+    res = _invoke("eval", "--agent", "oracle", "--output", out)
+    assert res.exit_code == 1 and "1 errors" in res.output and "--retry-errors" in res.output
+    monkeypatch.delenv("NAVILA_FAKE_CRASH")
+    res = _invoke("eval", "--agent", "oracle", "--output", out, "--retry-errors")
+    assert res.exit_code == 0, res.output
+
+
+def test_merge_only_summarises_rank_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "multi"
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        assert _invoke("eval", "--agent", "oracle", "--output", str(out)).exit_code == 0
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    (out / "results.jsonl").unlink()
+    (out / "summary.json").unlink()
+    res = _invoke("eval", "--merge-only", "--output", str(out))
+    assert res.exit_code == 0, res.output
+    assert len((out / "results.jsonl").read_text().splitlines()) == 4
+    assert json.loads((out / "summary.json").read_text())["episodes"] == 4
+    assert _invoke("eval", "--merge-only", "--output", str(tmp_path / "nothing")).exit_code == 2
