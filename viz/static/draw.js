@@ -55,7 +55,7 @@ const Draw = (() => {
       ctx.fillRect(0, 0, canvas.width, canvas.height);
       ctx.fillStyle = "#e6e6e6";
       ctx.font = "13px sans-serif";
-      ctx.fillText("top-down map missing", 10, 20);
+      ctx.fillText(o.placeholder || "top-down map missing", 10, 20);
     }
     if (o.goal) {
       const [gc, gr] = worldToPixel(map, o.goal[0], o.goal[2]);

@@ -64,6 +64,7 @@ function render() {
     const marker = Draw.drawMap($("map"), live.mapImg, s.map, {
       path: s.steps.map((x) => x.position), reference: s.reference_path, goal: s.goal,
       radius: s.success_distance, pose: step, collided: step.collided,
+      placeholder: s.has_map_image ? "loading map…" : "no map image for this scene: path only",
     });
     $("map").dataset.marker = marker ? marker.join(",") : "";
   }
