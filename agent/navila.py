@@ -92,7 +92,7 @@ def fallback_decision(kind: str) -> MidLevelAction:
 
 
 @dataclass
-class _ModelInput:
+class ModelInput:
     """What one decision sends to the model."""
 
     images: list[Any]  # num_frames vlm.media.Image, current last
@@ -173,8 +173,10 @@ class NavilaAgent:
             raise ValueError(f"act_batch: {len(agents)} agents but {len(obs_list)} observations")
         if len({id(a) for a in agents}) != len(agents):
             raise ValueError("act_batch: the same agent appears twice; use one agent per env")
-        for agent, obs in zip(agents, obs_list, strict=True):
-            agent._observe(obs)
+        # Validate every observation before any agent records one, so a bad one leaves all histories intact.
+        frames = [agent._frame_from(obs) for agent, obs in zip(agents, obs_list, strict=True)]
+        for agent, frame in zip(agents, frames, strict=True):
+            agent._frames.append(frame)
         groups: dict[tuple[int, int], list[NavilaAgent]] = {}
         for agent in agents:
             if not agent._queue:
@@ -185,8 +187,8 @@ class NavilaAgent:
 
     # ------------------------------------------------------------------ internals
 
-    def _observe(self, obs: Mapping[str, Any]) -> None:
-        """Append this step's RGB frame to the history (a copy: envs may reuse their observation buffers)."""
+    def _frame_from(self, obs: Mapping[str, Any]) -> Any:
+        """This step's RGB frame as a keyed vlm Image (a copy: envs may reuse their observation buffers)."""
         from vlm.media import Image, check_rgb
 
         if self._uid is None:
@@ -194,16 +196,16 @@ class NavilaAgent:
         if OBS_RGB not in obs:
             raise ValueError(f"NavilaAgent: the observation has no '{OBS_RGB}' key (keys: {sorted(obs)})")
         pixels = check_rgb(np.array(obs[OBS_RGB], copy=True), f"observation '{OBS_RGB}'")  # [H, W, 3] uint8
-        self._frames.append(Image(pixels, key=(self._uid, self._t)))
+        return Image(pixels, key=(self._uid, self._t))
 
-    def model_input(self, suffix: str = "") -> _ModelInput:
+    def model_input(self, suffix: str = "") -> ModelInput:
         """The sampled frames and prompt for a decision on the current history (public for inspection)."""
         from vlm.mm_utils import vlnce_frame_sampling
 
         images = vlnce_frame_sampling(self._frames, num_frames=self.config.num_frames)
         frames_seen = [self._frame_index(image) for image in images]
         prompt = build_prompt(self._instruction, self.conv_mode, self.config.num_frames, suffix=suffix)
-        return _ModelInput(images=images, prompt=prompt, frames_seen=frames_seen)
+        return ModelInput(images=images, prompt=prompt, frames_seen=frames_seen)
 
     def _frame_index(self, image: Any) -> int:
         key = getattr(image, "key", None)
@@ -223,7 +225,7 @@ class NavilaAgent:
         if cache is not None and self._uid is not None:
             cache.drop(self._uid)
 
-    def _record(self, inputs: _ModelInput, outcome: _Outcome) -> None:
+    def _record(self, inputs: ModelInput, outcome: _Outcome) -> None:
         """Turn a decision's outcome into queued actions and a log entry."""
         parsed = outcome.parsed
         log = self._log
@@ -239,7 +241,7 @@ class NavilaAgent:
         log.add(
             Decision(
                 k=log.next_index,
-                t=self._t,  # the latest observation (_observe stores frame _t; _pop advances _t)
+                t=self._t,  # the latest observation (its frame has key (uid, _t); _pop advances _t)
                 frames_seen=inputs.frames_seen,
                 raw_text=outcome.raw_text,
                 action=action.kind,
@@ -254,7 +256,7 @@ class NavilaAgent:
         self._queue.extend(low_level)
 
 
-def _generate(agents: Sequence[NavilaAgent], inputs: Sequence[_ModelInput]) -> list[str]:
+def _generate(agents: Sequence[NavilaAgent], inputs: Sequence[ModelInput]) -> list[str]:
     """One batched `generate_text` call for `agents` (which share one model and max_new_tokens)."""
     model = agents[0].model
     samples = [(item.images, item.prompt) for item in inputs]
@@ -285,7 +287,7 @@ def _decide(agents: list[NavilaAgent]) -> None:
     if to_retry:
         retry_agents = [agents[i] for i in to_retry]
         retry_inputs = [
-            _ModelInput(inputs[i].images, agents[i].model_input(agents[i].config.retry_suffix).prompt,
+            ModelInput(inputs[i].images, agents[i].model_input(agents[i].config.retry_suffix).prompt,
                         inputs[i].frames_seen)
             for i in to_retry
         ]

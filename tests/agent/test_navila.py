@@ -251,3 +251,16 @@ def test_act_all_batches_navila_agents_and_steps_the_others() -> None:
     assert len(model.calls) == 1 and len(model.calls[0]) == 2
     assert act_all(agents, [make_obs(1)] * 3) == [2, 0, 2]
     assert len(model.calls) == 1  # both NaVILA agents still had a queued left turn
+
+
+def test_a_bad_observation_in_a_batch_leaves_every_history_intact() -> None:
+    model = FakeModel(["The next action is turn left 15 degrees."])
+    policy = BatchedNavilaPolicy(model, num_envs=2)
+    for env in range(2):
+        policy.reset(env, make_episode(str(env)))
+    with pytest.raises(ValueError, match="no 'rgb' key"):
+        policy.act([make_obs(0), {"depth": None}], env_indices=[0, 1])
+    assert model.calls == []
+    policy.act([make_obs(0), make_obs(0)], env_indices=[0, 1])
+    images, _ = model.calls[0][0]
+    assert keys(images)[-2:] == [("black", 8, 8), (make_episode("0").uid, 0)]  # no frame recorded twice
