@@ -1,0 +1,73 @@
+"""Greedy batched decoding over input embeddings with a KV cache and per-sample stopping.
+
+The rows are left-padded (see `vlm.splice`), so every row's next token is predicted at the last position. A row that
+emitted a stop token is frozen: it keeps receiving the pad token (masked out) until every row is done or
+`max_new_tokens` is reached. `use_cache=False` recomputes the whole sequence each step (for equivalence tests).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from vlm.splice import SplicedInputs
+
+
+def cache_argument(lm: PreTrainedModel) -> str:
+    """The keyword a causal LM takes its KV cache under: `cache` (transformers >= 5.2x) or `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+
+
+def _returned_cache(out: Any) -> Any:
+    return getattr(out, "cache", None) if getattr(out, "cache", None) is not None else getattr(out, "past_key_values", None)
+
+
+@torch.inference_mode()
+def greedy_generate(
+    lm: PreTrainedModel,
+    inputs: SplicedInputs,
+    max_new_tokens: int,
+    stop_token_ids: Iterable[int],
+    pad_token_id: int,
+    use_cache: bool = True,
+) -> list[list[int]]:
+    """New token ids per row (stop tokens excluded), greedy argmax at each step."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    stops = torch.tensor(sorted(set(stop_token_ids)), device=inputs.inputs_embeds.device, dtype=torch.long)
+    embed = lm.get_input_embeddings()
+    embeds, mask, positions = inputs.inputs_embeds, inputs.attention_mask, inputs.position_ids  # [B, L, D], [B, L]
+    batch = embeds.shape[0]
+    done = torch.zeros(batch, dtype=torch.bool, device=embeds.device)
+    generated: list[list[int]] = [[] for _ in range(batch)]
+    past = None
+    cache_kw = cache_argument(lm)
+    # Only the last position's logits are needed: skips the [B, L, V] lm_head product over the prompt.
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(lm.forward).parameters else {}
+    step_embeds, step_positions = embeds, positions
+    for _ in range(max_new_tokens):
+        out = lm(inputs_embeds=step_embeds, attention_mask=mask, position_ids=step_positions, use_cache=use_cache, **{cache_kw: past}, **extra)
+        next_tokens = out.logits[:, -1].argmax(dim=-1)  # [B]
+        next_tokens = torch.where(done, torch.full_like(next_tokens, pad_token_id), next_tokens)
+        stopped = torch.isin(next_tokens, stops) & ~done
+        for b, token in enumerate(next_tokens.tolist()):
+            if not done[b] and not stopped[b]:
+                generated[b].append(token)
+        done |= stopped
+        if bool(done.all()):
+            break
+        new_embeds = embed(next_tokens[:, None])  # [B, 1, D]
+        new_positions = positions[:, -1:] + 1  # [B, 1]
+        mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)  # finished rows keep running; their output is ignored
+        positions = torch.cat([positions, new_positions], dim=1)
+        if use_cache:
+            past = _returned_cache(out)
+            step_embeds, step_positions = new_embeds, new_positions
+        else:
+            embeds = torch.cat([embeds, new_embeds], dim=1)
+            step_embeds, step_positions = embeds, positions
+    return generated
