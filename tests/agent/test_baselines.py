@@ -203,3 +203,30 @@ def test_every_agent_reports_decisions_in_the_rollout_format() -> None:
         assert stats["parse_failures"] == 0 and stats["decisions"] == stats["steps"] > 0
         for k, decision in enumerate(stats["decision_log"]):
             assert set(decision) >= keys and decision["k"] == k == decision["t"] and decision["raw_text"] is None
+
+
+def test_oracle_on_the_embedded_simulator_succeeds_with_vlnce_metrics(tmp_path: Any) -> None:
+    """Oracle agent + real env + metrics: through the doorway of the two-room test scene, STOP near the goal."""
+    from benchmarks.metrics import episode_metrics
+    from envs.env import VLNCEEnv
+    from tests.envs.fakes import make_episode as make_scene_episode
+    from tests.envs.fakes import two_room_mesh, write_scene
+
+    write_scene(tmp_path / "scene_datasets", two_room_mesh())
+    episode = make_scene_episode()
+    env = VLNCEEnv(episodes=[episode], data_root=str(tmp_path), width=32, height=32)
+    try:
+        obs, info = env.reset()
+        agent = make_agent("oracle", backend=env.sim)
+        agent.reset(episode)
+        positions, collisions, terminated, truncated = [info["position"]], 0, False, False
+        while not (terminated or truncated):
+            obs, _, terminated, truncated, info = env.step(agent.act(obs))
+            positions.append(info["position"])
+            collisions += int(info["collided"])
+        metrics = episode_metrics(positions, terminated, episode.goal_position, [], env.sim.geodesic_distance,
+                                  collisions=collisions, steps=len(positions) - 1)
+    finally:
+        env.close()
+    assert terminated and metrics["sr"] == 1.0 and metrics["os"] == 1.0
+    assert metrics["ne"] <= 0.5 and metrics["spl"] > 0.9 and metrics["collisions"] == 0
