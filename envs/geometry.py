@@ -48,12 +48,12 @@ def normalize_quaternion(q: np.ndarray) -> np.ndarray:
 
 def rotate_vector(q: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Rotate the 3-vector v by the quaternion q [x, y, z, w]."""
-    q = normalize_quaternion(q)
-    u, w = q[:3], q[3]
-    v = np.asarray(v, dtype=np.float64).reshape(3)
-    # v' = v + 2w (u x v) + 2 u x (u x v): the usual expansion of q v q*, without building a matrix.
-    t = 2.0 * np.cross(u, v)
-    return v + w * t + np.cross(u, t)
+    x, y, z, w = (float(c) for c in normalize_quaternion(q))
+    vx, vy, vz = (float(c) for c in np.asarray(v, dtype=np.float64).reshape(3))
+    # v' = v + w t + u x t with t = 2 (u x v): the usual expansion of q v q*, in plain floats (this runs
+    # every step; numpy's cross on 3-vectors costs more than the arithmetic).
+    tx, ty, tz = 2.0 * (y * vz - z * vy), 2.0 * (z * vx - x * vz), 2.0 * (x * vy - y * vx)
+    return np.array([vx + w * tx + (y * tz - z * ty), vy + w * ty + (z * tx - x * tz), vz + w * tz + (x * ty - y * tx)])
 
 
 def quaternion_to_heading(q: np.ndarray) -> float:

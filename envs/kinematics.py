@@ -2,9 +2,9 @@
 
 MOVE_FORWARD moves `forward_step` metres along the heading; TURN_LEFT / TURN_RIGHT rotate by `turn_angle`
 degrees about +y (left = counter-clockwise seen from above, as in habitat). A forward move that would leave the
-navigable area slides along the obstacle instead, like habitat's navmesh `try_step`: the agent ends at the
-navigable point nearest to the blocked target, provided it can reach it in a straight line, else as far along
-the straight move as is free; the step then reports `collided=True`. The height never changes: positions keep
+navigable area slides along the obstacle instead, like habitat's navmesh `try_step`: the move is projected on
+the obstacle's tangent (see `try_step`), else cut where it meets the obstacle; the step then reports
+`collided=True`. The height never changes: positions keep
 the episode's floor height.
 
     state = AgentState(position=np.array([1.0, 0.0, 1.0]), rotation=np.array([0.0, 0.0, 0.0, 1.0]))
@@ -61,28 +61,40 @@ def turn(rotation: np.ndarray, angle_deg: float) -> np.ndarray:
     return normalize_quaternion(quaternion_multiply(heading_to_quaternion(math.radians(angle_deg)), rotation))
 
 
+SLIDE_ANGLES_DEG = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0)  # how far a blocked move may turn to slide
+
+
 def try_step(grid: NavGrid, start: np.ndarray, target: np.ndarray, allow_sliding: bool = True) -> tuple[np.ndarray, bool]:
     """(end position, collided) of a straight move from start towards target on the grid.
 
-    Free move: (target, False). Blocked: with sliding, the navigable point nearest the target when the straight
-    segment to it is free (the move projected onto the obstacle's free side); otherwise, or without sliding, the
-    farthest free point of the straight segment. The end keeps start's height.
+    Free move: (target, False). Blocked, with sliding: the move projected onto the obstacle's tangent, found as
+    the smallest turn of the move direction (10 degree steps, up to 80) whose projection (length scaled by the
+    cosine of the turn) is free; the side closer to the target wins a tie. Without sliding, or when nothing
+    slides, the farthest free point of the straight move. The end keeps start's height.
     """
     start = np.asarray(start, dtype=np.float64).reshape(3)
     target = np.array(target, dtype=np.float64).reshape(3)
     target[1] = start[1]
     if grid.segment_free(start, target):
         return target, False
-    end = None
+    move = target - start
     if allow_sliding:
-        slid = grid.snap(target)
-        slid[1] = start[1]
-        if grid.segment_free(start, slid) and np.linalg.norm(slid - start) > 1e-9:
-            end = slid
-    if end is None:
-        t = grid.free_fraction(start, target)
-        end = start + t * (target - start)
-    return end, True
+        for ang in SLIDE_ANGLES_DEG:
+            a = math.radians(ang)
+            best = None
+            for sign in (1.0, -1.0):
+                ca, sa = math.cos(sign * a), math.sin(sign * a)
+                # Rotate the move in the x-z plane and shorten it to its projection on the new direction.
+                d = np.array([ca * move[0] + sa * move[2], 0.0, -sa * move[0] + ca * move[2]]) * ca
+                end = start + d
+                if grid.segment_free(start, end):
+                    gap = float(np.linalg.norm(end - target))
+                    if best is None or gap < best[0]:
+                        best = (gap, end)
+            if best is not None:
+                return best[1], True
+    t = grid.free_fraction(start, target)
+    return start + t * move, True
 
 
 def apply_action(state: AgentState, action: int, grid: NavGrid, config: KinematicsConfig) -> tuple[AgentState, bool]:

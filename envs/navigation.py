@@ -87,7 +87,7 @@ def _sample_triangles(tris: np.ndarray, spacing: float, chunk_points: int = 2_00
         per_chunk = max(1, chunk_points // len(bary))
         for s in range(0, len(idx), per_chunk):
             t = tris[idx[s : s + per_chunk]]  # [f, 3, 3]
-            yield np.einsum("kc,fcd->fkd", bary, t).reshape(-1, 3)
+            yield np.matmul(bary[None], t).reshape(-1, 3)  # [f, K, 3] -> [f * K, 3]; matmul is BLAS, einsum is not
 
 
 def _mark(grid: np.ndarray, pts: np.ndarray, x0: float, z0: float, res: float) -> None:
@@ -282,9 +282,10 @@ class NavGrid:
         b = np.asarray(b, dtype=np.float64).reshape(-1)
         length = math.hypot(b[0] - a[0], b[2] - a[2])
         n = max(2, math.ceil(length / (0.25 * self.resolution)) + 1)
-        t = np.linspace(0.0, 1.0, n)
-        c = np.floor((a[0] + t * (b[0] - a[0]) - self.origin[0]) / self.resolution).astype(np.int64)
-        r = np.floor((a[2] + t * (b[2] - a[2]) - self.origin[1]) / self.resolution).astype(np.int64)
+        t = np.arange(n) * (1.0 / (n - 1))  # [n] in [0, 1]
+        inv = 1.0 / self.resolution
+        c = np.floor((a[0] - self.origin[0] + t * (b[0] - a[0])) * inv).astype(np.int64)
+        r = np.floor((a[2] - self.origin[1] + t * (b[2] - a[2])) * inv).astype(np.int64)
         rows, cols = self.navigable.shape
         ok = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
         ok[ok] = self.navigable[r[ok], c[ok]]
@@ -432,7 +433,16 @@ class NavGrid:
         rows, cols = field.shape
         padded = np.pad(field, 1, constant_values=np.inf)  # [R + 2, C + 2]
         offsets = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
-        stack = np.stack([padded[1 + dr : 1 + dr + rows, 1 + dc : 1 + dc + cols] for dr, dc in offsets])  # [9, R, C]
+        def shifted(dr: int, dc: int) -> np.ndarray:
+            return padded[1 + dr : 1 + dr + rows, 1 + dc : 1 + dc + cols]
+
+        layers = []
+        for dr, dc in offsets:
+            v = shifted(dr, dc)
+            if dr and dc:  # a diagonal move must not cut a blocked corner: both orthogonal cells reachable
+                v = np.where(np.isfinite(shifted(dr, 0)) & np.isfinite(shifted(0, dc)), v, np.inf)
+            layers.append(v)
+        stack = np.stack(layers)  # [9, R, C]
         best = np.argmin(stack, axis=0)  # [R, C]; offset (0, 0) is index 4, kept only at local minima
         off = np.array(offsets)  # [9, 2]
         rr, cc = np.mgrid[0:rows, 0:cols]
@@ -502,10 +512,18 @@ class NavGrid:
         goal = self.snap(b)
         if self.segment_free(a, goal):
             return b
-        best = None
-        for r, c in cells[1:]:
-            p = self.cell_to_world(r, c)
-            if not self.segment_free(a, p):
-                break
-            best = p
-        return best if best is not None else (self.cell_to_world(*cells[1]) if len(cells) > 1 else b)
+        if len(cells) < 2:
+            return b
+        # Visibility along the descent path is (almost always) a prefix: find its end by doubling, then
+        # bisection: ~2 log2(n) line-of-sight tests instead of n.
+        last_ok, hi = 0, 1
+        while hi < len(cells) and self.segment_free(a, self.cell_to_world(*cells[hi])):
+            last_ok, hi = hi, hi * 2
+        hi = min(hi, len(cells))
+        while hi - last_ok > 1:
+            mid = (last_ok + hi) // 2
+            if self.segment_free(a, self.cell_to_world(*cells[mid])):
+                last_ok = mid
+            else:
+                hi = mid
+        return self.cell_to_world(*cells[max(last_ok, 1)])
