@@ -136,3 +136,97 @@ def test_merge_only_summarises_rank_shards(tmp_path: Path, monkeypatch: pytest.M
     assert len((out / "results.jsonl").read_text().splitlines()) == 4
     assert json.loads((out / "summary.json").read_text())["episodes"] == 4
     assert _invoke("eval", "--merge-only", "--output", str(tmp_path / "nothing")).exit_code == 2
+
+
+# ------------------------------------------------------------------------------ scripts/slurm_eval.sh, with fakes
+
+SLURM_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "slurm_eval.sh"
+FAKE_SRUN = """#!/usr/bin/env bash
+# Fake srun: drop srun's own options, then run the command once per rank, in parallel, as SLURM would.
+while [[ "$1" == --* ]]; do shift; done
+echo "$@" > "$FAKE_LOG/srun_cmd"
+pids=()
+for ((r = 0; r < FAKE_NTASKS; r++)); do SLURM_PROCID=$r SLURM_NTASKS=$FAKE_NTASKS "$@" & pids+=($!); done
+rc=0; for p in "${pids[@]}"; do wait "$p" || rc=$?; done; exit $rc
+"""
+FAKE_SCONTROL = """#!/usr/bin/env bash
+echo "$@" >> "$FAKE_LOG/scontrol"
+"""
+
+
+def _slurm_env(tmp_path: Path, bin_cmd: str, ntasks: int) -> dict[str, str]:
+    import os
+    import sys
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL), ("navila-fake", bin_cmd)):
+        (bindir / name).write_text(text.replace("PYTHON", sys.executable))
+        (bindir / name).chmod(0o755)
+    repo = str(SLURM_SCRIPT.parents[1])
+    return {
+        **os.environ,
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+        "FAKE_LOG": str(tmp_path),
+        "PYTHONPATH": repo,
+        "FAKE_NTASKS": str(ntasks),
+        "NAVILA_EVAL_BIN": "navila-fake",
+        "SLURM_JOB_ID": "42",
+        "SLURM_GPUS_ON_NODE": "0",
+        "NAVILA_FAKE_EPISODES": "5",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def test_slurm_script_runs_one_rank_per_task_and_the_last_merges(tmp_path: Path) -> None:
+    import subprocess
+
+    fake_cli = (
+        '#!/usr/bin/env bash\nexec PYTHON -c "import tests.benchmarks.fakes as f; f.install(); '
+        'from benchmarks.cli import main; main()" "$@"\n'
+    )
+    env = _slurm_env(tmp_path, fake_cli, ntasks=2)
+    out = tmp_path / "run"
+    res = subprocess.run(
+        ["bash", str(SLURM_SCRIPT), "--agent", "oracle", "--output", str(out)],
+        env=env,
+        cwd=SLURM_SCRIPT.parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in out.glob("results-rank*.jsonl")) == [
+        "results-rank000.jsonl",
+        "results-rank001.jsonl",
+    ]
+    assert len((out / "results.jsonl").read_text().splitlines()) == 5
+    assert json.loads((out / "summary.json").read_text())["sr"] == 1.0
+
+
+def test_slurm_script_requeues_on_usr1_and_needs_output(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    env = _slurm_env(tmp_path, "#!/usr/bin/env bash\nsleep 30\n", ntasks=1)
+    res = subprocess.run(
+        ["bash", str(SLURM_SCRIPT), "--agent", "oracle"], env=env, capture_output=True, text=True
+    )
+    assert res.returncode == 2 and "--output" in res.stderr
+    env["SLURM_GPUS_ON_NODE"] = "gpu:4"
+    with open(tmp_path / "stderr.txt", "w") as log:  # not a pipe: the fake srun's sleep outlives the script
+        proc = subprocess.Popen(
+            ["bash", str(SLURM_SCRIPT), "--agent", "oracle", "--output", str(tmp_path / "o")],
+            env=env,
+            stderr=log,
+        )
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "srun_cmd").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGUSR1)
+        assert proc.wait(timeout=20) == 0
+    assert "--gpus 0,1,2,3" in (tmp_path / "srun_cmd").read_text()
+    assert (tmp_path / "scontrol").read_text().split() == ["requeue", "42"]
+    assert "requeued job 42" in (tmp_path / "stderr.txt").read_text()
