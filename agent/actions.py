@@ -36,7 +36,12 @@ MAX_MERGE = 3
 
 _KIND_TO_LOW: dict[str, int] = {"stop": STOP, "forward": MOVE_FORWARD, "left": TURN_LEFT, "right": TURN_RIGHT}
 _LOW_TO_KIND: dict[int, str] = {v: k for k, v in _KIND_TO_LOW.items()}
-_STEP_UNIT: dict[str, int] = {"stop": 0, "forward": FORWARD_STEP_CM, "left": TURN_STEP_DEG, "right": TURN_STEP_DEG}
+_STEP_UNIT: dict[str, int] = {
+    "stop": 0,
+    "forward": FORWARD_STEP_CM,
+    "left": TURN_STEP_DEG,
+    "right": TURN_STEP_DEG,
+}
 
 # NaVILA's action words, in its order: the first pattern that matches anywhere in the answer wins
 # (so "stop" beats everything, even "The next action is move forward, then stop.").
@@ -66,7 +71,9 @@ class MidLevelAction:
 
     def __post_init__(self) -> None:
         if self.kind not in _KIND_TO_LOW:
-            raise ValueError(f"MidLevelAction.kind: unknown kind {self.kind!r}; available: {', '.join(ACTION_KINDS)}")
+            raise ValueError(
+                f"MidLevelAction.kind: unknown kind {self.kind!r}; available: {', '.join(ACTION_KINDS)}"
+            )
         if isinstance(self.amount, bool) or not isinstance(self.amount, int):
             raise ValueError(f"MidLevelAction.amount must be an int, got {type(self.amount).__name__}")
         if self.kind == "stop":
@@ -138,7 +145,9 @@ def parse_action(text: str) -> ParseResult:
         return ParseResult(None, False, f"answer is not text ({type(text).__name__})")
     kind = next((name for name, pattern in _ACTION_PATTERNS if pattern.search(text)), None)
     if kind is None:
-        return ParseResult(None, False, "no action phrase (stop / is move forward / is turn left / is turn right)")
+        return ParseResult(
+            None, False, "no action phrase (stop / is move forward / is turn left / is turn right)"
+        )
     if kind == "stop":
         return ParseResult(MidLevelAction("stop"), True, "")
 
@@ -179,7 +188,9 @@ def merge_low_level(actions: list[int]) -> list[MidLevelAction]:
     while i < len(actions):
         action = actions[i]
         if action not in _LOW_TO_KIND:
-            raise ValueError(f"merge_low_level: unknown low-level action {action!r} at index {i}; available: 0, 1, 2, 3")
+            raise ValueError(
+                f"merge_low_level: unknown low-level action {action!r} at index {i}; available: 0, 1, 2, 3"
+            )
         kind = _LOW_TO_KIND[action]
         if kind == "stop":
             merged.append(MidLevelAction("stop"))

@@ -42,7 +42,9 @@ class Decision:
 
     k: int  # index of the decision in the episode
     t: int  # step index of the observation it was made on
-    frames_seen: list[int]  # step index of each frame given to the model, -1 for a black pad ([] for baselines)
+    frames_seen: list[
+        int
+    ]  # step index of each frame given to the model, -1 for a black pad ([] for baselines)
     raw_text: str | None  # the model's answer that was acted on (the retry's answer when retried)
     action: str  # "stop" | "forward" | "left" | "right"
     amount: int  # cm / degrees / 0

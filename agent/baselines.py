@@ -57,8 +57,17 @@ class _StepLog:
 
     def record(self, action: int) -> int:
         self.log.add(
-            Decision(k=self.log.next_index, t=self.t, frames_seen=[], raw_text=None, action=_KIND[action],
-                     amount=_AMOUNT[action], low_level=[action], parse_ok=True, retried=False)
+            Decision(
+                k=self.log.next_index,
+                t=self.t,
+                frames_seen=[],
+                raw_text=None,
+                action=_KIND[action],
+                amount=_AMOUNT[action],
+                low_level=[action],
+                parse_ok=True,
+                retried=False,
+            )
         )
         self.t += 1
         return action
@@ -70,11 +79,19 @@ class _StepLog:
 class RandomAgent:
     """Samples each action from `probs` over (STOP, FORWARD, LEFT, RIGHT) — VLN-CE's random baseline."""
 
-    def __init__(self, seed: int = 0, probs: Sequence[float] = VLNCE_RANDOM_PROBS, max_steps: int | None = None) -> None:
+    def __init__(
+        self, seed: int = 0, probs: Sequence[float] = VLNCE_RANDOM_PROBS, max_steps: int | None = None
+    ) -> None:
         probs_array = np.asarray(probs, dtype=np.float64)
-        if probs_array.shape != (NUM_ACTIONS,) or np.any(probs_array < 0) or not np.isclose(probs_array.sum(), 1.0):
-            raise ValueError(f"RandomAgent.probs must be {NUM_ACTIONS} non-negative numbers summing to 1 "
-                             f"(STOP, FORWARD, LEFT, RIGHT), got {list(probs)}")
+        if (
+            probs_array.shape != (NUM_ACTIONS,)
+            or np.any(probs_array < 0)
+            or not np.isclose(probs_array.sum(), 1.0)
+        ):
+            raise ValueError(
+                f"RandomAgent.probs must be {NUM_ACTIONS} non-negative numbers summing to 1 "
+                f"(STOP, FORWARD, LEFT, RIGHT), got {list(probs)}"
+            )
         if max_steps is not None and max_steps < 0:
             raise ValueError(f"RandomAgent.max_steps must be >= 0 or None, got {max_steps}")
         self.seed = seed
@@ -99,7 +116,9 @@ class RandomAgent:
 class ForwardOnlyAgent:
     """MOVE_FORWARD `forward_steps` times, then STOP; with `random_heading`, VLN-CE's hand-crafted baseline."""
 
-    def __init__(self, forward_steps: int = VLNCE_FORWARD_STEPS, random_heading: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self, forward_steps: int = VLNCE_FORWARD_STEPS, random_heading: bool = False, seed: int = 0
+    ) -> None:
         if forward_steps < 0:
             raise ValueError(f"ForwardOnlyAgent.forward_steps must be >= 0, got {forward_steps}")
         self.forward_steps = forward_steps
@@ -113,8 +132,11 @@ class ForwardOnlyAgent:
         self._steps.reset()
         self._forward_left = self.forward_steps
         # VLN-CE: np.random.randint(0, 360 / 15 + 1) right turns, i.e. 0..24 inclusive.
-        self._turns_left = int(episode_rng(self.seed, episode.uid).integers(0, MAX_HEADING_TURNS + 1)) \
-            if self.random_heading else 0
+        self._turns_left = (
+            int(episode_rng(self.seed, episode.uid).integers(0, MAX_HEADING_TURNS + 1))
+            if self.random_heading
+            else 0
+        )
 
     def act(self, obs: Mapping[str, Any]) -> int:
         if self._turns_left > 0:
@@ -148,8 +170,10 @@ class OracleAgent:
 
     def __init__(self, backend: Any, follower_factory: FollowerFactory | None = None) -> None:
         if backend is None or not callable(getattr(backend, "agent_state", None)):
-            raise ValueError("OracleAgent needs the env's simulator backend (with agent_state() and geodesics); "
-                             f"got {type(backend).__name__}")
+            raise ValueError(
+                "OracleAgent needs the env's simulator backend (with agent_state() and geodesics); "
+                f"got {type(backend).__name__}"
+            )
         self.backend = backend
         self.follower = (follower_factory or _default_follower)(backend)
         self._goal: np.ndarray | None = None
@@ -165,7 +189,9 @@ class OracleAgent:
         position, rotation = self.backend.agent_state()
         action = int(self.follower.next_action(position, rotation, self._goal))
         if action not in ACTION_NAMES:
-            raise RuntimeError(f"follower returned unknown action {action}; available: {sorted(ACTION_NAMES)}")
+            raise RuntimeError(
+                f"follower returned unknown action {action}; available: {sorted(ACTION_NAMES)}"
+            )
         return self._steps.record(action)
 
     def episode_stats(self) -> dict[str, Any]:
@@ -182,12 +208,16 @@ class ReplayAgent:
 
     def reset(self, episode: Episode) -> None:
         if episode.gt is None or not episode.gt.actions:
-            raise ValueError(f"ReplayAgent: episode {episode.uid} has no ground-truth actions "
-                             "(load the split with its {split}_gt.json.gz file)")
+            raise ValueError(
+                f"ReplayAgent: episode {episode.uid} has no ground-truth actions "
+                "(load the split with its {split}_gt.json.gz file)"
+            )
         unknown = sorted({a for a in episode.gt.actions if a not in ACTION_NAMES})
         if unknown:
-            raise ValueError(f"ReplayAgent: episode {episode.uid} has unknown action ids {unknown}; "
-                             f"available: {sorted(ACTION_NAMES)}")
+            raise ValueError(
+                f"ReplayAgent: episode {episode.uid} has unknown action ids {unknown}; "
+                f"available: {sorted(ACTION_NAMES)}"
+            )
         self._actions = [int(a) for a in episode.gt.actions]
         self._steps.reset()
 

@@ -1,8 +1,8 @@
 """The one place that maps agent names to agents: `make_agent(name, **kwargs)`.
 
-    make_agent("navila", model=vlm.load(path))          # kwargs: model, config or NavilaAgentConfig fields
-    make_agent("random", seed=0)
-    make_agent("oracle", backend=env.backend)
+make_agent("navila", model=vlm.load(path))          # kwargs: model, config or NavilaAgentConfig fields
+make_agent("random", seed=0)
+make_agent("oracle", backend=env.backend)
 """
 
 from __future__ import annotations
@@ -21,13 +21,17 @@ def _make_navila(model: Any = None, config: NavilaAgentConfig | None = None, **f
     if model is None:
         raise ValueError("make_agent('navila') needs model= (a loaded vlm model, e.g. vlm.load(path))")
     if config is not None and fields:
-        raise ValueError(f"make_agent('navila'): give either config= or config fields, not both ({sorted(fields)})")
+        raise ValueError(
+            f"make_agent('navila'): give either config= or config fields, not both ({sorted(fields)})"
+        )
     if config is None:
         known = {f.name for f in dataclasses.fields(NavilaAgentConfig)}
         unknown = sorted(set(fields) - known)
         if unknown:
-            raise ValueError(f"make_agent('navila'): unknown option(s) {unknown}; available: model, config, "
-                             f"{', '.join(sorted(known))}")
+            raise ValueError(
+                f"make_agent('navila'): unknown option(s) {unknown}; available: model, config, "
+                f"{', '.join(sorted(known))}"
+            )
         config = NavilaAgentConfig(**fields)
     return NavilaAgent(model, config)
 
@@ -51,5 +55,7 @@ def make_agent(name: str, **kwargs: Any) -> Any:
         accepted = [p for p in inspect.signature(constructor).parameters if p != "self"]
         unknown = sorted(set(kwargs) - set(accepted))
         if unknown:
-            raise ValueError(f"make_agent('{name}'): unknown option(s) {unknown}; available: {', '.join(accepted)}")
+            raise ValueError(
+                f"make_agent('{name}'): unknown option(s) {unknown}; available: {', '.join(accepted)}"
+            )
     return constructor(**kwargs)

@@ -63,7 +63,9 @@ class NavilaAgentConfig:
     conv_mode: str | None = None  # conversation template; None = the model's own `conv_mode` (else "llama_3")
     retry_on_parse_failure: bool = True  # re-ask once (with retry_suffix) when an answer does not parse
     retry_suffix: str = DEFAULT_RETRY_SUFFIX  # appended to the user turn for the retry only
-    fallback_action: str = "left"  # one step of this when no answer parsed: "stop" | "forward" | "left" | "right"
+    fallback_action: str = (
+        "left"  # one step of this when no answer parsed: "stop" | "forward" | "left" | "right"
+    )
 
     def __post_init__(self) -> None:
         if self.num_frames < 1:
@@ -118,7 +120,9 @@ class NavilaAgent:
         self.model = model
         self.config = config or NavilaAgentConfig()
         self.conv_mode: str = self.config.conv_mode or getattr(model, "conv_mode", None) or DEFAULT_CONV_MODE
-        build_prompt("", self.conv_mode, self.config.num_frames)  # fail now, not mid-episode, on a bad template
+        build_prompt(
+            "", self.conv_mode, self.config.num_frames
+        )  # fail now, not mid-episode, on a bad template
         self._uid: str | None = None
         self._instruction = ""
         self._frames: list[Any] = []  # every low-level frame of the episode, vlm.media.Image keyed (uid, t)
@@ -287,8 +291,11 @@ def _decide(agents: list[NavilaAgent]) -> None:
     if to_retry:
         retry_agents = [agents[i] for i in to_retry]
         retry_inputs = [
-            ModelInput(inputs[i].images, agents[i].model_input(agents[i].config.retry_suffix).prompt,
-                        inputs[i].frames_seen)
+            ModelInput(
+                inputs[i].images,
+                agents[i].model_input(agents[i].config.retry_suffix).prompt,
+                inputs[i].frames_seen,
+            )
             for i in to_retry
         ]
         retry_texts = _generate(retry_agents, retry_inputs)
@@ -322,7 +329,9 @@ class BatchedNavilaPolicy:
 
     def _agent(self, env_index: int) -> NavilaAgent:
         if not 0 <= env_index < len(self.agents):
-            raise ValueError(f"BatchedNavilaPolicy: env index {env_index} out of range 0..{len(self.agents) - 1}")
+            raise ValueError(
+                f"BatchedNavilaPolicy: env index {env_index} out of range 0..{len(self.agents) - 1}"
+            )
         return self.agents[env_index]
 
     def reset(self, env_index: int, episode: Episode) -> None:

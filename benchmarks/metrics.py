@@ -51,7 +51,9 @@ def navigation_error(distances_to_goal: Sequence[float]) -> float:
     """NE = d_T, the geodesic distance from the final position to the goal, in metres (VLN-CE, Krantz et al.
     2020; habitat `DistanceToGoal` at the end of the episode)."""
     if len(distances_to_goal) == 0:
-        raise ValueError("navigation_error: no distances (the trajectory must hold at least the start position)")
+        raise ValueError(
+            "navigation_error: no distances (the trajectory must hold at least the start position)"
+        )
     return float(distances_to_goal[-1])
 
 
@@ -65,7 +67,9 @@ def oracle_success(distances_to_goal: Sequence[float], success_distance: float =
     """OS = 1 if min over t = 0..T of d_t < success_distance, else 0: the agent passed within reach of the goal
     at some step, whether or not it stopped there (VLN-CE, Krantz et al. 2020)."""
     if len(distances_to_goal) == 0:
-        raise ValueError("oracle_success: no distances (the trajectory must hold at least the start position)")
+        raise ValueError(
+            "oracle_success: no distances (the trajectory must hold at least the start position)"
+        )
     return 1.0 if min(distances_to_goal) < success_distance else 0.0
 
 

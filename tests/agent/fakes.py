@@ -27,7 +27,9 @@ class FakeModel:
     """`generate_text(samples, max_new_tokens)` like a vlm model: answers come from `answers` (consumed in order,
     the last one repeating) or from a function of (images, prompt); every call is recorded as its samples."""
 
-    def __init__(self, answers: Sequence[str] | Callable[[Sequence[Any], str], str], conv_mode: str = "llama_3") -> None:
+    def __init__(
+        self, answers: Sequence[str] | Callable[[Sequence[Any], str], str], conv_mode: str = "llama_3"
+    ) -> None:
         self._answers = answers
         self._next = 0
         self.conv_mode = conv_mode
@@ -42,7 +44,9 @@ class FakeModel:
         self._next += 1
         return answer
 
-    def generate_text(self, samples: Sequence[tuple[Sequence[Any], str]], max_new_tokens: int = 32) -> list[str]:
+    def generate_text(
+        self, samples: Sequence[tuple[Sequence[Any], str]], max_new_tokens: int = 32
+    ) -> list[str]:
         self.calls.append([(list(images), prompt) for images, prompt in samples])
         self.max_new_tokens.append(max_new_tokens)
         return [self._answer(images, prompt) for images, prompt in samples]
@@ -52,8 +56,12 @@ class FakeModel:
         return sum(len(call) for call in self.calls)
 
 
-def make_episode(episode_id: str = "7", instruction: str = "Walk past the sofa and stop at the door.",
-                 actions: list[int] | None = None, split: str = "val_seen") -> Episode:
+def make_episode(
+    episode_id: str = "7",
+    instruction: str = "Walk past the sofa and stop at the door.",
+    actions: list[int] | None = None,
+    split: str = "val_seen",
+) -> Episode:
     return Episode(
         episode_id=episode_id,
         trajectory_id=1,
@@ -63,7 +71,9 @@ def make_episode(episode_id: str = "7", instruction: str = "Walk past the sofa a
         goals=[Goal(position=[0.0, 0.0, -5.0], radius=3.0)],
         instruction=Instruction(instruction_text=instruction),
         reference_path=[[0.0, 0.0, 0.0], [0.0, 0.0, -5.0]],
-        gt=None if actions is None else GroundTruth(locations=[], actions=actions, forward_steps=actions.count(1)),
+        gt=None
+        if actions is None
+        else GroundTruth(locations=[], actions=actions, forward_steps=actions.count(1)),
         dataset="r2r",
         split=split,
     )
@@ -72,5 +82,8 @@ def make_episode(episode_id: str = "7", instruction: str = "Walk past the sofa a
 def make_obs(t: int, seed: int = 0, size: int = 8) -> dict[str, Any]:
     """An observation whose RGB frame is distinct per (seed, t)."""
     rng = np.random.default_rng([seed, t])
-    return {"rgb": rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8),
-            "depth": np.zeros((size, size, 1), dtype=np.float32), "instruction": "unused"}
+    return {
+        "rgb": rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8),
+        "depth": np.zeros((size, size, 1), dtype=np.float32),
+        "instruction": "unused",
+    }

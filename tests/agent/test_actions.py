@@ -52,7 +52,10 @@ def steps(text: str) -> list[int] | None:
         ("The next action Is Turn Left 30 degrees.", [2]),  # "Turn Left 30" misses the amount pattern
         # first match wins in the order stop, forward, left, right — anywhere in the text
         ("The next action is move forward 75 cm, then stop.", [0]),
-        ("The next action is turn right 30 degrees, not: the next action is turn left 45 degrees.", [2, 2, 2]),
+        (
+            "The next action is turn right 30 degrees, not: the next action is turn left 45 degrees.",
+            [2, 2, 2],
+        ),
         # the amount pattern searches the whole answer, not only after the action word (reference behaviour)
         ("I could move forward 50 cm but the next action is turn left.", [2]),
         ("Move forward 50 cm; the next action is move forward.", [1]),  # "Move" is capitalised: one step
@@ -121,14 +124,20 @@ def test_every_reference_form_maps_to_the_right_steps(kind: str, value: int) -> 
     if kind == "forward":
         text, unit, low = f"The next action is move forward {value} cm.", 25, MOVE_FORWARD
     else:
-        text, unit, low = f"The next action is turn {kind} {value} degrees.", 15, TURN_LEFT if kind == "left" else TURN_RIGHT
+        text, unit, low = (
+            f"The next action is turn {kind} {value} degrees.",
+            15,
+            TURN_LEFT if kind == "left" else TURN_RIGHT,
+        )
     assert steps(text) == [low] * _expected_steps(value, unit)
 
 
 mid_level_actions = st.one_of(
     st.just(MidLevelAction("stop")),
     st.builds(lambda n: MidLevelAction("forward", 25 * n), st.integers(1, MAX_EPISODE_STEPS)),
-    st.builds(lambda k, n: MidLevelAction(k, 15 * n), st.sampled_from(["left", "right"]), st.integers(1, 500)),
+    st.builds(
+        lambda k, n: MidLevelAction(k, 15 * n), st.sampled_from(["left", "right"]), st.integers(1, 500)
+    ),
 )
 
 
@@ -163,11 +172,17 @@ def test_mid_level_action_validation(kind: str, amount: int, message: str) -> No
 
 def test_merge_low_level_examples() -> None:
     assert merge_low_level([1, 1, 1, 1, 2, 0]) == [
-        MidLevelAction("forward", 75), MidLevelAction("forward", 25), MidLevelAction("left", 15), MidLevelAction("stop")
+        MidLevelAction("forward", 75),
+        MidLevelAction("forward", 25),
+        MidLevelAction("left", 15),
+        MidLevelAction("stop"),
     ]
     assert merge_low_level([3, 3, 2, 2, 2, 2, 2, 0, 0]) == [
-        MidLevelAction("right", 30), MidLevelAction("left", 45), MidLevelAction("left", 30),
-        MidLevelAction("stop"), MidLevelAction("stop"),
+        MidLevelAction("right", 30),
+        MidLevelAction("left", 45),
+        MidLevelAction("left", 30),
+        MidLevelAction("stop"),
+        MidLevelAction("stop"),
     ]
     assert merge_low_level([]) == []
     with pytest.raises(ValueError, match="unknown low-level action 7 at index 1"):

@@ -129,7 +129,9 @@ class OpenPlaneBackend:
             self.position = self.position + FORWARD_STEP_M * heading_to_forward(self.heading)
         elif action in (TURN_LEFT, TURN_RIGHT):
             sign = 1.0 if action == TURN_LEFT else -1.0
-            self.heading = quaternion_to_heading(heading_to_quaternion(self.heading + sign * math.radians(TURN_ANGLE_DEG)))
+            self.heading = quaternion_to_heading(
+                heading_to_quaternion(self.heading + sign * math.radians(TURN_ANGLE_DEG))
+            )
         return False
 
     def geodesic_distance(self, a: np.ndarray, b: np.ndarray) -> float:
@@ -185,7 +187,9 @@ def test_factory_builds_every_agent_and_rejects_unknown_names_and_options() -> N
     assert isinstance(make_agent("replay"), ReplayAgent)
     navila = make_agent("navila", model=FakeModel(["stop"]), num_frames=4, fallback_action="right")
     assert isinstance(navila, NavilaAgent) and navila.config.num_frames == 4
-    with pytest.raises(ValueError, match="unknown agent 'cma'; available: navila, random, forward, oracle, replay"):
+    with pytest.raises(
+        ValueError, match="unknown agent 'cma'; available: navila, random, forward, oracle, replay"
+    ):
         make_agent("cma")
     with pytest.raises(ValueError, match=r"make_agent\('forward'\): unknown option\(s\) \['steps'\]"):
         make_agent("forward", steps=3)
@@ -202,7 +206,9 @@ def test_every_agent_reports_decisions_in_the_rollout_format() -> None:
         stats = agent.episode_stats()
         assert stats["parse_failures"] == 0 and stats["decisions"] == stats["steps"] > 0
         for k, decision in enumerate(stats["decision_log"]):
-            assert set(decision) >= keys and decision["k"] == k == decision["t"] and decision["raw_text"] is None
+            assert (
+                set(decision) >= keys and decision["k"] == k == decision["t"] and decision["raw_text"] is None
+            )
 
 
 def test_oracle_on_the_embedded_simulator_succeeds_with_vlnce_metrics(tmp_path: Any) -> None:
@@ -224,8 +230,15 @@ def test_oracle_on_the_embedded_simulator_succeeds_with_vlnce_metrics(tmp_path: 
             obs, _, terminated, truncated, info = env.step(agent.act(obs))
             positions.append(info["position"])
             collisions += int(info["collided"])
-        metrics = episode_metrics(positions, terminated, episode.goal_position, [], env.sim.geodesic_distance,
-                                  collisions=collisions, steps=len(positions) - 1)
+        metrics = episode_metrics(
+            positions,
+            terminated,
+            episode.goal_position,
+            [],
+            env.sim.geodesic_distance,
+            collisions=collisions,
+            steps=len(positions) - 1,
+        )
     finally:
         env.close()
     assert terminated and metrics["sr"] == 1.0 and metrics["os"] == 1.0

@@ -15,7 +15,17 @@ from vlm.mm_utils import history_indices
 FORWARD_75 = "The next action is move forward 75 cm."
 LEFT_30 = "The next action is turn left 30 degrees."
 STOP_TEXT = "The next action is stop."
-ROLLOUT_DECISION_KEYS = {"k", "t", "frames_seen", "raw_text", "action", "amount", "low_level", "parse_ok", "retried"}
+ROLLOUT_DECISION_KEYS = {
+    "k",
+    "t",
+    "frames_seen",
+    "raw_text",
+    "action",
+    "amount",
+    "low_level",
+    "parse_ok",
+    "retried",
+}
 
 
 def keys(images: list) -> list:
@@ -40,7 +50,12 @@ def test_first_call_sees_the_exact_prompt_and_eight_keyed_frames() -> None:
     assert set(decision) >= ROLLOUT_DECISION_KEYS
     assert decision["frames_seen"] == [-1] * 7 + [0]
     assert decision["raw_text"] == FORWARD_75 and decision["low_level"] == [1, 1, 1]
-    assert (decision["action"], decision["amount"], decision["parse_ok"], decision["retried"]) == ("forward", 75, True, False)
+    assert (decision["action"], decision["amount"], decision["parse_ok"], decision["retried"]) == (
+        "forward",
+        75,
+        True,
+        False,
+    )
 
 
 def test_later_calls_sample_the_whole_history_with_navila_indices() -> None:
@@ -141,7 +156,9 @@ def test_retry_can_be_disabled_and_fallback_chosen() -> None:
 
 
 def test_config_validation_and_template_choice() -> None:
-    with pytest.raises(ValueError, match="fallback_action: unknown action 'jump'; available: stop, forward, left, right"):
+    with pytest.raises(
+        ValueError, match="fallback_action: unknown action 'jump'; available: stop, forward, left, right"
+    ):
         NavilaAgentConfig(fallback_action="jump")
     with pytest.raises(ValueError, match="num_frames must be >= 1"):
         NavilaAgentConfig(num_frames=0)
@@ -178,7 +195,13 @@ def test_frames_are_copied_from_the_observation() -> None:
 
 def _answer_from_current_frame(images: list, prompt: str) -> str:
     """A deterministic 'model': the answer depends on the current frame and the history it is shown."""
-    answers = [FORWARD_75, LEFT_30, "The next action is turn right 15 degrees.", "garbage", "The next action is move forward 25 cm."]
+    answers = [
+        FORWARD_75,
+        LEFT_30,
+        "The next action is turn right 15 degrees.",
+        "garbage",
+        "The next action is move forward 25 cm.",
+    ]
     code = int(images[-1].pixels.sum()) + sum(1 for image in images if image.key[0] == "black")
     if "starts with" in prompt:  # the retry answers better
         return answers[code % 4]  # sometimes garbage again: a fallback
@@ -210,7 +233,9 @@ def test_batched_decisions_equal_sequential_ones_with_one_call_per_round() -> No
         policy.reset(env, episode)
     batched: list[list[int]] = [[] for _ in range(num_envs)]
     for t in range(steps):
-        actions = policy.act([make_obs(t, seed=env) for env in range(num_envs)], env_indices=list(range(num_envs)))
+        actions = policy.act(
+            [make_obs(t, seed=env) for env in range(num_envs)], env_indices=list(range(num_envs))
+        )
         for env, action in enumerate(actions):
             batched[env].append(action)
     assert batched == seq_actions

@@ -17,7 +17,11 @@ def tiny_model():
     torch = pytest.importorskip("torch")
     import vlm
 
-    texts = [build_prompt("Walk to the door."), format_action(MidLevelAction("forward", 75)), "The next action is stop."]
+    texts = [
+        build_prompt("Walk to the door."),
+        format_action(MidLevelAction("forward", 75)),
+        "The next action is stop.",
+    ]
     tokenizer = vlm.build_tokenizer(texts * 5, vocab_size=300)
     torch.manual_seed(0)
     model = vlm.build_model(vlm.tiny_config(vocab_size=len(tokenizer)), tokenizer)

@@ -152,7 +152,9 @@ def test_fastdtw_with_l2_norm_matches_vlnce_callable_distance() -> None:
     rng = np.random.default_rng(0)
     p = np.cumsum(rng.normal(size=(60, 3)), axis=0)
     r = np.cumsum(rng.normal(size=(45, 3)), axis=0)
-    vlnce, _ = fastdtw(p.tolist(), r.tolist(), dist=lambda a, b: np.linalg.norm(np.array(a) - np.array(b), ord=2))
+    vlnce, _ = fastdtw(
+        p.tolist(), r.tolist(), dist=lambda a, b: np.linalg.norm(np.array(a) - np.array(b), ord=2)
+    )
     assert dtw_fast(p, r) == pytest.approx(vlnce)
 
 
@@ -195,8 +197,11 @@ def test_episode_metrics_hand_computed_detour() -> None:
     assert m["tl"] == pytest.approx(4.0)
     assert m["spl"] == pytest.approx(3.5 / 4.0)
     # P (deduplicated) = (0,0) (0,1) (1,1) (1,0) (2,0); R = (0,0) (1,0) (2,0) (3,0).
-    assert m["ndtw"] == pytest.approx(math.exp(-dtw_exact(np.array(xz((0, 0), (0, 1), (1, 1), (1, 0), (2, 0))),
-                                                          np.array(reference)) / (4 * 3.0)))
+    assert m["ndtw"] == pytest.approx(
+        math.exp(
+            -dtw_exact(np.array(xz((0, 0), (0, 1), (1, 1), (1, 0), (2, 0))), np.array(reference)) / (4 * 3.0)
+        )
+    )
     assert m["sdtw"] == m["ndtw"]
     assert m["steps"] == 5 and m["collisions"] == 1
     assert len(calls) == 5  # the repeated start position is queried once
