@@ -287,8 +287,8 @@ _TURN = {
     "right": ["turn right", "make a right", "take a right", "hang a right", "go right"],
     "around": ["turn around", "turn all the way around", "make a u-turn", "do a u-turn"],
 }
-_PAST = ["past", "by", "passing"]
-_ENTER = ["into", "through to", "to", "inside"]
+_PAST = ["past", "by", "past", "by", "alongside"]
+_ENTER = ["into", "through to", "to", "into", "and enter"]
 _STOP = [
     "stop next to {obj}",
     "wait by {obj}",
@@ -347,12 +347,14 @@ def _r2r_leg(leg: _Leg, rng: random.Random, first: bool, start_room: str, max_pa
         lm = leg.passes[0]
         if lm.side != "ahead" and rng.random() < 0.4:
             parts.append(f"{_pick(rng, _PAST)} {lm.name} on your {lm.side}")
+        elif lm.side == "ahead":
+            parts.append(f"{_pick(rng, ['towards', 'toward', 'up to'])} {lm.name}")
         else:
             parts.append(f"{_pick(rng, _PAST)} {lm.name}")
     if leg.enters:
         parts.append(f"{_pick(rng, _ENTER)} {leg.enters[-1]}")
-    elif not leg.passes and leg.length > 3 and rng.random() < 0.5:
-        parts.append(_pick(rng, ["straight ahead", "forward", "a few steps", "down the hall"]))
+    elif not leg.passes and verb not in ("go straight", "walk forward"):
+        parts.append(_pick(rng, ["straight ahead", "forward", "a few steps", "straight"]))
     text = " ".join(parts)
     if leg.turn:
         text += _pick(rng, [" and ", ", then ", " and then "]) + _pick(rng, _TURN[leg.turn])
@@ -426,9 +428,10 @@ def _render_rxr(desc: PathDescription, rng: random.Random) -> str:
                 rng, ["You are starting in {r}.", "You begin in {r}.", "Right now you are standing in {r}."]
             ).format(r=desc.start_room)
         )
-    first_passes = legs[0].passes
-    if first_passes:
-        lm = first_passes[0]
+    # Only an object passed within the first few metres is visible "from the start"; later ones come with their leg.
+    intro = legs[0].passes[:1] if legs[0].passes and legs[0].passes[0].distance_along < 3.0 else []
+    if intro:
+        lm = intro[0]
         where = "in front of you" if lm.side == "ahead" else f"to your {lm.side}"
         out.append(
             _pick(rng, ["You can see {o} {w}.", "There is {o} {w}.", "Notice {o} {w}."]).format(
@@ -453,7 +456,7 @@ def _render_rxr(desc: PathDescription, rng: random.Random) -> str:
                     r=leg.enters[-1]
                 )
             )
-        for lm in leg.passes[1:3] if i == 0 else leg.passes[:2]:
+        for lm in leg.passes[len(intro) : len(intro) + 2] if i == 0 else leg.passes[:2]:
             if lm.side == "ahead":
                 phrase = _pick(rng, ["You will walk right up to {o}.", "Head toward {o} in front of you."])
             else:
