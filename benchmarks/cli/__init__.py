@@ -23,6 +23,9 @@ app = typer.Typer(
 from benchmarks.cli import evaluate as _evaluate  # noqa: E402  (run, eval)
 
 _evaluate.register(app)
+from benchmarks.cli import data as _data  # noqa: E402  (data build, data show)
+
+_data.register(app)
 from benchmarks.cli import viz as _viz  # noqa: E402  (viz serve / viz export)
 
 _viz.register(app)
