@@ -132,22 +132,18 @@ class RecordingCallback:
         self._steps.append(self._step_entry(t, action, obs, info))
 
     def _map(self) -> dict[str, Any] | None:
-        """Render topdown.png with envs.topdown; None (and no file) when the env cannot draw one."""
+        """Write topdown.png of the current scene (envs.topdown.env_topdown) and return the record's "map";
+        None when the backend has no navigation grid to draw (habitat-sim) or no env was given."""
         if not self.topdown or self.env is None or self._dir is None:
             return None
-        try:
-            from envs.topdown import render_topdown
-        except ImportError:
-            return None
-        image, transform = render_topdown(self.env)
-        import cv2
+        from envs.topdown import env_topdown, save_png
 
-        img = np.asarray(image)
-        if img.ndim == 3:
-            img = cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_RGB2BGR)
-        cv2.imwrite(str(self._dir / "topdown.png"), img)
-        as_dict = transform.to_dict() if hasattr(transform, "to_dict") else dict(vars(transform))
-        return {"image": "topdown.png", **json_safe(as_dict)}
+        try:
+            image, info = env_topdown(self.env)
+        except ValueError:
+            return None
+        save_png(image, self._dir / "topdown.png")
+        return {"image": "topdown.png", **json_safe(info)}
 
     def on_episode_end(self, episode: Episode, record: dict[str, Any], agent_stats: dict[str, Any]) -> None:
         if self._dir is None:

@@ -53,7 +53,11 @@ def test_crashed_episode_is_recorded_with_its_traceback_and_the_run_goes_on(
     recs = load_results(out.run_dir)
     assert len(recs) == 6 and out.summary["errors"] == 1
     bad = recs["r2r_val_unseen:2"]
-    assert bad["status"] == "error" and "fake agent crash in episode 2" in bad["error"] and bad["metrics"] is None
+    assert (
+        bad["status"] == "error"
+        and "fake agent crash in episode 2" in bad["error"]
+        and bad["metrics"] is None
+    )
     assert out.summary["episodes"] == 5 and out.summary["sr"] == 1.0  # errors are not averaged in as zeros
     # A plain rerun skips the recorded error; --retry-errors runs it again (now without the crash).
     assert runner.evaluate(_config(tmp_path, agent="oracle"), factories=FAKE).new == 0
@@ -90,7 +94,9 @@ def test_batched_loop_uses_one_act_batch_per_round(tmp_path: Path) -> None:
     assert all(s.agent.batch_calls > 0 for s in slots)
     # Same results as one episode at a time.
     env = fakes.FakeEnv(episodes)
-    single = {ep.uid: runner.run_episode(env, fakes.FakeAgent("oracle", env), ep, 0)["metrics"] for ep in episodes}
+    single = {
+        ep.uid: runner.run_episode(env, fakes.FakeAgent("oracle", env), ep, 0)["metrics"] for ep in episodes
+    }
     assert {r["uid"]: r["metrics"] for r in records} == single
 
 
@@ -123,8 +129,14 @@ def test_episode_selection_by_id_and_limit(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value", "flag"),
-    [("agent", "bogus", "--agent"), ("dtw", "x", "--dtw"), ("backend", "x", "--backend"), ("workers", 0, "--workers"),
-     ("limit", 0, "--limit"), ("envs_per_worker", 0, "--envs-per-worker")],
+    [
+        ("agent", "bogus", "--agent"),
+        ("dtw", "x", "--dtw"),
+        ("backend", "x", "--backend"),
+        ("workers", 0, "--workers"),
+        ("limit", 0, "--limit"),
+        ("envs_per_worker", 0, "--envs-per-worker"),
+    ],
 )
 def test_config_errors_name_the_flag(tmp_path: Path, field: str, value: object, flag: str) -> None:
     with pytest.raises(ValueError, match=flag):
@@ -140,7 +152,9 @@ def test_ranks_write_their_shards_and_the_last_one_merges(tmp_path: Path) -> Non
     r2 = runner.evaluate(_config(tmp_path, "multi"), factories=FAKE, dist=DistInfo(2, 3, "flags"))
     assert r2.summary is not None and r2.summary["complete"]
     run = tmp_path / "multi"
-    assert sorted(p.name for p in run.glob("results-rank*.jsonl")) == [f"results-rank00{i}.jsonl" for i in range(3)]
+    assert sorted(p.name for p in run.glob("results-rank*.jsonl")) == [
+        f"results-rank00{i}.jsonl" for i in range(3)
+    ]
     merged = read_jsonl(run / "results.jsonl")
     assert [r["uid"] for r in merged] == sorted(r["uid"] for r in merged) and len(merged) == 6
     assert _metrics(run) == _metrics(single.run_dir)
@@ -177,3 +191,38 @@ def test_timing_listener_breakdown(tmp_path: Path) -> None:
     runner.evaluate(_config(tmp_path, agent="oracle", limit=2), factories=FAKE, listeners=[timing])
     assert timing.episodes == 2 and timing.steps > 0
     assert set(timing.per_step_ms()) == {"sim", "model", "other"} and "per step" in timing.describe()
+
+
+# ----------------------------------------------------------------- the real env (embedded simulator) + real agents
+
+
+def load_two_room_episodes(config: runner.EvalConfig) -> list:
+    from tests.envs.fakes import make_episode
+
+    return [make_episode("1"), make_episode("2", start=(5.0, 0.0, 3.0), goal=(1.0, 0.0, 1.0))]
+
+
+def make_small_env(config: runner.EvalConfig, episodes: list):
+    from envs.env import VLNCEEnv
+
+    return VLNCEEnv(episodes=episodes, data_root=config.data_root, width=32, height=32)
+
+
+REAL_SMALL = runner.Factories(load_two_room_episodes, make_small_env, runner.make_agent)
+
+
+def test_oracle_on_the_embedded_simulator_with_recording(tmp_path: Path) -> None:
+    from tests.envs.fakes import make_data_root
+
+    data_root = make_data_root(tmp_path / "data")
+    cfg = runner.EvalConfig(
+        split="r2r_val_unseen", output=tmp_path / "run", agent="oracle", data_root=str(data_root), record=True
+    )
+    out = runner.evaluate(cfg, factories=REAL_SMALL)
+    assert out.summary["errors"] == 0, load_results(out.run_dir)
+    assert out.summary["sr"] == 1.0 and out.summary["episodes"] == 2
+    rec_dir = out.run_dir / "rollouts" / "test_fake__1"
+    record = json.loads((rec_dir / "record.json").read_text())
+    assert (rec_dir / "topdown.png").is_file() and record["map"]["image"] == "topdown.png"
+    assert {"origin", "resolution", "width", "height"} <= set(record["map"])
+    assert len(list((rec_dir / "frames").glob("*.jpg"))) == len(record["steps"])
