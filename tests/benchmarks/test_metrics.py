@@ -271,3 +271,16 @@ def test_tables_show_percentages_and_non_finite_counts() -> None:
     md = format_markdown(summary)
     assert "| NE (m) | SR % | SPL % | episodes |" in md
     assert "| 2.00 | 50.0 | 50.0 (1 non-finite) | 2 |" in md
+
+
+@settings(max_examples=60, deadline=None)
+@given(path=points, reference=points, stopped=st.booleans(), method=st.sampled_from(["fastdtw", "exact"]))
+def test_metric_invariants(path: list, reference: list, stopped: bool, method: str) -> None:
+    goal = reference[-1]
+    m = episode_metrics(
+        path, stopped, goal, reference, euclidean, collisions=0, steps=len(path) - 1, dtw=method
+    )
+    assert 0.0 < m["ndtw"] <= 1.0
+    assert m["sr"] <= m["os"] and m["sr"] <= float(stopped)
+    assert 0.0 <= m["spl"] <= m["sr"] and 0.0 <= m["sdtw"] <= m["ndtw"]
+    assert m["ne"] >= 0.0 and m["tl"] >= 0.0
