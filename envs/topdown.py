@@ -84,7 +84,7 @@ def map_transform_for(
 
 
 def render_topdown(
-    semantics: HouseSemantics,
+    semantics: HouseSemantics | None,
     navigable: np.ndarray | None,
     origin: tuple[float, float],
     resolution: float,
@@ -98,6 +98,8 @@ def render_topdown(
 
     `navigable` [rows, cols] bool (the navigation grid, same origin and resolution) sets the image size and greys
     out cells inside rooms that the agent cannot occupy; without it the size comes from the room outlines.
+    `semantics` may be None for scenes without a semantics file (Matterport3D): then the navigable area alone is
+    drawn, light on dark.
     Positions (`path`, `reference`, `goal`, the agent's) are habitat [x, y, z] or plain [x, z]; `agent` is
     (position, rotation quaternion [x, y, z, w]) and is drawn as an arrow along the camera's view direction.
     """
@@ -109,6 +111,8 @@ def render_topdown(
         if navigable.ndim != 2:
             raise ValueError(f"navigable must be a 2-D [rows, cols] grid, got shape {navigable.shape}")
         rows, cols = navigable.shape
+    elif semantics is None:
+        raise ValueError("render_topdown needs the house semantics, the navigable grid, or both; got neither")
     else:
         framed, (r2, c2) = map_transform_for(semantics, resolution)
         col0, row0 = transform.world_to_pixel(framed.origin_x, framed.origin_z)
@@ -117,23 +121,10 @@ def render_topdown(
     image[:] = _OUTSIDE
     px_per_m = 1.0 / resolution
 
-    inside = np.zeros((rows, cols), dtype=np.uint8)  # 1 inside some room
-    for room in semantics.rooms:
-        poly = _poly_px(transform, room.polygon)
-        cv2.fillPoly(image, [poly], ROOM_TINTS.get(room.type, _DEFAULT_TINT), cv2.LINE_AA, _SHIFT)
-        cv2.fillPoly(inside, [poly], 1, cv2.LINE_8, _SHIFT)
-    if navigable is not None:
-        blocked = inside.astype(bool) & ~navigable
-        image[blocked] = _blend(image[blocked], _BLOCKED, 0.6)
-    for obj in sorted(semantics.objects, key=lambda o: o.category != "rug"):  # rugs underneath everything
-        _draw_object(image, transform, obj, px_per_m)
-    wall_px = max(1, round(0.15 * px_per_m))
-    for room in semantics.rooms:
-        cv2.polylines(image, [_poly_px(transform, room.polygon)], True, _WALL, wall_px, cv2.LINE_AA, _SHIFT)
-    for door in semantics.doors:
-        _draw_door(image, transform, door, semantics.rooms, px_per_m)
-    for room in semantics.rooms:
-        _draw_label(image, transform, room)
+    if semantics is not None:
+        _draw_house(image, transform, semantics, navigable)
+    elif navigable is not None:
+        image[navigable] = _DEFAULT_TINT
 
     if reference is not None and len(reference) > 1:
         cv2.polylines(
@@ -179,6 +170,63 @@ def render_topdown(
     if agent is not None:
         _draw_agent(image, transform, agent[0], agent[1], px_per_m)
     return image
+
+
+def _draw_house(
+    image: np.ndarray, transform: MapTransform, semantics: HouseSemantics, navigable: np.ndarray | None
+) -> None:
+    """Rooms tinted by type, blocked cells greyed, furniture, walls, door openings and room labels."""
+    import cv2
+
+    rows, cols = image.shape[:2]
+    px_per_m = 1.0 / transform.resolution
+    inside = np.zeros((rows, cols), dtype=np.uint8)  # 1 inside some room
+    for room in semantics.rooms:
+        poly = _poly_px(transform, room.polygon)
+        cv2.fillPoly(image, [poly], ROOM_TINTS.get(room.type, _DEFAULT_TINT), cv2.LINE_AA, _SHIFT)
+        cv2.fillPoly(inside, [poly], 1, cv2.LINE_8, _SHIFT)
+    if navigable is not None:
+        blocked = inside.astype(bool) & ~navigable
+        image[blocked] = _blend(image[blocked], _BLOCKED, 0.6)
+    for obj in sorted(semantics.objects, key=lambda o: o.category != "rug"):  # rugs underneath everything
+        _draw_object(image, transform, obj, px_per_m)
+    wall_px = max(1, round(0.15 * px_per_m))
+    for room in semantics.rooms:
+        cv2.polylines(image, [_poly_px(transform, room.polygon)], True, _WALL, wall_px, cv2.LINE_AA, _SHIFT)
+    for door in semantics.doors:
+        _draw_door(image, transform, door, semantics.rooms, px_per_m)
+    for room in semantics.rooms:
+        _draw_label(image, transform, room)
+
+
+def env_topdown(env) -> tuple[np.ndarray, dict]:
+    """The rollout map of an env's current scene: (RGB image, {"origin", "resolution", "width", "height"}).
+
+    For the embedded simulator after `reset`: its navigation grid sets the frame (so map pixels are grid cells)
+    and the `<scene>.semantics.json` beside the scene mesh, when there is one, adds rooms and furniture. No path
+    is drawn (docs/rollout_format.md: viewers draw paths over it). Raises ValueError for a backend without a
+    navigation grid (e.g. habitat-sim).
+    """
+    sim = getattr(getattr(env, "unwrapped", env), "sim", env)
+    grid = getattr(sim, "nav_grid", None)
+    if grid is None:
+        raise ValueError(f"{type(sim).__name__} has no navigation grid to draw a top-down map from")
+    semantics = None
+    episode = getattr(sim, "episode", None)
+    scenes_root = getattr(sim, "scenes_root", None)
+    if episode is not None and scenes_root is not None:
+        mesh_path = Path(scenes_root) / episode.scene_id
+        sem_path = mesh_path.with_name(f"{mesh_path.stem}.semantics.json")
+        if sem_path.is_file():
+            semantics = HouseSemantics.load(sem_path)
+    image = render_topdown(semantics, grid.navigable, grid.origin, grid.resolution)
+    info = {
+        "origin": [float(grid.origin[0]), float(grid.origin[1])],
+        "resolution": float(grid.resolution),
+        "width": int(image.shape[1]),
+        "height": int(image.shape[0]),
+    }
+    return image, info
 
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:

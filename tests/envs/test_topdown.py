@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from envs.scenes.semantics import Door, HouseSemantics, Room, SceneObject
-from envs.topdown import MapTransform, heading_xz, map_transform_for, render_topdown, save_png
+from envs.topdown import ROOM_TINTS, MapTransform, heading_xz, map_transform_for, render_topdown, save_png
 
 
 def _house() -> HouseSemantics:
@@ -133,3 +133,51 @@ def test_save_png(tmp_path) -> None:
     img = render_topdown(_house(), None, (-0.5, -0.5), 0.1)
     path = save_png(img, tmp_path / "maps" / "m.png")
     assert np.array_equal(np.array(Image.open(path)), img)
+
+
+def test_env_topdown_on_the_embedded_simulator(tmp_path) -> None:
+    """The rollout map of a generated house: framed by the navigation grid, with the house drawn on it."""
+    from envs.datasets.episode import Episode, Goal, Instruction
+    from envs.embedded import EmbeddedSimConfig, EmbeddedSimulator
+    from envs.scenes.generator import build_house
+    from envs.topdown import env_topdown
+
+    build_house(2, "gen_2", tmp_path / "gen")
+    sem = HouseSemantics.load(tmp_path / "gen" / "gen_2" / "gen_2.semantics.json")
+    room = sem.rooms[0]
+    (x0, z0), _, (x1, z1), _ = room.polygon
+    start = [(x0 + x1) / 2, 0.0, (z0 + z1) / 2]
+    episode = Episode(
+        "1",
+        None,
+        "gen/gen_2/gen_2.glb",
+        start,
+        [0.0, 0.0, 0.0, 1.0],
+        [Goal(start, 3.0)],
+        Instruction("go"),
+        [start],
+    )
+    sim = EmbeddedSimulator(EmbeddedSimConfig(width=32, height=32, disk_cache=False), scenes_root=tmp_path)
+    try:
+        sim.reset(episode)
+        image, info = env_topdown(sim)
+        grid = sim.nav_grid
+        assert image.shape == (*grid.navigable.shape, 3)
+        assert info == {
+            "origin": list(grid.origin),
+            "resolution": grid.resolution,
+            "width": grid.navigable.shape[1],
+            "height": grid.navigable.shape[0],
+        }
+        # Navigable cells well inside the room show its tint (objects and labels cover a few of them).
+        t = MapTransform(*grid.origin, grid.resolution)
+        c0, r0 = (int(v) for v in t.world_to_pixel(x0 + 0.3, z0 + 0.3))
+        c1, r1 = (int(v) for v in t.world_to_pixel(x1 - 0.3, z1 - 0.3))
+        cells = image[r0:r1, c0:c1][grid.navigable[r0:r1, c0:c1]]
+        assert len(cells) > 100
+        assert (cells == ROOM_TINTS[room.type]).all(axis=1).mean() > 0.5
+        # Blocked cells inside the room are greyed, not tinted.
+        blocked = image[r0:r1, c0:c1][~grid.navigable[r0:r1, c0:c1]]
+        assert not (blocked == ROOM_TINTS[room.type]).all(axis=1).any()
+    finally:
+        sim.close()
