@@ -73,9 +73,9 @@ def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
 class LiveSession:
     """One env and one agent, stepped under a lock (the HTTP server is threaded).
 
-    `topdown` is an optional callable env -> (RGB image [H, W, 3], map dict with origin/resolution/width/height);
-    the CLI passes `envs.topdown.render_topdown` when it exists. Without it the page draws the path on a blank
-    map sized to the episode.
+    `topdown` is an optional callable env -> (RGB image [H, W, 3], map dict with origin/resolution/width/height)
+    or None; the CLI passes `env_topdown`. Without a map the page draws the path on a blank map framing the
+    episode.
     """
 
     env: Any  # a VLN-CE gymnasium env (envs.VLNCEEnv or a test fake)
@@ -182,7 +182,10 @@ class LiveSession:
         if self.topdown is not None:
             from PIL import Image
 
-            image, transform = self.topdown(self.env)
+            drawn = self.topdown(self.env)
+            if drawn is None:  # no map for this scene (e.g. a mesh without semantics): frame the path instead
+                return None, _framing_map(episode, self._steps[0]["position"] if self._steps else None)
+            image, transform = drawn
             m = transform.to_dict() if hasattr(transform, "to_dict") else dict(transform)
             img = np.asarray(image)
             buf = io.BytesIO()
@@ -222,6 +225,45 @@ class LiveSession:
             "map": self._map,
             "has_map_image": self._map_png is not None,
         }
+
+
+def env_topdown(env: Any) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """Top-down map of the env's current scene with envs.topdown: (RGB image, map dict), or None.
+
+    Uses the scene's semantics file (generated houses have one) and, when the backend exposes it, the
+    navigation grid so the map lines up with it cell for cell; a scene with a grid but no semantics gets a
+    plain navigable / blocked image; neither -> None (the page then draws the path on a blank map).
+    """
+    from envs.datasets.splits import semantics_path
+    from envs.scenes.semantics import HouseSemantics
+    from envs.topdown import map_transform_for, render_topdown
+
+    episode = getattr(env, "current_episode", None)
+    if episode is None:
+        return None
+    sim = getattr(env, "sim", None)
+    try:
+        grid = getattr(sim, "nav_grid", None)
+    except RuntimeError:  # backend not reset yet
+        grid = None
+    try:
+        semantics = HouseSemantics.load(semantics_path(episode, getattr(env, "data_root", None)))
+    except (FileNotFoundError, ValueError):
+        semantics = None
+    if semantics is not None and grid is not None:
+        origin, res = grid.origin, grid.resolution
+        image = render_topdown(semantics, grid.navigable, origin, res)
+    elif semantics is not None:
+        transform, _ = map_transform_for(semantics, resolution=0.05)
+        origin, res = (transform.origin_x, transform.origin_z), 0.05
+        image = render_topdown(semantics, None, origin, res)
+    elif grid is not None:
+        origin, res = grid.origin, grid.resolution
+        image = np.where(grid.navigable[..., None], np.uint8(225), np.uint8(70)).repeat(3, axis=2)
+    else:
+        return None
+    return image, {"origin": [float(origin[0]), float(origin[1])], "resolution": float(res),
+                   "width": int(image.shape[1]), "height": int(image.shape[0])}
 
 
 def _goal_radius(ep: Any) -> float:

@@ -40,7 +40,7 @@ def _live_session(episode: str, agent: str, model: Path | None, data_root: Path 
     """Env + agent for live mode, from the runner's factories; ValueError names the flag at fault."""
     from benchmarks.cli.evaluate import _check_split, parse_episode_spec, resolve_model
     from benchmarks.runner import EvalConfig, load_episodes, make_agent, make_env
-    from viz.live import LiveConfig, LiveSession
+    from viz.live import LiveConfig, LiveSession, env_topdown
 
     split, ids = parse_episode_spec(episode)
     if len(ids) != 1:
@@ -62,12 +62,8 @@ def _live_session(episode: str, agent: str, model: Path | None, data_root: Path 
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         the_agent = make_agent(config, env, device)
-    try:
-        from envs.topdown import render_topdown  # the top-down map, when the env package provides it
-    except ImportError:
-        render_topdown = None
     return LiveSession(env=env, agent=the_agent, config=LiveConfig(episode_id=ids[0]), agent_name=agent,
-                       topdown=render_topdown)
+                       topdown=env_topdown)
 
 
 def register(app: typer.Typer) -> None:

@@ -230,7 +230,7 @@ function render() {
   const step = rec.steps[t];
   setFrame($("frame"), $("frame-missing"), t);
   $("frame-caption").textContent =
-    `t=${t} · action ${step.action === null ? "(start)" : ["STOP", "FORWARD", "LEFT", "RIGHT"][step.action] ?? step.action}` +
+    `t=${t} · ${step.action === null ? "start pose" : "after " + (["STOP", "FORWARD", "LEFT", "RIGHT"][step.action] ?? step.action)}` +
     `${step.collided ? " · collided" : ""} · ${fmt(step.distance_to_goal)} m to goal`;
   $("slider").value = t;
   $("step-label").textContent = `step ${t} / ${rec.steps.length - 1}`;
@@ -252,8 +252,8 @@ function render() {
   const d = decisionAt(t);
   $("dec-label").textContent = d ? `#${d.k} (t=${d.t})` : "–";
   const seen = $("seen");
-  if (!d || !d.frames_seen) {
-    seen.innerHTML = '<div class="muted small">no model decision yet</div>';
+  if (!d || !d.frames_seen || !d.frames_seen.length) {
+    seen.innerHTML = `<div class="muted small">${d ? "no model input: this agent decides without frames (baseline)" : "no model decision yet"}</div>`;
   } else {
     seen.innerHTML = d.frames_seen.map((fi, i) => {
       const cur = i === d.frames_seen.length - 1 ? " current" : "";
