@@ -9,8 +9,11 @@ previous answer's queue ran out. For `[1,1,1,1,2,2,3,1,1,0]` the decisions are a
 has seen frames 0..t (frame 0 after reset, frame k after step k); the 8 frames of a sample are the indices
 that `vlm.mm_utils.vlnce_frame_sampling` picks from those t + 1 frames, -1 for its black padding.
 
-The expert is the shortest-path follower on generated splits and ground-truth action replay on real data
-(`--data-root`), so collected trajectories on real data are exactly the reference ones.
+The expert (`--expert auto`, the default) replays the episode's ground-truth actions when it has them — real
+R2R-CE/RxR-CE (`{split}_gt.json.gz`) and the generated splits, whose ground truth is the shortest-path follower
+driven through the instruction's waypoints, so the trajectory matches what the instruction describes — and
+otherwise runs the shortest-path follower straight to the goal (`--expert follower` forces it). DAgger needs
+an expert that answers at any state, so it always uses the follower.
 
 DAgger (beyond NaVILA, `--policy PATH --beta B`): at every decision a coin with P(expert) = beta picks who
 acts, the expert or the model; the label is always the expert's answer at the visited state (its next actions
@@ -53,6 +56,9 @@ REBALANCE_FACTORS: dict[str, int] = {"stop": 4, "left": 2, "right": 2, "forward"
 SAMPLES_FILE = "samples.jsonl"
 TRAJECTORIES_FILE = "trajectories.jsonl"
 MANIFEST_FILE = "manifest.json"
+EXPERTS = ("auto", "replay", "follower")
+# The follower stops this close (geodesic, metres) to the goal: the generator's expert_stop_distance.
+FOLLOWER_GOAL_RADIUS = 0.3
 
 
 @dataclass
@@ -70,8 +76,11 @@ class CollectConfig:
     frame_size: int | None = None  # resize stored frames to S×S (None = the env's resolution)
     seed: int = 0  # DAgger coin flips
     max_steps: int = 500  # low-level step limit per trajectory
+    expert: str = "auto"  # "auto" (replay ground truth when the episode has it, else follower) | "replay" | "follower"
 
     def __post_init__(self) -> None:
+        if self.expert not in EXPERTS:
+            raise ValueError(f"unknown --expert '{self.expert}'; available: {', '.join(EXPERTS)}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {self.limit}")
         if self.shards < 1:
@@ -198,6 +207,34 @@ class FollowerExpert:
 
     def next_action(self, position: np.ndarray, rotation: np.ndarray, t: int) -> int:
         return int(self._follower.next_action(position, rotation, self._goal))
+
+
+class AutoExpert:
+    """Ground-truth replay for episodes that carry ground-truth actions, the follower for the others."""
+
+    def __init__(self, follower: FollowerExpert) -> None:
+        self._replay, self._follower = ReplayExpert(), follower
+        self._current: Expert = follower
+
+    def reset(self, episode: Episode) -> None:
+        has_gt = episode.gt is not None and bool(episode.gt.actions)
+        self._current = self._replay if has_gt else self._follower
+        self._current.reset(episode)
+
+    def next_action(self, position: np.ndarray, rotation: np.ndarray, t: int) -> int:
+        return self._current.next_action(position, rotation, t)
+
+
+def make_expert(name: str, make_follower: Callable[[Episode], Any], dagger: bool) -> Expert:
+    """The expert called `name` ("auto" | "replay" | "follower"); DAgger always gets the follower."""
+    if name not in EXPERTS:
+        raise ValueError(f"unknown expert '{name}'; available: {', '.join(EXPERTS)}")
+    if dagger and name == "replay":
+        raise ValueError("--expert replay cannot label the states a policy visits; DAgger uses the follower")
+    follower = FollowerExpert(make_follower)
+    if dagger or name == "follower":
+        return follower
+    return ReplayExpert() if name == "replay" else AutoExpert(follower)
 
 
 def predict_pose(position: np.ndarray, rotation: np.ndarray, action: int) -> tuple[np.ndarray, np.ndarray]:
@@ -432,7 +469,7 @@ def write_manifest(output: Path, config: CollectConfig) -> dict[str, Any]:
         "policy_decisions": sum(r.get("policy_decisions", 0) for r in trajectories),
         "shards": sorted(p.name for p in output.glob("shard-*")),
         "rebalance_factors": REBALANCE_FACTORS if config.rebalance else None,
-        "expert": "ground_truth_replay" if config.data_root else "shortest_path_follower",
+        "expert": "shortest_path_follower" if config.beta < 1.0 else config.expert,
         "settings": settings,
     }
     tmp = output / (MANIFEST_FILE + ".tmp")
@@ -483,3 +520,84 @@ def collect(
         if progress:
             progress(n + 1, len(todo))
     return write_manifest(output, config)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The real env and model behind the protocols above (used by `navila-agent collect`).
+
+
+class EnvDriver:
+    """`EpisodeDriver` over a `envs.VLNCEEnv` (any gymnasium env with its obs/info keys)."""
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+        self._info: dict[str, Any] = {}
+
+    def reset(self, episode: Episode) -> np.ndarray:
+        obs, self._info = self.env.reset(options={"episode_id": episode.episode_id})
+        return obs["rgb"]
+
+    def step(self, action: int) -> tuple[np.ndarray, bool]:
+        obs, _, terminated, truncated, self._info = self.env.step(action)
+        return obs["rgb"], bool(terminated or truncated)
+
+    def pose(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self._info["position"], dtype=np.float64), np.asarray(self._info["rotation"], dtype=np.float64)
+
+
+class ModelPolicy:
+    """`DecisionPolicy` from a loaded VILA-layout model: NaVILA's frame sampling, prompt and parser.
+
+    An unparsable answer counts as a failure and falls back to one 15° left turn (the agent's default fallback).
+    """
+
+    def __init__(self, model: Any, num_frames: int = NUM_FRAMES, max_new_tokens: int = 32) -> None:
+        self.model = model
+        self.num_frames = num_frames
+        self.max_new_tokens = max_new_tokens
+        self.parse_failures = 0
+        self.decisions = 0
+
+    def decide(self, frames: list[np.ndarray], instruction: str) -> list[int]:
+        from agent.actions import parse_action
+        from agent.navila import fallback_decision
+        from agent.prompt import build_prompt
+        from vlm.media import Image
+        from vlm.mm_utils import vlnce_frame_sampling
+
+        images = vlnce_frame_sampling([Image(np.ascontiguousarray(f)) for f in frames], self.num_frames)
+        prompt = build_prompt(instruction, getattr(self.model, "conv_mode", "llama_3"), self.num_frames)
+        text = self.model.generate_text([(images, prompt)], max_new_tokens=self.max_new_tokens)[0]
+        parsed = parse_action(text)
+        self.decisions += 1
+        if not parsed.ok or parsed.action is None:
+            self.parse_failures += 1
+            return fallback_decision("left").to_low_level()
+        return parsed.action.to_low_level()
+
+
+def collect_split(
+    config: CollectConfig, progress: Callable[[int, int], None] | None = None, device: str = "cpu"
+) -> dict[str, Any]:
+    """`collect` on `config.split` with the embedded (or habitat) env, the configured expert and policy."""
+    from agent.prompt import build_user_prompt
+    from envs.datasets.splits import load_split
+    from envs.env import VLNCEEnv
+    from envs.follower import ShortestPathFollower
+
+    episodes = load_split(config.split, data_root=config.data_root)
+    if not episodes:
+        raise ValueError(f"split '{config.split}' has no episodes")
+    env = VLNCEEnv(episodes=list(episodes), data_root=config.data_root, max_steps=config.max_steps)
+    dagger = config.beta < 1.0
+    expert = make_expert(config.expert, lambda _ep: ShortestPathFollower(env.sim, goal_radius=FOLLOWER_GOAL_RADIUS),
+                         dagger)
+    policy = None
+    if dagger:
+        import vlm
+
+        policy = ModelPolicy(vlm.load(config.policy, device=device), config.num_frames)
+    try:
+        return collect(config, episodes, EnvDriver(env), expert, build_user_prompt, policy, progress)
+    finally:
+        env.close()

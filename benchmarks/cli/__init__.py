@@ -29,6 +29,11 @@ _data.register(app)
 from benchmarks.cli import viz as _viz  # noqa: E402  (viz serve / viz export)
 
 _viz.register(app)
+from benchmarks.cli import collect as _collect  # noqa: E402  (collect)
+from benchmarks.cli import train as _train  # noqa: E402  (train)
+
+_collect.register(app)
+_train.register(app)
 
 
 def main() -> None:

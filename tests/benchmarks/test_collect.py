@@ -26,8 +26,14 @@ from vlm.mm_utils import vlnce_frame_sampling
 
 def test_hand_checked_trajectory_labels():
     got = [(d.t, d.action.kind, d.action.amount) for d in decision_points([1, 1, 1, 1, 2, 2, 3, 1, 1, 0])]
-    assert got == [(0, "forward", 75), (3, "forward", 25), (4, "left", 30), (6, "right", 15), (7, "forward", 50),
-                   (9, "stop", 0)]
+    assert got == [
+        (0, "forward", 75),
+        (3, "forward", 25),
+        (4, "left", 30),
+        (6, "right", 15),
+        (7, "forward", 50),
+        (9, "stop", 0),
+    ]
 
 
 @pytest.mark.parametrize("seen", [0, 1, 3, 7, 8, 9, 15, 20, 50, 200])
@@ -69,9 +75,17 @@ class FakeDriver:
 
 def make_episode(i: int, actions: list[int]) -> Episode:
     return Episode(
-        episode_id=str(i), trajectory_id=i, scene_id="gen/h0/h0.glb", start_position=[0, 0, 0],
-        start_rotation=[0, 0, 0, 1], goals=[Goal([0, 0, -3])], instruction=Instruction(f"walk {i}"),
-        reference_path=[[0, 0, 0]], gt=GroundTruth([[0, 0, 0]], actions, 0), dataset="r2r", split="train",
+        episode_id=str(i),
+        trajectory_id=i,
+        scene_id="gen/h0/h0.glb",
+        start_position=[0, 0, 0],
+        start_rotation=[0, 0, 0, 1],
+        goals=[Goal([0, 0, -3])],
+        instruction=Instruction(f"walk {i}"),
+        reference_path=[[0, 0, 0]],
+        gt=GroundTruth([[0, 0, 0]], actions, 0),
+        dataset="r2r",
+        split="train",
     )
 
 
@@ -85,7 +99,9 @@ HAND = [1, 1, 1, 1, 2, 2, 3, 1, 1, 0]
 def test_collect_writes_format_and_manifest(tmp_path):
     episodes = [make_episode(0, HAND), make_episode(1, [3, 3, 3, 3, 0])]
     out = tmp_path / "c"
-    manifest = collect(CollectConfig(output=str(out), shards=2), episodes, FakeDriver(), ReplayExpert(), prompt_fn)
+    manifest = collect(
+        CollectConfig(output=str(out), shards=2), episodes, FakeDriver(), ReplayExpert(), prompt_fn
+    )
     assert manifest["trajectories"] == 2 and manifest["samples"] == 6 + 3
     assert manifest["actions"] == {"forward": 3, "left": 1, "right": 3, "stop": 2}
     assert json.loads((out / "manifest.json").read_text())["frames"] == 10 + 5
@@ -120,8 +136,13 @@ def test_collect_resumes_without_duplicates(tmp_path):
 
 
 def test_rebalance_duplicates_stop_and_turns(tmp_path):
-    manifest = collect(CollectConfig(output=str(tmp_path / "c"), rebalance=True), [make_episode(0, HAND)],
-                       FakeDriver(), ReplayExpert(), prompt_fn)
+    manifest = collect(
+        CollectConfig(output=str(tmp_path / "c"), rebalance=True),
+        [make_episode(0, HAND)],
+        FakeDriver(),
+        ReplayExpert(),
+        prompt_fn,
+    )
     assert manifest["actions"] == {"forward": 3, "left": 2, "right": 2, "stop": 4}
     samples = read_jsonl(tmp_path / "c" / "shard-00000" / "samples.jsonl")
     assert sorted(s["copy"] for s in samples if s["action"] == "stop") == [0, 1, 2, 3]
@@ -154,7 +175,9 @@ class HeadingExpert:
 def test_expert_label_looks_ahead_with_predicted_poses():
     label = expert_label(HeadingExpert(), np.zeros(3), np.array([0, 0, 0, 1.0]), t=5)
     assert (label.t, label.action.kind, label.action.amount, label.low_level) == (5, "left", 45, (2, 2, 2))
-    pos, _rot = predict_pose(np.zeros(3), np.array([0, np.sin(np.pi / 4), 0, np.cos(np.pi / 4)]), MOVE_FORWARD)
+    pos, _rot = predict_pose(
+        np.zeros(3), np.array([0, np.sin(np.pi / 4), 0, np.cos(np.pi / 4)]), MOVE_FORWARD
+    )
     assert np.allclose(pos, [-0.25, 0, 0])  # heading +90° faces -x
 
 
@@ -182,13 +205,29 @@ class AlwaysRight:
 
 def test_dagger_labels_with_expert_at_visited_states():
     policy = AlwaysRight()
-    traj = run_dagger(PoseDriver(), HeadingExpert(), policy, make_episode(0, []), beta=0.0,
-                      rng=random.Random(0), max_steps=4)
+    traj = run_dagger(
+        PoseDriver(),
+        HeadingExpert(),
+        policy,
+        make_episode(0, []),
+        beta=0.0,
+        rng=random.Random(0),
+        max_steps=4,
+    )
     assert traj.actions == [TURN_RIGHT] * 4 and traj.executed_by == ["policy"] * 4
     # Facing further right each time, the expert would turn left 45 every time (its label, not the policy's).
-    assert [(d.t, d.action.kind, d.action.amount) for d in traj.decisions] == [(t, "left", 45) for t in range(4)]
+    assert [(d.t, d.action.kind, d.action.amount) for d in traj.decisions] == [
+        (t, "left", 45) for t in range(4)
+    ]
     assert policy.calls == [1, 2, 3, 4]  # the policy sees every frame so far
-    expert_run = run_dagger(PoseDriver(), HeadingExpert(), policy, make_episode(0, []), beta=1.0,
-                            rng=random.Random(0), max_steps=100)
+    expert_run = run_dagger(
+        PoseDriver(),
+        HeadingExpert(),
+        policy,
+        make_episode(0, []),
+        beta=1.0,
+        rng=random.Random(0),
+        max_steps=100,
+    )
     assert expert_run.ended_with_stop and expert_run.actions[:6] == [2] * 6
     assert [d.action.kind for d in expert_run.decisions] == ["left", "left", "forward", "forward", "stop"]

@@ -144,6 +144,12 @@ def configure_trainable(model: torch.nn.Module, config: TrainConfig) -> dict[str
 def save_model(model: torch.nn.Module, folder: Path, lora: bool) -> None:
     """`model.save_pretrained(folder)` in the VILA layout; a LoRA-wrapped LLM is saved merged."""
     folder.mkdir(parents=True, exist_ok=True)
+    try:  # transformers' per-shard progress bars would interleave with ours
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     if not lora:
         model.save_pretrained(folder)
         return
@@ -183,6 +189,46 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def _wants_label_weights(model: torch.nn.Module) -> bool:
     return "label_weights" in inspect.signature(model.forward).parameters
+
+
+class ActionWeightedLoss(torch.nn.Module):
+    """Wraps the VLM so its loss is a per-token weighted cross-entropy (`label_weights`, from the encoder).
+
+    Needs the model's `prepare_inputs` (the image splice), `tokens_per_image` and `llm`: the weights are
+    expanded exactly like the labels (each IMAGE_TOKEN_INDEX becomes `tokens_per_image` zero-weight positions).
+    A module (not a function) so that DDP / DeepSpeed wrap it and gradients synchronise as usual.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        for attr in ("prepare_inputs", "tokens_per_image", "llm"):
+            if not hasattr(model, attr):
+                raise ValueError(f"action_token_weight != 1 needs a model with '{attr}' (vlm.LlavaLlamaModel)")
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, images, labels, label_weights):
+        from types import SimpleNamespace
+
+        from vlm.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+
+        spliced = self.model.prepare_inputs(input_ids, attention_mask, images, labels, padding_side="right")
+        logits = self.model.llm(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
+                                position_ids=spliced.position_ids).logits  # [B, L, V]
+        per_image = int(self.model.tokens_per_image)
+        weights = torch.zeros(spliced.attention_mask.shape, dtype=torch.float32, device=logits.device)  # [B, L]
+        for b in range(input_ids.shape[0]):
+            keep = attention_mask[b].bool()
+            ids, w = input_ids[b][keep], label_weights[b][keep]  # [T_b]
+            is_image = ids == IMAGE_TOKEN_INDEX
+            row = torch.repeat_interleave(w.masked_fill(is_image, 0.0),
+                                          torch.where(is_image, per_image, 1))  # [L_b]
+            weights[b, : row.numel()] = row
+        ce = torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), spliced.labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX,
+            reduction="none",
+        ).view(logits.shape[0], -1)  # [B, L-1]
+        w = weights[:, 1:]
+        return SimpleNamespace(loss=(ce * w).sum() / w.sum().clamp(min=1e-8), logits=logits)
 
 
 class _Logger:
@@ -287,11 +333,11 @@ def train(
         _set_rng_state(state["rng"])
         start_step = int(state["step"])
 
+    core = model  # the VLM itself: saved, and the source of the trainable state
+    if encoder.config.action_token_weight != 1.0 and not _wants_label_weights(model):
+        model = ActionWeightedLoss(model)
+    pass_weights = _wants_label_weights(model)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    unwrapped = accelerator.unwrap_model(model)
-    pass_weights = _wants_label_weights(unwrapped)
-    if encoder.config.action_token_weight != 1.0 and not pass_weights:
-        raise ValueError("action_token_weight != 1 needs a model whose forward() accepts label_weights")
     world, rank = accelerator.num_processes, accelerator.process_index
     samples_per_step = config.batch_size * config.grad_accum * world
     batches = _micro_batches(dataset, encoder, config, start_step * samples_per_step, world, rank)
@@ -347,7 +393,7 @@ def train(
             save_now = step % config.save_every == 0 or step == config.steps
             eval_now = eval_fn is not None and config.eval_every > 0 and step % config.eval_every == 0
             if save_now or eval_now:
-                ckpt = _save_checkpoint(accelerator, unwrapped, optimizer, scheduler, output_dir, step, config,
+                ckpt = _save_checkpoint(accelerator, core, optimizer, scheduler, output_dir, step, config,
                                         loss_value)
                 if eval_now and main:
                     metrics = eval_fn(ckpt)  # type: ignore[misc]
@@ -360,7 +406,7 @@ def train(
             progress.stop()
     elapsed = time.perf_counter() - t0
     if step >= config.steps and main:
-        save_model(unwrapped, output_dir, config.lora)
+        save_model(core, output_dir, config.lora)
     accelerator.wait_for_everyone()
     logger.close()
     return TrainResult(

@@ -1,0 +1,185 @@
+"""`navila-agent train`: fine-tune the model on collected trajectories (a data mixture), with eval on the way.
+
+    navila-agent train --data-mixture r2r_gen+rxr_gen --init embedded --steps 3000 --output runs/embedded
+    navila-agent train --data-mixture r2r_gen --model ckpt/navila-8b --lora --steps 500 --output runs/lora
+    navila-agent train --data-mixture /tmp/collected --init embedded --stage1 --steps 200 --output runs/align
+    navila-agent train ... --eval-every 500 --eval-split r2r_val_unseen --eval-limit 20   # SR/SPL/nDTW in the log
+    accelerate launch --num_processes 8 -m benchmarks.cli train ...                       # multi-GPU / multi-node
+
+Rerunning the same command resumes from the newest checkpoint in --output. The final model (VILA layout) is
+written to --output itself, so `navila-agent eval --model OUTPUT` evaluates it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+INITS = ("embedded", "tiny")  # fresh models --init can build (tiny: a seconds-fast test model)
+TOKENIZER_FOLDER = "init_tokenizer"  # where a fresh model's tokenizer is kept, so a resumed run reuses it
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+def corpus_texts(dataset: Any, limit: int = 20000) -> list[str]:
+    """Instruction prompts and answers of the mixture: what a fresh model's BPE tokenizer is trained on."""
+    texts: list[str] = []
+    for d in dataset.datasets:
+        for s in d.samples[:limit]:
+            texts.extend(turn["value"] for turn in s["conversations"])
+    return texts
+
+
+def build_init_model(init: str, output: Path, dataset: Any, vocab_size: int, seed: int) -> Any:
+    """A fresh `init` model; its tokenizer is trained on the mixture once and kept in OUTPUT/init_tokenizer."""
+    import torch
+    from transformers import AutoTokenizer
+
+    import vlm
+
+    if init not in INITS:
+        raise ValueError(f"unknown --init '{init}'; available: {', '.join(INITS)}")
+    tok_dir = output / TOKENIZER_FOLDER
+    if (tok_dir / "tokenizer.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
+    else:
+        tokenizer = vlm.build_tokenizer(corpus_texts(dataset), vocab_size=vocab_size)
+        tokenizer.save_pretrained(str(tok_dir))
+    torch.manual_seed(seed)  # the same init on a resume: frozen weights are not in the checkpoint state
+    if init == "embedded":
+        config = vlm.embedded_config(tokenizer)
+    else:
+        config = vlm.tiny_config(vocab_size=len(tokenizer))
+    return vlm.build_model(config, tokenizer)
+
+
+def make_eval_fn(split: str, limit: int | None, data_root: str | None, max_steps: int | None = None):
+    """`eval_fn(checkpoint_dir) -> {sr, spl, ndtw, ne, os}`: the benchmark runner on `split` with that checkpoint."""
+
+    def eval_fn(checkpoint: Path) -> dict[str, Any]:
+        from benchmarks import runner
+
+        config = runner.EvalConfig(split=split, output=Path(checkpoint) / f"eval_{split}", agent="navila",
+                                   model=str(Path(checkpoint).resolve()), limit=limit, data_root=data_root,
+                                   max_steps=max_steps)
+        outcome = runner.evaluate(config)
+        summary = outcome.summary or {}
+        return {k: summary[k] for k in ("sr", "spl", "ndtw", "ne", "os") if k in summary}
+
+    return eval_fn
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train` to the navila-agent app."""
+
+    @app.command("train")
+    def train_command(
+        data_mixture: str = typer.Option(..., help="Datasets joined by '+', NAME[*WEIGHT] or a collected folder, "
+                                                   "e.g. r2r_gen+rxr_gen*0.5."),
+        output: Path = typer.Option(..., help="Run folder: final model, checkpoints/, train_log.jsonl; rerun to "
+                                              "resume."),
+        model: Path = typer.Option(None, help="Start from this VILA-layout checkpoint."),
+        init: str = typer.Option(None, help="Or start from a fresh model: embedded (the shipped architecture) or "
+                                            "tiny (tests)."),
+        registry: Path = typer.Option(None, help="Data registry YAML (default: vlm/train/registry/default.yaml)."),
+        steps: int = typer.Option(1000, help="Optimizer steps."),
+        batch_size: int = typer.Option(4, help="Samples per device per micro-step."),
+        grad_accum: int = typer.Option(1, help="Micro-steps per optimizer step."),
+        lr: float = typer.Option(2e-4, help="Peak learning rate (cosine schedule)."),
+        warmup_ratio: float = typer.Option(0.03, help="Share of steps with linear warmup."),
+        weight_decay: float = typer.Option(0.0, help="AdamW weight decay."),
+        tune_vision_tower: bool = typer.Option(False, help="Train the vision tower."),
+        tune_mm_projector: bool = typer.Option(True, help="Train the projector."),
+        tune_language_model: bool = typer.Option(True, help="Train the language model (full fine-tuning)."),
+        stage1: bool = typer.Option(False, help="LLaVA stage 1: train tower + projector only (overrides --tune-*)."),
+        lora: bool = typer.Option(False, help="LoRA on the language model instead of full fine-tuning."),
+        lora_r: int = typer.Option(16, help="LoRA rank."),
+        lora_alpha: int = typer.Option(32, help="LoRA alpha."),
+        gradient_checkpointing: bool = typer.Option(False, help="Trade compute for memory in the language model."),
+        bf16: str = typer.Option("auto", help="bf16 autocast: auto (on CUDA), yes, no."),
+        action_token_weight: float = typer.Option(1.0, help="Loss weight on the action words and amount tokens."),
+        save_every: int = typer.Option(500, help="Steps between checkpoints."),
+        keep_checkpoints: int = typer.Option(2, help="Newest checkpoints kept (0 = all)."),
+        log_every: int = typer.Option(10, help="Steps between log lines."),
+        eval_every: int = typer.Option(0, help="Steps between evaluations (0 = none)."),
+        eval_split: str = typer.Option("r2r_val_unseen", help="Split the evaluation callback runs."),
+        eval_limit: int = typer.Option(20, help="Episodes per evaluation."),
+        eval_max_steps: int = typer.Option(None, help="Step limit per evaluation episode (default: 500)."),
+        data_root: Path = typer.Option(None, help="VLN-CE data folder for the evaluation (default: generated)."),
+        vocab_size: int = typer.Option(2048, help="Tokenizer size for a fresh --init model."),
+        num_workers: int = typer.Option(0, help="DataLoader worker processes."),
+        seed: int = typer.Option(0, help="Seed of the data order and the fresh model's init."),
+        report_to: str = typer.Option("none", help="none or wandb (offline unless WANDB_MODE=online)."),
+        run_name: str = typer.Option(None, help="Run name for wandb."),
+    ) -> None:
+        """Supervised fine-tuning on collected trajectories; checkpoints in the VILA layout, resumable."""
+        from rich.console import Console
+
+        from vlm.train.dataset import EncoderConfig, MixtureDataset, SampleEncoder
+        from vlm.train.registry import describe, load_registry, parse_mixture
+        from vlm.train.trainer import TrainConfig, train
+
+        console = Console(stderr=True)
+        if (model is None) == (init is None):
+            raise _fail("give exactly one of --model PATH (a checkpoint) or --init embedded|tiny (a fresh model)")
+        if model is not None and not (model / "config.json").is_file():
+            raise _fail(f"--model {model}: not a checkpoint folder (expected config.json, llm/, vision_tower/, "
+                        "mm_projector/)")
+        if stage1:
+            tune_vision_tower, tune_mm_projector, tune_language_model = True, True, False
+        try:
+            from envs.paths import cache_dir
+
+            entries = parse_mixture(data_mixture, load_registry(registry, {"cache": str(cache_dir())}))
+            config = TrainConfig(
+                output_dir=str(output), steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
+                warmup_ratio=warmup_ratio, weight_decay=weight_decay, tune_vision_tower=tune_vision_tower,
+                tune_mm_projector=tune_mm_projector, tune_language_model=tune_language_model, lora=lora,
+                lora_r=lora_r, lora_alpha=lora_alpha, gradient_checkpointing=gradient_checkpointing, bf16=bf16,
+                save_every=save_every, keep_checkpoints=keep_checkpoints, log_every=log_every,
+                eval_every=eval_every, num_workers=num_workers, seed=seed, report_to=report_to, run_name=run_name,
+            )
+            encoder_config = EncoderConfig(action_token_weight=action_token_weight)
+            dataset = MixtureDataset(entries)
+            if eval_every:
+                from envs.datasets.splits import parse_split
+
+                parse_split(eval_split)
+        except ValueError as e:
+            raise _fail(str(e)) from None
+        console.print(f"data: {', '.join(f'{k} {v}' for k, v in dataset.sizes().items())} samples", highlight=False)
+
+        import vlm
+
+        output.mkdir(parents=True, exist_ok=True)
+        if model is not None:
+            net = vlm.load(model, device="cpu", dtype="float32")  # accelerate moves it; bf16 is autocast
+        else:
+            net = build_init_model(init, output, dataset, vocab_size, seed)
+        encoder = SampleEncoder(net.tokenizer, net.image_processor, encoder_config,
+                                image_aspect_ratio=getattr(net.config, "image_aspect_ratio", "resize") or "resize")
+        eval_fn = make_eval_fn(eval_split, eval_limit, str(data_root) if data_root else None, eval_max_steps) \
+            if eval_every else None
+        run_config = {"data_mixture": data_mixture, "datasets": describe(entries), "sizes": dataset.sizes(),
+                      "init": init, "model": str(model) if model else None,
+                      "action_token_weight": action_token_weight}
+        try:
+            result = train(net, dataset, encoder, config, eval_fn=eval_fn, run_config=run_config)
+        except ValueError as e:
+            raise _fail(str(e)) from None
+        except KeyboardInterrupt:
+            console.print(f"interrupted: rerun the same command to resume from the last checkpoint in {output}")
+            raise typer.Exit(130) from None
+        console.print(json.dumps({"steps": result.steps, "resumed_from": result.resumed_from,
+                                  "final_loss": round(result.final_loss, 4),
+                                  "samples_per_s": round(result.samples_per_s, 2),
+                                  "data_share": round(result.data_share, 3), "evals": result.evals}), highlight=False)
+        console.print(f"model saved to {output} (navila-agent eval --model {output})", highlight=False)
