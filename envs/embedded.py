@@ -53,7 +53,7 @@ class EmbeddedSimConfig:
     turn_angle: float = TURN_ANGLE_DEG  # degrees per TURN_LEFT / TURN_RIGHT
     allow_sliding: bool = True  # slide along walls on collision (habitat / VLN-CE behaviour)
     grid_resolution: float = 0.05  # navigation grid cell size, metres
-    start_snap_tolerance: float = 0.5  # a start this close to the navigable area is snapped onto it, metres
+    start_snap_tolerance: float = 0.3  # a start this close to the navigable area is snapped onto it, metres
     scene_up: str = "auto"  # up axis of scene files: "y", "z", or "auto" (z for Matterport3D "mp3d/" scenes)
     near: float = 0.05  # camera near plane, metres
     far: float = 50.0  # camera far plane, metres (depth reads 0 beyond)

@@ -76,3 +76,9 @@ def make_episode(
         dataset="test",
         split="fake",
     )
+
+
+def make_data_root(root: Path) -> Path:
+    """A VLN-CE-like data root holding the two-room scene at `scene_datasets/test/two_room/two_room.glb`."""
+    write_scene(Path(root) / "scene_datasets", two_room_mesh())
+    return Path(root)
