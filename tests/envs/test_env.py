@@ -70,7 +70,7 @@ def test_shuffle_is_seeded(data_root):
 def test_stop_terminates_and_success(data_root):
     env = make_env(data_root)
     env.reset(options={"episode_id": "2"})  # goal 1 m ahead: success distance 3 m
-    obs, reward, terminated, truncated, info = env.step(MOVE_FORWARD)
+    _, reward, terminated, truncated, info = env.step(MOVE_FORWARD)
     assert (reward, terminated, truncated) == (0.0, False, False)
     assert np.allclose(info["position"], [2.0, 0.0, 2.75])
     _obs, reward, terminated, truncated, info = env.step(STOP)
