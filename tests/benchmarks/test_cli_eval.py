@@ -230,3 +230,63 @@ def test_slurm_script_requeues_on_usr1_and_needs_output(tmp_path: Path) -> None:
     assert "--gpus 0,1,2,3" in (tmp_path / "srun_cmd").read_text()
     assert (tmp_path / "scontrol").read_text().split() == ["requeue", "42"]
     assert "requeued job 42" in (tmp_path / "stderr.txt").read_text()
+
+
+# ------------------------------------------------------------ generated splits on the embedded simulator (real)
+
+
+def _real(monkeypatch: pytest.MonkeyPatch, houses: int | None, episodes: int | None) -> None:
+    monkeypatch.setattr(runner, "DEFAULT_FACTORIES", runner.Factories())
+    for var, value in (("NAVILA_AGENT_GEN_HOUSES", houses), ("NAVILA_AGENT_GEN_EPISODES", episodes)):
+        if value is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, str(value))
+
+
+def test_oracle_and_replay_on_a_small_generated_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _real(monkeypatch, houses=1, episodes=3)
+    res = _invoke(
+        "eval", "--agent", "oracle", "--split", "r2r_val_unseen", "--output", str(tmp_path / "oracle")
+    )
+    assert res.exit_code == 0, res.output
+    oracle = json.loads((tmp_path / "oracle" / "summary.json").read_text())
+    assert oracle["episodes"] == 3 and oracle["sr"] == 1.0 and oracle["errors"] == 0
+    res = _invoke(
+        "eval",
+        "--agent",
+        "replay",
+        "--split",
+        "r2r_val_unseen",
+        "--dtw",
+        "exact",
+        "--output",
+        str(tmp_path / "rp"),
+    )
+    assert res.exit_code == 0, res.output
+    replay = json.loads((tmp_path / "rp" / "summary.json").read_text())
+    assert replay["ndtw"] > 0.98 and replay["sr"] == 1.0 and replay["dtw"] == "exact"
+
+
+@pytest.mark.slow
+def test_oracle_succeeds_on_the_generated_r2r_val_unseen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _real(monkeypatch, houses=None, episodes=None)  # the full preset
+    res = _invoke(
+        "eval",
+        "--agent",
+        "oracle",
+        "--split",
+        "r2r_val_unseen",
+        "--workers",
+        "2",
+        "--output",
+        str(tmp_path / "oracle"),
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "oracle" / "summary.json").read_text())
+    assert summary["errors"] == 0 and summary["episodes"] >= 100
+    assert summary["sr"] >= 0.99
