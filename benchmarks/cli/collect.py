@@ -42,6 +42,7 @@ def register(app: typer.Typer) -> None:
         frame_size: int = typer.Option(None, help="Store frames resized to SxS (default: the env's 224)."),
         num_frames: int = typer.Option(8, help="Frames per sample (7 history + current)."),
         seed: int = typer.Option(0, help="Seed of DAgger's coin flips."),
+        max_steps: int = typer.Option(500, help="Low-level step limit per trajectory."),
         device: str = typer.Option("cpu", help="Device of the DAgger policy model: cpu, cuda, auto."),
     ) -> None:
         """Record expert trajectories as LLaVA-style training samples (frames stored once per trajectory)."""
@@ -61,7 +62,7 @@ def register(app: typer.Typer) -> None:
                 split=split, output=str(output), limit=limit, shards=shards, shard_index=shard_index,
                 rebalance=rebalance, policy=str(policy) if policy else None, beta=beta,
                 data_root=str(data_root) if data_root else None, num_frames=num_frames, frame_size=frame_size,
-                seed=seed, expert=expert,
+                seed=seed, expert=expert, max_steps=max_steps,
             )
             from envs.datasets.splits import parse_split
 

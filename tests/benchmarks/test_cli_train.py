@@ -1,0 +1,70 @@
+"""End to end on a tiny generated split: collect -> train a few steps -> checkpoint -> load -> eval, and resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from benchmarks.cli import app
+
+
+@pytest.fixture
+def tiny_splits(monkeypatch):
+    # One house, two episodes per split: generation takes seconds.
+    monkeypatch.setenv("NAVILA_AGENT_GEN_HOUSES", "1")
+    monkeypatch.setenv("NAVILA_AGENT_GEN_EPISODES", "2")
+
+
+def invoke(args: list[str]):
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.mark.slow  # ~15 s on a shared 2-core machine: house generation, training, one eval episode
+def test_collect_train_checkpoint_load_eval(tiny_splits, tmp_path):
+    import vlm
+
+    data = tmp_path / "collected"
+    invoke(["collect", "--split", "r2r_train", "--output", str(data), "--limit", "1", "--frame-size", "32"])
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["trajectories"] == 1 and manifest["samples"] > 3 and manifest["actions"]["stop"] == 1
+    run = tmp_path / "run"
+    train_args = ["train", "--data-mixture", str(data), "--init", "tiny", "--batch-size", "2", "--save-every", "2",
+                  "--vocab-size", "400", "--output", str(run), "--log-every", "1", "--eval-split", "r2r_val_unseen",
+                  "--eval-limit", "1", "--eval-max-steps", "4"]
+    invoke([*train_args, "--steps", "2", "--eval-every", "2"])
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    evals = [r for r in log if "eval/sr" in r]
+    assert len(evals) == 1 and evals[0]["step"] == 2 and 0.0 <= evals[0]["eval/ndtw"] <= 1.0
+    assert (run / "checkpoints" / "checkpoint-2" / "eval_r2r_val_unseen" / "summary.json").is_file()
+    # Rerunning with more steps resumes from checkpoint-2 instead of starting over.
+    result = invoke([*train_args, "--steps", "3"])
+    assert '"resumed_from": 2' in result.output.replace("\n", "")
+    model = vlm.load(run)
+    from agent.prompt import build_prompt
+    from vlm.media import Image
+
+    frames = [Image.black(32, 32)] * 8
+    [answer] = model.generate_text([(frames, build_prompt("Walk to the door.", num_frames=8))], max_new_tokens=4)
+    assert isinstance(answer, str)
+    # DAgger with the trained checkpoint as the policy: expert labels at the states the mixture visits.
+    dagger = tmp_path / "dagger"
+    invoke(["collect", "--split", "r2r_train", "--output", str(dagger), "--limit", "1", "--frame-size", "32",
+            "--policy", str(run), "--beta", "0.5", "--max-steps", "20"])
+    manifest = json.loads((dagger / "manifest.json").read_text())
+    assert manifest["expert"] == "shortest_path_follower" and manifest["samples"] == manifest["decisions"] > 0
+
+
+def test_bad_input_gives_a_clear_message(tmp_path):
+    result = CliRunner().invoke(app, ["train", "--data-mixture", "nope", "--init", "tiny", "--output",
+                                      str(tmp_path / "r")])
+    assert result.exit_code == 2 and "unknown dataset 'nope'" in result.output
+    result = CliRunner().invoke(app, ["train", "--data-mixture", "r2r_gen", "--output", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "--model PATH" in result.output
+    result = CliRunner().invoke(app, ["collect", "--split", "r2r_trian", "--output", str(tmp_path / "c")])
+    assert result.exit_code == 2 and "did you mean 'r2r_train'" in result.output
+    result = CliRunner().invoke(app, ["collect", "--output", str(tmp_path / "c"), "--beta", "0.5"])
+    assert result.exit_code == 2 and "--policy" in result.output
