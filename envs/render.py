@@ -17,6 +17,7 @@ that map camera axes to world axes.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,15 +92,19 @@ def gl_context() -> moderngl.Context:
     """The process-wide headless OpenGL context, created on first use.
 
     One context per process: EGL contexts are expensive and a worker process renders many scenes in turn.
-    Every `Renderer` of the process shares it.
+    Every `Renderer` of the process shares it. `NAVILA_AGENT_EGL_DEVICE=N` picks the N-th EGL device (EGL
+    ignores CUDA_VISIBLE_DEVICES, so multi-GPU workers set it to spread rendering over the GPUs).
     """
     global _CONTEXT
     if _CONTEXT is not None:
         return _CONTEXT
     if moderngl is None:
         raise RuntimeError("the embedded renderer needs the 'moderngl' package: pip install moderngl")
+    device = os.environ.get("NAVILA_AGENT_EGL_DEVICE", "0")
+    if not device.isdigit():
+        raise ValueError(f"NAVILA_AGENT_EGL_DEVICE must be a device index (0, 1, ...), got '{device}'")
     try:
-        _CONTEXT = moderngl.create_standalone_context(backend="egl", require=330)
+        _CONTEXT = moderngl.create_standalone_context(backend="egl", require=330, device_index=int(device))
     except Exception as e:  # moderngl/glcontext raise plain Exception subclasses with terse messages
         raise RuntimeError(
             "could not create a headless OpenGL 3.3 context through EGL "

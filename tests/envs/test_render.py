@@ -128,3 +128,12 @@ def test_projection_matches_hfov() -> None:
     # A point on the right edge of a 90° horizontal fov (x = -z) projects to ndc x = 1.
     clip = p @ np.array([2.0, 0.0, -2.0, 1.0])
     assert clip[0] / clip[3] == pytest.approx(1.0)
+
+
+def test_egl_device_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    import envs.render
+
+    monkeypatch.setattr(envs.render, "_CONTEXT", None)  # force a fresh context creation (restored afterwards)
+    monkeypatch.setenv("NAVILA_AGENT_EGL_DEVICE", "gpu0")
+    with pytest.raises(ValueError, match="NAVILA_AGENT_EGL_DEVICE"):
+        gl_context()
