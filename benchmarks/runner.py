@@ -16,6 +16,7 @@ on which rank, worker or slot ran it, nor on what ran before.
 
 from __future__ import annotations
 
+import functools
 import time
 import traceback
 from collections import deque
@@ -122,8 +123,10 @@ def env_backend(env: Any) -> Any:
     return inner.sim if hasattr(inner, "sim") else inner.backend
 
 
+@functools.lru_cache(maxsize=2)
 def load_model(path: str, device: str) -> Any:
-    """The VILA-layout checkpoint at `path` on `device` ("auto": a GPU when there is one)."""
+    """The VILA-layout checkpoint at `path` on `device` ("auto": a GPU when there is one), loaded once per
+    process: the K agents of a worker share one model replica (their batched calls go through it together)."""
     import vlm
 
     if device == "auto":
