@@ -165,7 +165,11 @@ def ensure_house(index: int) -> House:
     glb = root / "gen" / hid / f"{hid}.glb"
     sem_path = glb.with_name(f"{hid}.semantics.json")
     if not (glb.is_file() and sem_path.is_file()):
-        glb = build_house(seed=index, house_id=hid, out_dir=root / "gen")
+        glb.parent.mkdir(parents=True, exist_ok=True)
+        with open(glb.parent / ".build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # splits sharing a house, built in parallel, build it once
+            if not (glb.is_file() and sem_path.is_file()):
+                glb = build_house(seed=index, house_id=hid, out_dir=root / "gen")
     semantics = HouseSemantics.load(sem_path)
     mesh = load_scene_mesh(glb, up="y")
     grid = NavGrid.from_mesh(mesh, semantics.floor_height, EmbeddedSimConfig().nav_grid_config())

@@ -20,7 +20,7 @@ import math
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from envs.scenes.semantics import HouseSemantics, Room, SceneObject
 
@@ -393,8 +393,14 @@ def _render_r2r(desc: PathDescription, rng: random.Random) -> str:
     if desc.start_turn:
         clauses.append(_pick(rng, _TURN[desc.start_turn]))
     for i, leg in enumerate(legs):
-        clauses.append(_r2r_leg(leg, rng, first=i == 0, start_room=desc.start_room, max_passes=1))
-    clauses.append(_stop_phrase(desc, rng))
+        # R2R annotators name a landmark or two, not one per leg: long paths keep those of the first and last leg.
+        keep = len(legs) <= 2 or i in (0, len(legs) - 1)
+        clauses.append(_r2r_leg(leg, rng, first=i == 0, start_room=desc.start_room, max_passes=int(keep)))
+    # "...into the kitchen, stop by the sofa in the kitchen" says the room twice: name it once.
+    just_entered = bool(legs[-1].enters) and legs[-1].enters[-1] == desc.goal_room
+    clauses.append(
+        _stop_phrase(replace(desc, goal_room="") if just_entered and desc.goal_landmark else desc, rng)
+    )
     # Long paths: drop landmark detail of the middle legs first, R2R annotators summarise too.
     if len(clauses) > 6:
         keep = clauses[:2] + clauses[-3:]
