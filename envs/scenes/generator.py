@@ -40,7 +40,7 @@ class HouseConfig:
     min_objects_per_room: int = 2  # furniture pieces per room (fewer if the room has no space)
     max_objects_per_room: int = 6
     door_clearance: float = 1.1  # furniture keeps this far (metres) in front of each doorway
-    tile_size: float = 0.5  # floor tile edge / plank length scale (metres)
+    tile_size: float = 0.6  # floor tile edge; planks are 3x as long and half as wide (metres)
     ceiling: bool = True  # draw the ceiling (and ceiling lights)
 
     def __post_init__(self) -> None:
@@ -339,7 +339,7 @@ def _add_floor(builder: MeshBuilder, cell: Rect, finish: str, config: HouseConfi
     elif finish == "carpet":
         step_x = step_z = 2 * config.tile_size
     else:
-        step_x, step_z = 3 * config.tile_size, 0.4 * config.tile_size
+        step_x, step_z = 3 * config.tile_size, 0.5 * config.tile_size
     nx, nz = max(1, round((x1 - x0) / step_x)), max(1, round((z1 - z0) / step_z))
     xs, zs = np.linspace(x0, x1, nx + 1), np.linspace(z0, z1, nz + 1)
     for j in range(nz):
