@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without `pip install -e .`
 
 
 def best_corner_view(semantics, margin: float = 0.5) -> tuple[np.ndarray, float]:
