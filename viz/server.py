@@ -127,7 +127,19 @@ class ViewerHandler(BaseHTTPRequestHandler):
             return
         self._send(200, body, ctype, cache=cache)
 
+    def _host_allowed(self) -> bool:
+        """On a loopback bind, only Host names that mean this machine: a web page that rebinds its own DNS name
+        to 127.0.0.1 (DNS rebinding) must not be able to read the run folder or drive the live session."""
+        if not ipaddress_is_loopback(self.server.server_address[0]):
+            return True
+        host = (self.headers.get("Host") or "").strip().lower()
+        name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+        return name in ("", "127.0.0.1", "localhost", "[::1]")
+
     def _dispatch(self, method: str) -> None:
+        if not self._host_allowed():
+            self.send_error_json(HTTPStatus.FORBIDDEN, "unexpected Host header (the viewer answers only local names)")
+            return
         try:
             parts = urlsplit(self.path)
             path = unquote(parts.path)  # %2e%2e -> '..': decoded once, then checked by safe_resolve
@@ -243,6 +255,18 @@ class ViewerHandler(BaseHTTPRequestHandler):
             self.send_error_json(HTTPStatus.NOT_FOUND, f"no file {relative} in the run folder")
             return
         self.send_file(target, cache=True)
+
+
+def ipaddress_is_loopback(host: str) -> bool:
+    """True for 127.x.x.x, ::1 and 'localhost'."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _inside(root: Path, candidate: Path) -> bool:

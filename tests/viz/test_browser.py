@@ -11,23 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.viz.browser import ARTIFACTS, launch, skip_reason
+from tests.viz.browser import ARTIFACTS, skip_reason
 from tests.viz.run_fixture import build_run
 from viz.run_folder import load_run
 from viz.server import ViewerConfig, ViewerServer, make_server, start_in_thread
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = launch(p)
-        yield b
-        b.close()
 
 
 def _serve(run: Path) -> ViewerServer:
@@ -165,6 +154,29 @@ def test_error_episode_and_missing_frames(tmp_path: Path, page) -> None:  # type
         assert "frame missing" in page.inner_text("#frame-missing")
         assert page.locator("#seen .thumb.missing").count() >= 1
         page.screenshot(path=str(ARTIFACTS / "missing_frames.png"))
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_thousand_episode_run_lists_quickly(tmp_path: Path, page) -> None:  # type: ignore[no-untyped-def]
+    """The list comes from /api/episodes alone; no record is fetched until an episode is opened."""
+    srv = _serve(build_run(tmp_path / "big", n_episodes=1000, frame_size=16))
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    try:
+        page.goto(srv.url)
+        page.wait_for_function("document.querySelectorAll('#episodes tbody tr').length === 1000", timeout=5000)
+        ms = page.evaluate("performance.now()")
+        assert ms < 3000, f"1000-episode list took {ms:.0f} ms"
+        assert not any("/api/episode/" in u or "/files/" in u for u in requests)
+        page.fill("#search", "number 999")
+        assert rows(page) == ["r2r_val_unseen:999"]
+        page.click("#filters button[data-filter=all]")
+        page.fill("#search", "")
+        page.click('tr[data-uid="r2r_val_unseen:2"]')
+        page.wait_for_selector("#decisions li")
+        assert sum("/api/episode/" in u for u in requests) == 1
     finally:
         srv.shutdown()
         srv.server_close()

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.viz.browser import ARTIFACTS, launch, skip_reason
+from tests.viz.browser import ARTIFACTS, skip_reason
 from tests.viz.fake_live import FakeLiveAgent, FakeLiveEnv
 from viz.live import LiveConfig, LiveError, LiveSession, encode_jpeg
 from viz.server import ViewerConfig, ViewerServer, make_server, start_in_thread
@@ -126,37 +126,32 @@ def test_live_http_routes(live_server: ViewerServer) -> None:
 
 @pytest.mark.browser
 @pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
-def test_live_page_steps_agent_and_manual_keys(live_server: ViewerServer) -> None:
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = launch(p)
-        page = browser.new_page(viewport={"width": 1300, "height": 900})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(live_server.url)
-        page.wait_for_function("window.live.state && window.live.state.started")
-        assert "Walk straight ahead" in page.inner_text("#instruction")
-        marker0 = page.get_attribute("#map", "data-marker")
-        page.click("#btn-step")
-        page.wait_for_function("window.live.state.t === 1")
-        assert page.get_attribute("#map", "data-marker") != marker0
-        assert "move forward 75 cm" in page.inner_text("#answers")
-        page.click("#btn-run")
-        page.wait_for_function("window.live.state.done", timeout=5000)
-        assert "success" in page.inner_text("#status")
-        assert page.locator(".raw.first").count() == 1  # the unparsable first answer is shown in red
-        page.click("#btn-reset")
-        page.wait_for_function("window.live.state.t === 0 && !window.live.state.done")
-        page.check("#manual")
-        page.keyboard.press("a")
-        page.wait_for_function("window.live.state.t === 1")
-        page.keyboard.press("ArrowUp")
-        page.wait_for_function("window.live.state.t === 2")
-        steps = page.evaluate("window.live.state.steps.map(s => [s.action, s.source])")
-        assert steps[1:] == [[2, "manual"], [1, "manual"]]
-        page.wait_for_function("document.getElementById('frame').complete")
-        page.screenshot(path=str(ARTIFACTS / "live.png"))
-        browser.close()
-        assert not errors, errors
+def test_live_page_steps_agent_and_manual_keys(live_server: ViewerServer, browser) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(live_server.url)
+    page.wait_for_function("window.live.state && window.live.state.started")
+    assert "Walk straight ahead" in page.inner_text("#instruction")
+    marker0 = page.get_attribute("#map", "data-marker")
+    page.click("#btn-step")
+    page.wait_for_function("window.live.state.t === 1")
+    assert page.get_attribute("#map", "data-marker") != marker0
+    assert "move forward 75 cm" in page.inner_text("#answers")
+    page.click("#btn-run")
+    page.wait_for_function("window.live.state.done", timeout=5000)
+    assert "success" in page.inner_text("#status")
+    assert page.locator(".raw.first").count() == 1  # the unparsable first answer is shown in red
+    page.click("#btn-reset")
+    page.wait_for_function("window.live.state.t === 0 && !window.live.state.done")
+    page.check("#manual")
+    page.keyboard.press("a")
+    page.wait_for_function("window.live.state.t === 1")
+    page.keyboard.press("ArrowUp")
+    page.wait_for_function("window.live.state.t === 2")
+    steps = page.evaluate("window.live.state.steps.map(s => [s.action, s.source])")
+    assert steps[1:] == [[2, "manual"], [1, "manual"]]
+    page.wait_for_function("document.getElementById('frame').complete")
+    page.screenshot(path=str(ARTIFACTS / "live.png"))
+    page.close()
+    assert not errors, errors

@@ -25,10 +25,12 @@ def server(run_dir: Path) -> Iterator[ViewerServer]:
     srv.server_close()
 
 
-def get(srv: ViewerServer, path: str, method: str = "GET") -> tuple[int, bytes, str]:
+def get(srv: ViewerServer, path: str, method: str = "GET", host: str | None = None) -> tuple[int, bytes, str]:
     """Raw request (no client-side normalisation of '..' or %2e, unlike urllib)."""
     conn = http.client.HTTPConnection(*srv.server_address[:2], timeout=5)
-    conn.putrequest(method, path, skip_accept_encoding=True)
+    conn.putrequest(method, path, skip_accept_encoding=True, skip_host=host is not None)
+    if host is not None:
+        conn.putheader("Host", host)
     conn.endheaders()
     resp = conn.getresponse()
     body = resp.read()
@@ -39,6 +41,14 @@ def get(srv: ViewerServer, path: str, method: str = "GET") -> tuple[int, bytes, 
 def test_binds_loopback_by_default(server: ViewerServer) -> None:
     assert server.server_address[0] == "127.0.0.1"
     assert server.url.startswith("http://127.0.0.1:")
+
+
+def test_foreign_host_header_refused(server: ViewerServer) -> None:
+    """DNS rebinding: a page served as evil.example that resolves to 127.0.0.1 gets nothing."""
+    port = server.server_address[1]
+    assert get(server, "/api/episodes", host=f"evil.example:{port}")[0] == 403
+    assert get(server, "/api/episodes", host=f"localhost:{port}")[0] == 200
+    assert get(server, "/api/episodes", host=f"127.0.0.1:{port}")[0] == 200
 
 
 def test_page_and_static_files(server: ViewerServer) -> None:

@@ -286,6 +286,9 @@ function render() {
     }
   });
   $("instruction").classList.toggle("done", t === rec.steps.length - 1);
+  const mark = $("instr-decision");
+  mark.textContent = d ? `· decision #${d.k} of ${rec.decisions.length} (t=${d.t}): ${actionLabel(d)}` : "";
+  mark.classList.toggle("fail", !!(d && hadFailure(d)));
 
   Draw.distancePlot($("plot"), rec.steps.map((s) => s.distance_to_goal ?? null), t, rec.success_distance);
 }
