@@ -55,7 +55,9 @@ def test_house_size_rooms_and_coverage(houses) -> None:
     for mesh, sem in houses.values():
         assert 6 <= len(sem.rooms) <= 10
         lo, hi = mesh.bounds
-        assert lo[1] == pytest.approx(0.0, abs=0.005) and hi[1] == pytest.approx(2.7)  # floor at 0, ceiling on top
+        assert lo[1] == pytest.approx(0.0, abs=0.005) and hi[1] == pytest.approx(
+            2.7
+        )  # floor at 0, ceiling on top
         assert 14.0 <= hi[0] - lo[0] <= 22.5 and 10.0 <= hi[2] - lo[2] <= 16.5
         names = [r.name for r in sem.rooms]
         assert len(set(names)) == len(names) and all(names)
@@ -220,3 +222,23 @@ def test_config_validation() -> None:
         1, "small", HouseConfig(min_rooms=2, max_rooms=2, width_range=(6, 6), depth_range=(5, 5))
     )
     assert len(small[1].rooms) == 2 and len(small[1].doors) >= 1
+
+
+def test_every_room_walkable_from_every_other(houses) -> None:
+    """On the navigation grid (agent radius, furniture as obstacles) all rooms lie in one connected area:
+    furniture never closes a doorway or walls a room off."""
+    from envs.embedded import EmbeddedSimConfig
+    from envs.navigation import NavGrid
+
+    for seed in (0, 1):
+        mesh, sem = houses[seed]
+        grid = NavGrid.from_mesh(mesh, 0.0, EmbeddedSimConfig().nav_grid_config())
+        comp = grid.components()
+        labels, counts = np.unique(comp[grid.navigable], return_counts=True)
+        main = labels[np.argmax(counts)]
+        assert counts.max() / counts.sum() > 0.97  # at most small pockets behind furniture
+        for room in sem.rooms:
+            (x0, z0), _, (x1, z1), _ = room.polygon
+            r0, c0 = grid.world_to_cell(np.array([x0, 0.0, z0]))
+            r1, c1 = grid.world_to_cell(np.array([x1, 0.0, z1]))
+            assert (comp[r0:r1, c0:c1] == main).sum() > 50, f"{sem.house_id}: {room.name} is cut off"
