@@ -456,7 +456,7 @@ def _render_rxr(desc: PathDescription, rng: random.Random) -> str:
             if len(leg.enters) > 1:
                 s += " and then " + leg.enters[-1]
         out.append(s[0].upper() + s[1:] + ".")
-        if leg.enters and rng.random() < 0.6:
+        if leg.enters and rng.random() < 0.35:
             out.append(
                 _pick(rng, ["You are now in {r}.", "This is {r}.", "Now you are inside {r}."]).format(
                     r=leg.enters[-1]
@@ -496,7 +496,7 @@ def _render_rxr(desc: PathDescription, rng: random.Random) -> str:
         )
     stop = _stop_phrase(desc, rng)
     out.append(_pick(rng, ["Finally, {s}.", "Once you get there, {s}.", "At the end, {s}."]).format(s=stop))
-    if desc.goal_room and rng.random() < 0.7:
+    if desc.goal_room and rng.random() < 0.4:
         out.append(
             _pick(rng, ["You should now be in {r}.", "You are now inside {r}."]).format(r=desc.goal_room)
         )
