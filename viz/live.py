@@ -41,7 +41,9 @@ class LiveConfig:
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"LiveConfig.jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
         if self.max_steps_per_request < 1:
-            raise ValueError(f"LiveConfig.max_steps_per_request must be >= 1, got {self.max_steps_per_request}")
+            raise ValueError(
+                f"LiveConfig.max_steps_per_request must be >= 1, got {self.max_steps_per_request}"
+            )
 
 
 def _floats(v: Any) -> list[float | None]:
@@ -65,7 +67,9 @@ def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb[..., :3]).astype(np.uint8)).save(buf, format="JPEG", quality=quality)
+    Image.fromarray(np.ascontiguousarray(rgb[..., :3]).astype(np.uint8)).save(
+        buf, format="JPEG", quality=quality
+    )
     return buf.getvalue()
 
 
@@ -126,7 +130,9 @@ class LiveSession:
         """Apply one low-level action chosen by the user (0-3 or stop/forward/left/right)."""
         if isinstance(action, str):
             if action not in ACTION_IDS:
-                raise LiveError(HTTPStatus.BAD_REQUEST, f"unknown action {action!r}; available: {', '.join(ACTION_IDS)}")
+                raise LiveError(
+                    HTTPStatus.BAD_REQUEST, f"unknown action {action!r}; available: {', '.join(ACTION_IDS)}"
+                )
             action = ACTION_IDS[action]
         if not (isinstance(action, int) and 0 <= action <= 3):
             raise LiveError(HTTPStatus.BAD_REQUEST, f"action must be 0-3 or a name, got {action!r}")
@@ -164,7 +170,9 @@ class LiveSession:
         if terminated or truncated:
             self._done = True
             ok = bool(info.get("is_success"))
-            self._outcome = ("success" if ok else "stopped, not at the goal") if terminated else "step limit reached"
+            self._outcome = (
+                ("success" if ok else "stopped, not at the goal") if terminated else "step limit reached"
+            )
 
     def _step_entry(self, action: int | None, info: dict[str, Any], source: str) -> dict[str, Any]:
         return {
@@ -189,7 +197,9 @@ class LiveSession:
             m = transform.to_dict() if hasattr(transform, "to_dict") else dict(transform)
             img = np.asarray(image)
             buf = io.BytesIO()
-            Image.fromarray(img[..., :3].astype(np.uint8) if img.ndim == 3 else img.astype(np.uint8)).save(buf, "PNG")
+            Image.fromarray(img[..., :3].astype(np.uint8) if img.ndim == 3 else img.astype(np.uint8)).save(
+                buf, "PNG"
+            )
             m.setdefault("width", img.shape[1])
             m.setdefault("height", img.shape[0])
             return buf.getvalue(), m
@@ -205,7 +215,11 @@ class LiveSession:
     def _state(self) -> dict[str, Any]:
         ep = getattr(self.env, "current_episode", None)
         decisions = self._decisions()
-        stats = (self.agent.episode_stats() or {}) if self.agent is not None and hasattr(self.agent, "episode_stats") else {}
+        stats = (
+            (self.agent.episode_stats() or {})
+            if self.agent is not None and hasattr(self.agent, "episode_stats")
+            else {}
+        )
         return {
             "started": self._obs is not None,
             "uid": getattr(ep, "uid", None) if ep is not None else None,
@@ -262,8 +276,12 @@ def env_topdown(env: Any) -> tuple[np.ndarray, dict[str, Any]] | None:
         image = np.where(grid.navigable[..., None], np.uint8(225), np.uint8(70)).repeat(3, axis=2)
     else:
         return None
-    return image, {"origin": [float(origin[0]), float(origin[1])], "resolution": float(res),
-                   "width": int(image.shape[1]), "height": int(image.shape[0])}
+    return image, {
+        "origin": [float(origin[0]), float(origin[1])],
+        "resolution": float(res),
+        "width": int(image.shape[1]),
+        "height": int(image.shape[0]),
+    }
 
 
 def _goal_radius(ep: Any) -> float:
@@ -274,8 +292,9 @@ def _goal_radius(ep: Any) -> float:
     return float(r) if r else 3.0
 
 
-def _framing_map(episode: Any, start: list[float | None] | None, margin: float = 3.0,
-                 resolution: float = 0.05) -> dict[str, Any] | None:
+def _framing_map(
+    episode: Any, start: list[float | None] | None, margin: float = 3.0, resolution: float = 0.05
+) -> dict[str, Any] | None:
     """A map transform (no image) whose extent covers start, goal and reference path plus `margin` metres."""
     pts: list[list[float]] = []
     if episode is not None:

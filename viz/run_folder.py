@@ -202,7 +202,9 @@ def load_record(path: str | os.PathLike[str]) -> dict[str, Any]:
             if key not in m:
                 raise RunFolderError(f"{p}: field 'map.{key}' is missing")
         if not (isinstance(m["resolution"], (int, float)) and m["resolution"] > 0):
-            raise RunFolderError(f"{p}: field 'map.resolution' must be a positive number, got {m['resolution']!r}")
+            raise RunFolderError(
+                f"{p}: field 'map.resolution' must be a positive number, got {m['resolution']!r}"
+            )
     rec["metrics"] = _clean_metrics(rec.get("metrics"))
     return rec
 

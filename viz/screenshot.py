@@ -14,22 +14,38 @@ from pathlib import Path
 from urllib.parse import quote
 
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
 def find_chromium() -> str:
     """$NAVILA_CHROMIUM, /usr/bin/chromium or chromium on PATH; ValueError when none is installed."""
-    for candidate in (os.environ.get("NAVILA_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
-                      shutil.which("chromium-browser")):
+    for candidate in (
+        os.environ.get("NAVILA_CHROMIUM"),
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ):
         if candidate and Path(candidate).is_file():
             return candidate
     raise ValueError("no chromium found: install it (apt-get install chromium) or set NAVILA_CHROMIUM")
 
 
-def screenshot(run_dir: str | os.PathLike[str], uid: str, step: int, out: str | os.PathLike[str],
-               width: int = 1440, height: int = 1020) -> Path:
+def screenshot(
+    run_dir: str | os.PathLike[str],
+    uid: str,
+    step: int,
+    out: str | os.PathLike[str],
+    width: int = 1440,
+    height: int = 1020,
+) -> Path:
     """Serve `run_dir`, open episode `uid` at `step` and save a PNG of the page to `out`."""
     from playwright.sync_api import sync_playwright
 

@@ -138,7 +138,9 @@ class ViewerHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         if not self._host_allowed():
-            self.send_error_json(HTTPStatus.FORBIDDEN, "unexpected Host header (the viewer answers only local names)")
+            self.send_error_json(
+                HTTPStatus.FORBIDDEN, "unexpected Host header (the viewer answers only local names)"
+            )
             return
         try:
             parts = urlsplit(self.path)
@@ -172,16 +174,18 @@ class ViewerHandler(BaseHTTPRequestHandler):
         elif path == "/favicon.ico":
             self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         elif path.startswith("/static/"):
-            target = safe_resolve(STATIC_DIR, path[len("/static/"):])
+            target = safe_resolve(STATIC_DIR, path[len("/static/") :])
             if target is None:
                 self.send_error_json(HTTPStatus.NOT_FOUND, "no such static file")
             else:
                 self.send_file(target)
         elif path.startswith("/api/live/"):
             if live is None:
-                self.send_error_json(HTTPStatus.NOT_FOUND, "not in live mode (start with `navila-agent viz --live`)")
+                self.send_error_json(
+                    HTTPStatus.NOT_FOUND, "not in live mode (start with `navila-agent viz --live`)"
+                )
             else:
-                live_get(self, live, path[len("/api/live/"):], query)
+                live_get(self, live, path[len("/api/live/") :], query)
         elif self.server.run is None:
             self.send_error_json(HTTPStatus.NOT_FOUND, "no run folder in live mode")
         elif path == "/api/run":
@@ -189,9 +193,9 @@ class ViewerHandler(BaseHTTPRequestHandler):
         elif path == "/api/episodes":
             self.send_json({"episodes": list_episodes(self.server.run)})
         elif path.startswith("/api/episode/"):
-            self._api_episode(path[len("/api/episode/"):])
+            self._api_episode(path[len("/api/episode/") :])
         elif path.startswith("/files/"):
-            self._files(path[len("/files/"):])
+            self._files(path[len("/files/") :])
         else:
             self.send_error_json(HTTPStatus.NOT_FOUND, f"no route {path}")
 
@@ -207,11 +211,13 @@ class ViewerHandler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             self.send_error_json(HTTPStatus.BAD_REQUEST, "request body must be JSON")
             return
-        live_post(self, live, path[len("/api/live/"):], body if isinstance(body, dict) else {})
+        live_post(self, live, path[len("/api/live/") :], body if isinstance(body, dict) else {})
 
     def _api_run(self) -> None:
         run = self.server.run
-        self.send_json({"name": run.root.name, "run": run.run, "summary": run.summary, "warnings": run.warnings})
+        self.send_json(
+            {"name": run.root.name, "run": run.run, "summary": run.summary, "warnings": run.warnings}
+        )
 
     def _api_episode(self, uid: str) -> None:
         run = self.server.run
@@ -221,7 +227,9 @@ class ViewerHandler(BaseHTTPRequestHandler):
             self.send_error_json(HTTPStatus.FORBIDDEN, str(exc))
             return
         if not (ep_dir / "record.json").is_file():
-            self.send_error_json(HTTPStatus.NOT_FOUND, f"episode {uid} has no rollout record (run without --record?)")
+            self.send_error_json(
+                HTTPStatus.NOT_FOUND, f"episode {uid} has no rollout record (run without --record?)"
+            )
             return
         try:
             record = load_record(ep_dir)

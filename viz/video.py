@@ -60,7 +60,9 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 def world_to_pixel(map_info: dict[str, Any], x: float, z: float) -> tuple[float, float]:
     """Map pixel (col, row) of world (x, z): ((x - x0) / resolution, (z - z0) / resolution)."""
-    return (x - map_info["origin"][0]) / map_info["resolution"], (z - map_info["origin"][1]) / map_info["resolution"]
+    x0, z0 = map_info["origin"]
+    res = map_info["resolution"]
+    return (x - x0) / res, (z - z0) / res
 
 
 def heading_xz(q: list[float] | None) -> tuple[float, float]:
@@ -110,7 +112,12 @@ def _map_panel(record: dict[str, Any], base_map: Image.Image | None, t: int, hei
     if goal:
         gx, gy = px(goal)
         rad = float(record.get("success_distance") or 3.0) / m["resolution"] * scale
-        d.ellipse([gx - rad, gy - rad, gx + rad, gy + rad], fill=(46, 160, 67, 40), outline=(46, 160, 67, 230), width=2)
+        d.ellipse(
+            [gx - rad, gy - rad, gx + rad, gy + rad],
+            fill=(46, 160, 67, 40),
+            outline=(46, 160, 67, 230),
+            width=2,
+        )
         d.ellipse([gx - 4, gy - 4, gx + 4, gy + 4], fill=(46, 160, 67, 255))
     ref = [px(p) for p in record.get("reference_path") or []]
     if len(ref) > 1:
@@ -126,8 +133,11 @@ def _map_panel(record: dict[str, Any], base_map: Image.Image | None, t: int, hei
     tip = (x + hx * s * 1.4, y + hz * s * 1.4)
     left = (x - hx * s * 0.8 + side[0] * s * 0.8, y - hz * s * 0.8 + side[1] * s * 0.8)
     right = (x - hx * s * 0.8 - side[0] * s * 0.8, y - hz * s * 0.8 - side[1] * s * 0.8)
-    d.polygon([tip, left, (x - hx * s * 0.4, y - hz * s * 0.4), right],
-              fill=RED if step.get("collided") else (255, 176, 0), outline=(27, 27, 27))
+    d.polygon(
+        [tip, left, (x - hx * s * 0.4, y - hz * s * 0.4), right],
+        fill=RED if step.get("collided") else (255, 176, 0),
+        outline=(27, 27, 27),
+    )
     return img
 
 
@@ -171,8 +181,12 @@ def _text_panel(record: dict[str, Any], t: int, size: tuple[int, int]) -> Image.
     info = f"step {t}/{len(record['steps']) - 1}   action {ACTION_NAMES.get(act, '(start)') if act is not None else '(start)'}"
     d.text((12, y), info, fill=MUTED, font=f_small)
     y += 16
-    d.text((12, y), f"distance to goal {dist:.2f} m" if isinstance(dist, (int, float)) else "distance to goal -",
-           fill=MUTED, font=f_small)
+    d.text(
+        (12, y),
+        f"distance to goal {dist:.2f} m" if isinstance(dist, (int, float)) else "distance to goal -",
+        fill=MUTED,
+        font=f_small,
+    )
     y += 16
     if step.get("collided"):
         d.text((12, y), "collided", fill=RED, font=f_small)
@@ -197,8 +211,9 @@ def _text_panel(record: dict[str, Any], t: int, size: tuple[int, int]) -> Image.
     return img
 
 
-def compose_frame(record: dict[str, Any], ep_dir: Path, t: int, base_map: Image.Image | None,
-                  config: VideoConfig) -> np.ndarray:
+def compose_frame(
+    record: dict[str, Any], ep_dir: Path, t: int, base_map: Image.Image | None, config: VideoConfig
+) -> np.ndarray:
     """One video frame for step t as an RGB array [H, W, 3] uint8: frame | map | text."""
     h = config.height
     step = record["steps"][t]
@@ -219,8 +234,12 @@ def compose_frame(record: dict[str, Any], ep_dir: Path, t: int, base_map: Image.
     return np.asarray(canvas)  # [H, W, 3]
 
 
-def write_episode_video(record_dir: str | os.PathLike[str], out_path: str | os.PathLike[str],
-                        fps: float = 4.0, config: VideoConfig | None = None) -> Path:
+def write_episode_video(
+    record_dir: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    fps: float = 4.0,
+    config: VideoConfig | None = None,
+) -> Path:
     """Write an MP4 of one recorded episode (one video frame per step) and return its path.
 
     `record_dir` is a rollouts/<EP_DIR>/ folder (record.json, frames/, topdown.png). Missing frames or a missing
@@ -230,7 +249,9 @@ def write_episode_video(record_dir: str | os.PathLike[str], out_path: str | os.P
 
     config = config or VideoConfig(fps=fps)
     if config.fps != fps:
-        config = VideoConfig(fps=fps, height=config.height, text_width=config.text_width, fourcc=config.fourcc)
+        config = VideoConfig(
+            fps=fps, height=config.height, text_width=config.text_width, fourcc=config.fourcc
+        )
     ep_dir = Path(record_dir)
     record = load_record(ep_dir)
     base_map = _load_image(ep_dir / record["map"]["image"]) if record.get("map") else None
@@ -254,8 +275,12 @@ def write_episode_video(record_dir: str | os.PathLike[str], out_path: str | os.P
     return out
 
 
-def export_episode(run_dir: str | os.PathLike[str], uid: str, out_path: str | os.PathLike[str] | None = None,
-                   fps: float = 4.0) -> Path:
+def export_episode(
+    run_dir: str | os.PathLike[str],
+    uid: str,
+    out_path: str | os.PathLike[str] | None = None,
+    fps: float = 4.0,
+) -> Path:
     """Export the video of episode `uid` of a run folder; default output RUN_DIR/videos/<EP_DIR>.mp4."""
     run = load_run(run_dir)
     ep_dir = record_dir(run, uid)

@@ -47,12 +47,20 @@ def _live_session(episode: str, agent: str, model: Path | None, data_root: Path 
         raise ValueError(f"--episode {episode!r}: live mode needs one episode, e.g. {split}:17")
     _check_split(split, "--episode")
     model_path = None if agent == MANUAL_AGENT else resolve_model(agent, model)
-    config = EvalConfig(split=split, output=Path("."), agent="random" if agent == MANUAL_AGENT else agent,
-                        model=model_path, data_root=str(data_root) if data_root else None, backend=backend)
+    config = EvalConfig(
+        split=split,
+        output=Path("."),
+        agent="random" if agent == MANUAL_AGENT else agent,
+        model=model_path,
+        data_root=str(data_root) if data_root else None,
+        backend=backend,
+    )
     episodes = load_episodes(config)
     if not any(e.episode_id == ids[0] for e in episodes):
         sample = ", ".join(e.episode_id for e in episodes[:5])
-        raise ValueError(f"--episode {episode!r}: no episode {ids[0]!r} in {split} (ids start: {sample}, ...)")
+        raise ValueError(
+            f"--episode {episode!r}: no episode {ids[0]!r} in {split} (ids start: {sample}, ...)"
+        )
     env = make_env(config, episodes)
     the_agent = None
     if agent != MANUAL_AGENT:
@@ -62,8 +70,9 @@ def _live_session(episode: str, agent: str, model: Path | None, data_root: Path 
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         the_agent = make_agent(config, env, device)
-    return LiveSession(env=env, agent=the_agent, config=LiveConfig(episode_id=ids[0]), agent_name=agent,
-                       topdown=env_topdown)
+    return LiveSession(
+        env=env, agent=the_agent, config=LiveConfig(episode_id=ids[0]), agent_name=agent, topdown=env_topdown
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -76,14 +85,26 @@ def register(app: typer.Typer) -> None:
 
     @viz_app.command("serve")
     def serve_command(
-        run_dir: Path = typer.Argument(None, help="Run folder written by `navila-agent run/eval` (not with --live)."),
-        host: str = typer.Option("127.0.0.1", help="Address to bind; the default keeps the viewer on this machine."),
+        run_dir: Path = typer.Argument(
+            None, help="Run folder written by `navila-agent run/eval` (not with --live)."
+        ),
+        host: str = typer.Option(
+            "127.0.0.1", help="Address to bind; the default keeps the viewer on this machine."
+        ),
         port: int = typer.Option(0, help="Port; 0 picks a free one (the URL is printed)."),
-        open_browser: bool = typer.Option(True, "--open/--no-open", help="Open the page in the default browser."),
-        live: bool = typer.Option(False, "--live", help="Live mode: step an agent (or drive by keyboard) in the page."),
+        open_browser: bool = typer.Option(
+            True, "--open/--no-open", help="Open the page in the default browser."
+        ),
+        live: bool = typer.Option(
+            False, "--live", help="Live mode: step an agent (or drive by keyboard) in the page."
+        ),
         episode: str = typer.Option(None, help="Live mode: SPLIT:EPISODE_ID, e.g. r2r_val_unseen:17."),
-        agent: str = typer.Option("navila", help="Live mode: navila, oracle, random, forward, or manual (keyboard)."),
-        model: Path = typer.Option(None, help="Live mode: VILA-layout checkpoint folder (navila; default: shipped)."),
+        agent: str = typer.Option(
+            "navila", help="Live mode: navila, oracle, random, forward, or manual (keyboard)."
+        ),
+        model: Path = typer.Option(
+            None, help="Live mode: VILA-layout checkpoint folder (navila; default: shipped)."
+        ),
         data_root: Path = typer.Option(None, help="Live mode: VLN-CE data folder (default: generated data)."),
         backend: str = typer.Option("embedded", help="Live mode: simulator backend (embedded or habitat)."),
     ) -> None:
@@ -105,7 +126,9 @@ def register(app: typer.Typer) -> None:
                 server = make_server(None, config, live=session)
             else:
                 if run_dir is None:
-                    raise ValueError("give a RUN_DIR to browse (e.g. navila-agent viz runs/my_run), or --live")
+                    raise ValueError(
+                        "give a RUN_DIR to browse (e.g. navila-agent viz runs/my_run), or --live"
+                    )
                 run = load_run(run_dir)
                 for warning in run.warnings:
                     typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)

@@ -17,12 +17,16 @@ from envs.datasets.episode import Episode, Goal, Instruction
 
 def fake_episode(episode_id: str = "7") -> Episode:
     return Episode(
-        episode_id=episode_id, trajectory_id=1, scene_id="gen/fake/fake.glb",
-        start_position=[0.0, 0.0, 0.0], start_rotation=[0.0, 0.0, 0.0, 1.0],
+        episode_id=episode_id,
+        trajectory_id=1,
+        scene_id="gen/fake/fake.glb",
+        start_position=[0.0, 0.0, 0.0],
+        start_rotation=[0.0, 0.0, 0.0, 1.0],
         goals=[Goal(position=[0.0, 0.0, -2.0], radius=1.0)],
         instruction=Instruction("Walk straight ahead two metres and stop."),
         reference_path=[[0.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 0.0, -2.0]],
-        dataset="r2r", split="val_unseen",
+        dataset="r2r",
+        split="val_unseen",
     )
 
 
@@ -39,14 +43,23 @@ class FakeLiveEnv:
         rgb = np.zeros((self.size, self.size, 3), np.uint8)
         rgb[..., 0] = (self.t * 20) % 256
         rgb[..., 1] = int(math.degrees(self.yaw)) % 256
-        return {"rgb": rgb, "depth": np.ones((self.size, self.size, 1), np.float32), "instruction":
-                self.current_episode.instruction.instruction_text}
+        return {
+            "rgb": rgb,
+            "depth": np.ones((self.size, self.size, 1), np.float32),
+            "instruction": self.current_episode.instruction.instruction_text,
+        }
 
     def _info(self, collided: bool = False, stopped: bool = False) -> dict[str, Any]:
         d = float(np.linalg.norm(self.pos - np.array(self.current_episode.goal_position)))
         q = [0.0, math.sin(self.yaw / 2), 0.0, math.cos(self.yaw / 2)]
-        return {"position": self.pos.copy(), "rotation": np.array(q), "collided": collided,
-                "distance_to_goal": d, "is_success": stopped and d < 1.0, "steps": self.t}
+        return {
+            "position": self.pos.copy(),
+            "rotation": np.array(q),
+            "collided": collided,
+            "distance_to_goal": d,
+            "is_success": stopped and d < 1.0,
+            "steps": self.t,
+        }
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         wanted = (options or {}).get("episode_id")
@@ -93,14 +106,27 @@ class FakeLiveAgent:
                 text, low = "The next action is move forward 75 cm.", [1, 1, 1]
             else:
                 text, low = "The next action is stop.", [0]
-            self.log.append({"k": k, "t": self.t, "frames_seen": [-1] * 7 + [self.t], "raw_text": text,
-                             "action": "forward" if low[0] == 1 else "stop", "amount": 75 if low[0] == 1 else 0,
-                             "low_level": low, "parse_ok": True, "retried": k == 1,
-                             "first_raw_text": "hmm, where am I?" if k == 1 else None})
+            self.log.append(
+                {
+                    "k": k,
+                    "t": self.t,
+                    "frames_seen": [-1] * 7 + [self.t],
+                    "raw_text": text,
+                    "action": "forward" if low[0] == 1 else "stop",
+                    "amount": 75 if low[0] == 1 else 0,
+                    "low_level": low,
+                    "parse_ok": True,
+                    "retried": k == 1,
+                    "first_raw_text": "hmm, where am I?" if k == 1 else None,
+                }
+            )
             self.queue = list(low)
         self.t += 1
         return self.queue.pop(0)
 
     def episode_stats(self) -> dict[str, Any]:
-        return {"decisions": len(self.log), "parse_failures": sum(bool(d["first_raw_text"]) for d in self.log),
-                "decision_log": [dict(d) for d in self.log]}
+        return {
+            "decisions": len(self.log),
+            "parse_failures": sum(bool(d["first_raw_text"]) for d in self.log),
+            "decision_log": [dict(d) for d in self.log],
+        }

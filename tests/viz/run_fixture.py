@@ -80,11 +80,19 @@ def group_decisions(actions: list[int], fail_at: set[int] = frozenset()) -> list
             n += 1
         # An unparsable answer first: the agent counts it and asks again at the same step.
         if sum(d["parse_ok"] for d in decisions) in fail_at:
-            decisions.append({
-                "k": len(decisions), "t": t, "frames_seen": frames_seen(t),
-                "raw_text": "I would like to look around the kitchen before deciding.",
-                "action": None, "amount": None, "low_level": [], "parse_ok": False, "retried": False,
-            })
+            decisions.append(
+                {
+                    "k": len(decisions),
+                    "t": t,
+                    "frames_seen": frames_seen(t),
+                    "raw_text": "I would like to look around the kitchen before deciding.",
+                    "action": None,
+                    "amount": None,
+                    "low_level": [],
+                    "parse_ok": False,
+                    "retried": False,
+                }
+            )
         if a == FORWARD:
             text, name, amount = f"The next action is move forward {25 * n} cm.", "forward", 25 * n
         elif a == LEFT:
@@ -94,10 +102,19 @@ def group_decisions(actions: list[int], fail_at: set[int] = frozenset()) -> list
         else:
             text, name, amount = "The next action is stop.", "stop", None
         retried = bool(decisions) and decisions[-1]["t"] == t and not decisions[-1]["parse_ok"]
-        decisions.append({
-            "k": len(decisions), "t": t, "frames_seen": frames_seen(t), "raw_text": text, "action": name,
-            "amount": amount, "low_level": [a] * n, "parse_ok": True, "retried": retried,
-        })
+        decisions.append(
+            {
+                "k": len(decisions),
+                "t": t,
+                "frames_seen": frames_seen(t),
+                "raw_text": text,
+                "action": name,
+                "amount": amount,
+                "low_level": [a] * n,
+                "parse_ok": True,
+                "retried": retried,
+            }
+        )
         i += n
         t += n
     return decisions
@@ -131,12 +148,22 @@ def draw_topdown() -> Image.Image:
 
 
 EPISODES: dict[str, dict[str, Any]] = {
-    "1": {"actions": [LEFT] * 6 + [FORWARD] * 12 + [STOP], "fail_at": set(),
-          "instruction": "Turn left and walk down the hallway. Stop at the end of the hall next to the plant."},
-    "2": {"actions": [FORWARD] * 5 + [RIGHT] * 3 + [FORWARD] * 4 + [STOP], "fail_at": {2},
-          "instruction": "Walk forward into the green room and stop beside the sofa on your left."},
-    "4": {"actions": [FORWARD] * 9 + [RIGHT] * 6 + [FORWARD] * 10 + [STOP], "fail_at": set(), "retry_at": 4,
-          "instruction": "Go straight through the doorway, turn right, and wait at the blue bedroom window."},
+    "1": {
+        "actions": [LEFT] * 6 + [FORWARD] * 12 + [STOP],
+        "fail_at": set(),
+        "instruction": "Turn left and walk down the hallway. Stop at the end of the hall next to the plant.",
+    },
+    "2": {
+        "actions": [FORWARD] * 5 + [RIGHT] * 3 + [FORWARD] * 4 + [STOP],
+        "fail_at": {2},
+        "instruction": "Walk forward into the green room and stop beside the sofa on your left.",
+    },
+    "4": {
+        "actions": [FORWARD] * 9 + [RIGHT] * 6 + [FORWARD] * 10 + [STOP],
+        "fail_at": set(),
+        "retry_at": 4,
+        "instruction": "Go straight through the doorway, turn right, and wait at the blue bedroom window.",
+    },
 }
 GOALS = {"1": (2.0, 0.0, 0.0), "2": (0.5, 0.0, -5.0), "4": (3.5, 0.0, -1.75)}
 STARTS = {"1": (5.0, 0.0, 0.0), "2": (2.0, 0.0, 0.0), "4": (1.0, 0.0, 0.5)}
@@ -149,10 +176,17 @@ def _metrics(poses: list[dict[str, Any]], goal: np.ndarray, n_collisions: int) -
     ne = float(dists[-1])
     sr = 1.0 if ne <= 3.0 else 0.0
     shortest = float(dists[0])
-    return {"ne": round(ne, 3), "os": 1.0 if dists.min() <= 3.0 else 0.0, "sr": sr,
-            "spl": round(sr * shortest / max(shortest, tl), 3), "ndtw": round(0.5 + 0.4 * sr, 3),
-            "sdtw": round(sr * (0.5 + 0.4 * sr), 3), "tl": round(tl, 3), "steps": len(poses) - 1,
-            "collisions": n_collisions}
+    return {
+        "ne": round(ne, 3),
+        "os": 1.0 if dists.min() <= 3.0 else 0.0,
+        "sr": sr,
+        "spl": round(sr * shortest / max(shortest, tl), 3),
+        "ndtw": round(0.5 + 0.4 * sr, 3),
+        "sdtw": round(sr * (0.5 + 0.4 * sr), 3),
+        "tl": round(tl, 3),
+        "steps": len(poses) - 1,
+        "collisions": n_collisions,
+    }
 
 
 def write_episode(run_dir: Path, ep_id: str, spec: dict[str, Any], frame_size: int) -> dict[str, Any]:
@@ -165,73 +199,141 @@ def write_episode(run_dir: Path, ep_id: str, spec: dict[str, Any], frame_size: i
     decisions = group_decisions(spec["actions"], spec["fail_at"])
     if "retry_at" in spec:  # the agent's own form: one decision that kept its unparsable first answer
         d = decisions[spec["retry_at"]]
-        d.update(retried=True, first_raw_text="Go go go towards the window!!", reason="no action word; asked again")
+        d.update(
+            retried=True, first_raw_text="Go go go towards the window!!", reason="no action word; asked again"
+        )
     ok_decisions = [d for d in decisions if d["parse_ok"]]
     decision_at = {d["t"]: d["k"] for d in ok_decisions}
     steps = []
     for t, p in enumerate(poses):
         frame = f"frames/{t:06d}.jpg"
         draw_frame(t, p["yaw"], frame_size).save(ep_dir / frame, quality=85)
-        steps.append({
-            "t": t, "position": p["position"], "rotation": _quat_yaw(p["yaw"]), "action": p["action"],
-            "collided": t == 3 and ep_id == "2",
-            "distance_to_goal": round(float(np.linalg.norm(np.array(p["position"]) - goal)), 4),
-            "frame": frame, "decision": decision_at.get(t),
-        })
+        steps.append(
+            {
+                "t": t,
+                "position": p["position"],
+                "rotation": _quat_yaw(p["yaw"]),
+                "action": p["action"],
+                "collided": t == 3 and ep_id == "2",
+                "distance_to_goal": round(float(np.linalg.norm(np.array(p["position"]) - goal)), 4),
+                "frame": frame,
+                "decision": decision_at.get(t),
+            }
+        )
     draw_topdown().save(ep_dir / "topdown.png")
     metrics = _metrics(poses, goal, sum(s["collided"] for s in steps))
     n_fail = sum(not d["parse_ok"] or bool(d.get("first_raw_text")) for d in decisions)
     record = {
-        "format": "navila-agent-rollout/1", "uid": uid, "episode_id": ep_id, "split": SPLIT,
-        "scene_id": "gen/h0003/h0003.glb", "instruction": spec["instruction"],
-        "goal": list(goal), "success_distance": 3.0,
+        "format": "navila-agent-rollout/1",
+        "uid": uid,
+        "episode_id": ep_id,
+        "split": SPLIT,
+        "scene_id": "gen/h0003/h0003.glb",
+        "instruction": spec["instruction"],
+        "goal": list(goal),
+        "success_distance": 3.0,
         "reference_path": [poses[0]["position"], poses[len(poses) // 2]["position"], list(goal)],
         "gt_locations": [p["position"] for p in poses[::2]],
-        "steps": steps, "decisions": decisions, "metrics": metrics,
-        "map": {"image": "topdown.png", "origin": list(MAP_ORIGIN), "resolution": MAP_RES,
-                "width": MAP_W, "height": MAP_H},
+        "steps": steps,
+        "decisions": decisions,
+        "metrics": metrics,
+        "map": {
+            "image": "topdown.png",
+            "origin": list(MAP_ORIGIN),
+            "resolution": MAP_RES,
+            "width": MAP_W,
+            "height": MAP_H,
+        },
     }
     (ep_dir / "record.json").write_text(json.dumps(record, indent=1))
     return _result_row(ep_id, spec["instruction"], metrics, n_fail, len(decisions))
 
 
-def _result_row(ep_id: str, instruction: str, metrics: dict[str, Any] | None, parse_failures: int,
-                decisions: int, error: str | None = None) -> dict[str, Any]:
-    return {"uid": f"{SPLIT}:{ep_id}", "episode_id": ep_id, "split": SPLIT, "scene_id": "gen/h0003/h0003.glb",
-            "status": "error" if error else "ok", "error": error, "metrics": metrics or {},
-            "parse_failures": parse_failures, "decisions": decisions, "instruction": instruction,
-            "timings": {"sim_s": 0.4, "model_s": 3.1, "other_s": 0.2}, "worker": 0}
+def _result_row(
+    ep_id: str,
+    instruction: str,
+    metrics: dict[str, Any] | None,
+    parse_failures: int,
+    decisions: int,
+    error: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "uid": f"{SPLIT}:{ep_id}",
+        "episode_id": ep_id,
+        "split": SPLIT,
+        "scene_id": "gen/h0003/h0003.glb",
+        "status": "error" if error else "ok",
+        "error": error,
+        "metrics": metrics or {},
+        "parse_failures": parse_failures,
+        "decisions": decisions,
+        "instruction": instruction,
+        "timings": {"sim_s": 0.4, "model_s": 3.1, "other_s": 0.2},
+        "worker": 0,
+    }
 
 
 def build_run(run_dir: Path, n_episodes: int = 4, frame_size: int = 64) -> Path:
     """Write a complete run folder (run.json, results.jsonl, summary.json/md, rollouts/) and return it."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(json.dumps({
-        "format": "navila-agent-run/1", "config": {"agent": "navila", "split": SPLIT, "record": True},
-        "fingerprint": "0123abcd", "created": "2026-11-27T12:00:00+00:00"}))
-    rows = [write_episode(run_dir, "1", EPISODES["1"], frame_size),
-            write_episode(run_dir, "2", EPISODES["2"], frame_size),
-            _result_row("3", "Exit the bathroom and go down the stairs.", None, 0, 0,
-                        error="Traceback (most recent call last):\n  ...\nRuntimeError: scene failed to load"),
-            write_episode(run_dir, "4", EPISODES["4"], frame_size)]
+    (run_dir / "run.json").write_text(
+        json.dumps(
+            {
+                "format": "navila-agent-run/1",
+                "config": {"agent": "navila", "split": SPLIT, "record": True},
+                "fingerprint": "0123abcd",
+                "created": "2026-11-27T12:00:00+00:00",
+            }
+        )
+    )
+    rows = [
+        write_episode(run_dir, "1", EPISODES["1"], frame_size),
+        write_episode(run_dir, "2", EPISODES["2"], frame_size),
+        _result_row(
+            "3",
+            "Exit the bathroom and go down the stairs.",
+            None,
+            0,
+            0,
+            error="Traceback (most recent call last):\n  ...\nRuntimeError: scene failed to load",
+        ),
+        write_episode(run_dir, "4", EPISODES["4"], frame_size),
+    ]
     rng = np.random.default_rng(0)
     for i in range(5, n_episodes + 1):
         sr = float(rng.random() < 0.4)
-        rows.append(_result_row(str(i), f"Synthetic instruction number {i}: walk to the chair.",
-                                {"ne": round(float(rng.uniform(0, 9)), 3), "os": sr, "sr": sr,
-                                 "spl": round(sr * float(rng.random()), 3), "ndtw": round(float(rng.random()), 3),
-                                 "sdtw": 0.0, "tl": round(float(rng.uniform(2, 20)), 3),
-                                 "steps": int(rng.integers(10, 200)), "collisions": 0},
-                                int(rng.random() < 0.1), int(rng.integers(3, 40))))
+        rows.append(
+            _result_row(
+                str(i),
+                f"Synthetic instruction number {i}: walk to the chair.",
+                {
+                    "ne": round(float(rng.uniform(0, 9)), 3),
+                    "os": sr,
+                    "sr": sr,
+                    "spl": round(sr * float(rng.random()), 3),
+                    "ndtw": round(float(rng.random()), 3),
+                    "sdtw": 0.0,
+                    "tl": round(float(rng.uniform(2, 20)), 3),
+                    "steps": int(rng.integers(10, 200)),
+                    "collisions": 0,
+                },
+                int(rng.random() < 0.1),
+                int(rng.integers(3, 40)),
+            )
+        )
     rows = rows[:n_episodes]
     with (run_dir / "results.jsonl").open("w") as fh:
         for r in rows:
             fh.write(json.dumps(r) + "\n")
     ok = [r for r in rows if r["status"] == "ok"]
-    summary = {k: round(float(np.mean([r["metrics"][k] for r in ok])), 3) for k in ("ne", "os", "sr", "spl", "ndtw")}
+    summary = {
+        k: round(float(np.mean([r["metrics"][k] for r in ok])), 3) for k in ("ne", "os", "sr", "spl", "ndtw")
+    }
     summary.update({"episodes": len(rows), "errors": len(rows) - len(ok), "non_finite": {}, "dtw": "fastdtw"})
     (run_dir / "summary.json").write_text(json.dumps(summary))
-    (run_dir / "summary.md").write_text("| metric | value |\n| --- | --- |\n" + "".join(
-        f"| {k} | {v} |\n" for k, v in summary.items() if not isinstance(v, dict)))
+    (run_dir / "summary.md").write_text(
+        "| metric | value |\n| --- | --- |\n"
+        + "".join(f"| {k} | {v} |\n" for k, v in summary.items() if not isinstance(v, dict))
+    )
     return run_dir

@@ -54,7 +54,9 @@ def test_list_loads_filters_searches_and_sorts(server: ViewerServer, page) -> No
     assert "6 of 6" in page.inner_text("#list-count")
     page.click("#filters button[data-filter=parse]")
     assert "r2r_val_unseen:2" in rows(page) and all(
-        page.eval_on_selector(f'tr[data-uid="{u}"] td.pf', "e => Number(e.textContent) > 0") for u in rows(page))
+        page.eval_on_selector(f'tr[data-uid="{u}"] td.pf', "e => Number(e.textContent) > 0")
+        for u in rows(page)
+    )
     page.click("#filters button[data-filter=error]")
     assert rows(page) == ["r2r_val_unseen:3"]
     page.click("#filters button[data-filter=success]")
@@ -91,7 +93,9 @@ def test_episode_opens_and_timeline_moves_frame_and_marker(server: ViewerServer,
     src3, marker3 = _frame_and_marker(page)
     assert src3.endswith("frames/000003.jpg") and marker3 != marker0  # three forward steps moved the marker
     assert page.evaluate("document.getElementById('frame').naturalWidth") in (0, 64)  # may still be loading
-    page.wait_for_function("document.getElementById('frame').complete && document.getElementById('frame').naturalWidth === 64")
+    page.wait_for_function(
+        "document.getElementById('frame').complete && document.getElementById('frame').naturalWidth === 64"
+    )
     page.click("#btn-last")
     src_end, marker_end = _frame_and_marker(page)
     assert src_end.endswith("frames/000026.jpg") and marker_end != marker3
@@ -166,7 +170,9 @@ def test_thousand_episode_run_lists_quickly(tmp_path: Path, page) -> None:  # ty
     page.on("request", lambda r: requests.append(r.url))
     try:
         page.goto(srv.url)
-        page.wait_for_function("document.querySelectorAll('#episodes tbody tr').length === 1000", timeout=5000)
+        page.wait_for_function(
+            "document.querySelectorAll('#episodes tbody tr').length === 1000", timeout=5000
+        )
         ms = page.evaluate("performance.now()")
         assert ms < 3000, f"1000-episode list took {ms:.0f} ms"
         assert not any("/api/episode/" in u or "/files/" in u for u in requests)

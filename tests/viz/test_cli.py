@@ -51,16 +51,21 @@ def test_bad_flags(app: typer.Typer, run_dir: Path) -> None:
     assert res.exit_code == 2 and "--live needs --episode" in res.output
     res = runner.invoke(app, ["viz", str(run_dir), "--live", "--episode", "r2r_val_unseen:1", "--no-open"])
     assert res.exit_code == 2 and "not both" in res.output
-    res = runner.invoke(app, ["viz", "--live", "--episode", "r2r_val_unseen", "--agent", "manual", "--no-open"])
+    res = runner.invoke(
+        app, ["viz", "--live", "--episode", "r2r_val_unseen", "--agent", "manual", "--no-open"]
+    )
     assert res.exit_code == 2 and "needs one episode" in res.output
-    res = runner.invoke(app, ["viz", "--live", "--episode", "nosuchsplit:1", "--agent", "manual", "--no-open"])
+    res = runner.invoke(
+        app, ["viz", "--live", "--episode", "nosuchsplit:1", "--agent", "manual", "--no-open"]
+    )
     assert res.exit_code == 2 and "--episode" in res.output and "Traceback" not in res.output
 
 
 def test_export_writes_mp4(app: typer.Typer, run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "ep4.mp4"
-    res = runner.invoke(app, ["viz", "export", str(run_dir), "--episode", "r2r_val_unseen:4", "--out", str(out),
-                              "--fps", "8"])
+    res = runner.invoke(
+        app, ["viz", "export", str(run_dir), "--episode", "r2r_val_unseen:4", "--out", str(out), "--fps", "8"]
+    )
     assert res.exit_code == 0, res.output
     assert f"wrote {out}" in res.output.replace("\n", "")
     cap = cv2.VideoCapture(str(out))
@@ -71,7 +76,9 @@ def test_export_writes_mp4(app: typer.Typer, run_dir: Path, tmp_path: Path) -> N
     assert res.exit_code == 2 and "not a run folder" in res.output
 
 
-def test_serve_prints_url_and_serves(app: typer.Typer, run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_prints_url_and_serves(
+    app: typer.Typer, run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The command binds, prints the URL and serves; `serve` is patched to answer one request and return."""
     import urllib.request
 

@@ -17,15 +17,22 @@ from viz.server import ViewerConfig, ViewerServer, make_server, start_in_thread
 
 
 def make_session(agent: bool = True, topdown: Any = None) -> LiveSession:
-    return LiveSession(env=FakeLiveEnv(), agent=FakeLiveAgent() if agent else None,
-                       config=LiveConfig(episode_id="7"), agent_name="fake", topdown=topdown)
+    return LiveSession(
+        env=FakeLiveEnv(),
+        agent=FakeLiveAgent() if agent else None,
+        config=LiveConfig(episode_id="7"),
+        agent_name="fake",
+        topdown=topdown,
+    )
 
 
 def test_reset_step_and_finish() -> None:
     s = make_session()
     st = s.reset()
     assert st["started"] and st["t"] == 0 and st["uid"] == "r2r_val_unseen:7"
-    assert st["instruction"].startswith("Walk straight") and st["steps"][0]["distance_to_goal"] == pytest.approx(2.0)
+    assert st["instruction"].startswith("Walk straight") and st["steps"][0][
+        "distance_to_goal"
+    ] == pytest.approx(2.0)
     st = s.step_agent(2)
     assert st["t"] == 2 and [x["action"] for x in st["steps"][1:]] == [1, 1]
     assert st["steps"][2]["position"][2] == pytest.approx(-0.5)
@@ -119,7 +126,8 @@ def test_live_http_routes(live_server: ViewerServer) -> None:
     assert json.loads(request(live_server, "POST", "/api/live/action", {"action": "left"})[1])["t"] == 4
     assert request(live_server, "POST", "/api/live/action", {"action": "fly"})[0] == 400
     assert request(live_server, "POST", "/api/live/step", {"n": "many"})[0] == 400
-    assert request(live_server, "GET", "/api/live/topdown.png")[0] == 404  # no renderer: page draws a blank map
+    # no renderer: the page draws the path on a blank map
+    assert request(live_server, "GET", "/api/live/topdown.png")[0] == 404
     assert request(live_server, "GET", "/api/episodes")[0] == 404  # no run folder in live mode
     assert request(live_server, "GET", "/files/run.json")[0] == 404
 

@@ -179,7 +179,9 @@ def test_missing_frames_warn_and_serve(run_dir: Path, caplog: pytest.LogCaptureF
 
 
 def test_malformed_record_and_results_do_not_crash(run_dir: Path) -> None:
-    (run_dir / "rollouts" / "r2r_val_unseen__4" / "record.json").write_text('{"format": "navila-agent-rollout/1"}')
+    (run_dir / "rollouts" / "r2r_val_unseen__4" / "record.json").write_text(
+        '{"format": "navila-agent-rollout/1"}'
+    )
     with (run_dir / "results.jsonl").open("a") as fh:
         fh.write('{"uid": "r2r_val_unseen:9", "metrics": {"ne": NaN}}\n{"half a line')
     srv = make_server(load_run(run_dir), ViewerConfig(open_browser=False))

@@ -64,7 +64,11 @@ def test_composed_frame_marks_parse_failure_in_red_and_moves_marker(run_dir: Pat
     map_panel = at_fail[:, 360:800]
     col, row = world_to_pixel(rec["map"], rec["steps"][5]["position"][0], rec["steps"][5]["position"][2])
     scale = 360 / rec["map"]["height"]
-    amber = np.argwhere((map_panel[..., 0] > 240) & (np.abs(map_panel[..., 1].astype(int) - 176) < 12) & (map_panel[..., 2] < 40))
+    amber = np.argwhere(
+        (map_panel[..., 0] > 240)
+        & (np.abs(map_panel[..., 1].astype(int) - 176) < 12)
+        & (map_panel[..., 2] < 40)
+    )
     assert len(amber) > 10
     cy, cx = amber.mean(axis=0)
     assert abs(cx - col * scale) < 10 and abs(cy - row * scale) < 10
@@ -105,4 +109,5 @@ def test_bad_output_suffix(run_dir: Path, tmp_path: Path) -> None:
 def test_heading_matches_habitat_convention() -> None:
     assert heading_xz([0, 0, 0, 1]) == pytest.approx((0.0, -1.0))  # identity looks along -z
     s = np.sin(np.pi / 4)
-    assert heading_xz([0, s, 0, s]) == pytest.approx((-1.0, 0.0))  # +90 deg about y (a left turn) looks along -x
+    # +90 degrees about y (a left turn) looks along -x
+    assert heading_xz([0, s, 0, s]) == pytest.approx((-1.0, 0.0))
