@@ -106,6 +106,9 @@ def _worker_main(job: WorkerJob, index: int, gpu: int | None, ppid: int, out: An
         os._exit(1)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)  # before anything imports torch in this process
+        # Render on the same GPU (EGL ignores CUDA_VISIBLE_DEVICES); EGL lists NVIDIA GPUs in PCI order, which is
+        # CUDA's order under CUDA_DEVICE_ORDER=PCI_BUS_ID. A value set by the user wins.
+        os.environ.setdefault("NAVILA_AGENT_EGL_DEVICE", str(gpu))
     device = "cuda:0" if gpu is not None else "auto"
     try:
         job(index, device, lambda rec: out.put(("result", index, rec)))
