@@ -318,6 +318,21 @@ ROOM_FURNITURE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
+# Objects that come with chairs: (x, z) offsets in the parent's local frame and the chair's quarter turns
+# relative to the parent (2 = facing the parent's front side back towards it). Chairs stand just clear of the
+# parent's footprint, so footprints never overlap.
+COMPANIONS: dict[str, tuple[tuple[float, float, int], ...]] = {
+    "table": ((-0.4, 0.7, 2), (0.4, 0.7, 2), (-0.4, -0.7, 0), (0.4, -0.7, 0)),
+    "desk": ((-0.2, 0.58, 2),),
+}
+
+
+def local_to_world_offset(dx: float, dz: float, quarter_turns: int) -> tuple[float, float]:
+    """An (x, z) offset in an object's local frame, rotated like the object (quarter_turns * 90° about +y)."""
+    p = _to_world((dx, 0.0, dz), quarter_turns, (0.0, 0.0, 0.0))
+    return float(p[0]), float(p[2])
+
+
 def _shade(c, k: float) -> tuple[float, float, float]:
     return tuple(float(min(1.0, v * k)) for v in c)  # type: ignore[return-value]
 

@@ -20,7 +20,15 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from envs.scenes.furniture import CATEGORIES, OBJECT_COLORS, ROOM_FURNITURE, add_furniture, rotated_size
+from envs.scenes.furniture import (
+    CATEGORIES,
+    COMPANIONS,
+    OBJECT_COLORS,
+    ROOM_FURNITURE,
+    add_furniture,
+    local_to_world_offset,
+    rotated_size,
+)
 from envs.scenes.mesh import MeshBuilder
 from envs.scenes.semantics import Door, HouseSemantics, Room, SceneObject
 
@@ -464,14 +472,10 @@ def _furnish_room(
                 blocked.append((dx - reach, dz - half, dx + reach, dz + half))
     placed: list[SceneObject] = []
     occupied: list[tuple[float, float, float, float]] = []
-    for category in wanted:
-        spec = CATEGORIES[category]
-        color_name = spec.colors[int(rng.integers(len(spec.colors)))]
-        size, parts = spec.build(OBJECT_COLORS[color_name])
-        spot = _find_spot(size, spec.placement, (x0, z0, x1, z1), blocked + occupied, rng)
-        if spot is None:
-            continue  # the room is full; fewer objects rather than blocked paths
-        cx, cz, turns = spot
+    inner = (x0, z0, x1, z1)
+
+    def place(category: str, color_name: str, cx: float, cz: float, turns: int) -> None:
+        size, parts = CATEGORIES[category].build(OBJECT_COLORS[color_name])
         sx, sy, sz = rotated_size(size, turns)
         add_furniture(builder, parts, turns, (cx, 0.0, cz))
         if category != "rug":  # a rug is walkable: it does not block other furniture either
@@ -487,7 +491,36 @@ def _furnish_room(
                 room_id=room.id,
             )
         )
+
+    for category in wanted:
+        spec = CATEGORIES[category]
+        color_name = spec.colors[int(rng.integers(len(spec.colors)))]
+        size, _ = spec.build(OBJECT_COLORS[color_name])
+        # Chairs around a table take 0.5 m on each side; the walkway around them stays.
+        walkway = 1.6 + (1.0 if category in COMPANIONS and spec.placement == "center" else 0.0)
+        spot = _find_spot(size, spec.placement, inner, blocked + occupied, rng, walkway=walkway)
+        if spot is None:
+            continue  # the room is full; fewer objects rather than blocked paths
+        cx, cz, turns = spot
+        place(category, color_name, cx, cz, turns)
+        parent_box = len(occupied) - 1  # chairs may tuck in beside their own table/desk, not into others
+        chair_color = CATEGORIES["chair"].colors[int(rng.integers(len(CATEGORIES["chair"].colors)))]
+        for dx, dz, rel_turns in COMPANIONS.get(category, ()):
+            ox, oz = local_to_world_offset(dx, dz, turns)
+            chair_turns = (turns + rel_turns) % 4
+            csize = rotated_size(CATEGORIES["chair"].build(OBJECT_COLORS[chair_color])[0], chair_turns)
+            ccx, ccz = _snap(cx + ox, 0.01), _snap(cz + oz, 0.01)
+            box = (ccx - csize[0] / 2, ccz - csize[2] / 2, ccx + csize[0] / 2, ccz + csize[2] / 2)
+            inside = x0 <= box[0] and box[2] <= x1 and z0 <= box[1] and box[3] <= z1
+            others = [b for i, b in enumerate(occupied) if i != parent_box]
+            if inside and not _overlaps(box, blocked + others):
+                place("chair", chair_color, ccx, ccz, chair_turns)
     return placed
+
+
+def _overlaps(box: tuple[float, float, float, float], others: list) -> bool:
+    """Whether an (x0, z0, x1, z1) box overlaps any of `others` (touching edges do not count)."""
+    return any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in others)
 
 
 def _door_on_x_wall(door: Door, room: Room) -> bool:
@@ -503,6 +536,7 @@ def _find_spot(
     inner: tuple[float, float, float, float],
     taken: list,
     rng: np.random.Generator,
+    walkway: float = 1.6,
     tries: int = 40,
 ) -> tuple[float, float, int] | None:
     """A free (x, z, quarter_turns) for a footprint: back to a random wall, or near the room centre."""
@@ -512,7 +546,7 @@ def _find_spot(
         if placement == "center":
             turns = int(rng.integers(2))
             sx, _, sz = rotated_size(size, turns)
-            if sx > x1 - x0 - 1.6 or sz > z1 - z0 - 1.6:
+            if sx > x1 - x0 - walkway or sz > z1 - z0 - walkway:
                 return None  # too big to leave a walkway around it
             cx = (x0 + x1) / 2 + rng.uniform(-0.3, 0.3)
             cz = (z0 + z1) / 2 + rng.uniform(-0.3, 0.3)
@@ -530,6 +564,6 @@ def _find_spot(
                 cz = rng.uniform(z0 + sz / 2 + gap, z1 - sz / 2 - gap)
                 cx = x0 + sx / 2 + gap if wall == 1 else x1 - sx / 2 - gap
         box = (cx - sx / 2, cz - sz / 2, cx + sx / 2, cz + sz / 2)
-        if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
+        if not _overlaps(box, taken):
             return _snap(cx, 0.01), _snap(cz, 0.01), turns
     return None
