@@ -54,6 +54,12 @@ def resolve_model(agent: str, model: Path | None) -> str | None:
             f"--model {model}: not a checkpoint folder (expected {CHECKPOINT_MARKER} with llm/, vision_tower/ and "
             "mm_projector/ beside it: the VILA / NaVILA layout)"
         )
+    from vlm.checkpoint import check_checkpoint_folder  # the full layout check, before any worker starts
+
+    try:
+        check_checkpoint_folder(model)
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(f"--model {model}: {e}") from None
     return str(model.resolve())
 
 

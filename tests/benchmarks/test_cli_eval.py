@@ -290,3 +290,22 @@ def test_oracle_succeeds_on_the_generated_r2r_val_unseen(
     summary = json.loads((tmp_path / "oracle" / "summary.json").read_text())
     assert summary["errors"] == 0 and summary["episodes"] >= 100
     assert summary["sr"] >= 0.99
+
+
+@pytest.mark.slow  # imports torch + transformers (vlm.checkpoint): seconds on a loaded machine
+def test_a_checkpoint_with_a_wrong_layout_is_refused_before_running(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    res = _invoke("eval", "--agent", "navila", "--model", str(ckpt), "--output", str(tmp_path / "o"))
+    assert res.exit_code == 2 and "--model" in res.output and "model_type" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_video_writes_one_mp4_per_episode(tmp_path: Path) -> None:
+    out = tmp_path / "v"
+    res = _invoke("eval", "--agent", "oracle", "--limit", "2", "--video", "--output", str(out))
+    assert res.exit_code == 0, res.output
+    videos = sorted(p.name for p in (out / "videos").glob("*.mp4"))
+    assert videos == ["r2r_val_unseen__1.mp4", "r2r_val_unseen__2.mp4"]
+    assert all(p.stat().st_size > 1000 for p in (out / "videos").glob("*.mp4"))
