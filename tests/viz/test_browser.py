@@ -189,13 +189,31 @@ def test_thousand_episode_run_lists_quickly(tmp_path: Path, page) -> None:  # ty
 
 
 def test_screenshot_tool(run_dir: Path, tmp_path: Path) -> None:
+    """`python -m viz.screenshot` (in a subprocess: one Playwright sync session per thread)."""
+    import subprocess
+    import sys
+
     import numpy as np
     from PIL import Image
 
-    from viz.screenshot import screenshot
-
-    out = screenshot(run_dir, "r2r_val_unseen:2", 5, tmp_path / "shot.png", width=1000, height=700)
+    out = tmp_path / "shot.png"
+    cmd = [
+        sys.executable,
+        "-m",
+        "viz.screenshot",
+        str(run_dir),
+        "--episode",
+        "r2r_val_unseen:2",
+        "--step",
+        "5",
+        "--out",
+        str(out),
+    ]
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2]
+    )
+    assert res.returncode == 0, res.stderr
     with Image.open(out) as im:
-        assert im.size == (1000, 700)
+        assert im.size == (1440, 1020)
         pixels = np.asarray(im.convert("RGB")).reshape(-1, 3)
         assert len(np.unique(pixels, axis=0)) > 50  # a rendered page, not a blank one
