@@ -226,3 +226,19 @@ def test_oracle_on_the_embedded_simulator_with_recording(tmp_path: Path) -> None
     assert (rec_dir / "topdown.png").is_file() and record["map"]["image"] == "topdown.png"
     assert {"origin", "resolution", "width", "height"} <= set(record["map"])
     assert len(list((rec_dir / "frames").glob("*.jpg"))) == len(record["steps"])
+
+
+def test_real_env_metrics_do_not_depend_on_the_worker_count(tmp_path: Path) -> None:
+    from tests.envs.fakes import make_data_root
+
+    data_root = str(make_data_root(tmp_path / "data"))
+    runs = {}
+    for workers in (1, 2):
+        cfg = runner.EvalConfig(
+            split="r2r_val_unseen", output=tmp_path / f"w{workers}", agent="random", seed=5, workers=workers,
+            data_root=data_root, max_steps=40,
+        )  # fmt: skip
+        out = runner.evaluate(cfg, factories=REAL_SMALL)
+        assert out.summary["errors"] == 0, load_results(out.run_dir)
+        runs[workers] = _metrics(out.run_dir)
+    assert runs[1] == runs[2] and len(runs[1]) == 2
