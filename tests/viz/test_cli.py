@@ -99,3 +99,10 @@ def test_serve_prints_url_and_serves(
     res = runner.invoke(app, ["viz", str(run_dir), "--no-open"])
     assert res.exit_code == 0, res.output
     assert "http://127.0.0.1:" in res.output and seen == {"open": False, "status": 200}
+
+
+def test_viz_is_registered_on_the_navila_agent_app() -> None:
+    from benchmarks.cli import app as real_app
+
+    res = runner.invoke(real_app, ["viz", "--help"])
+    assert res.exit_code == 0 and "export" in res.output

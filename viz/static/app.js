@@ -223,12 +223,27 @@ function setFrame(img, missingEl, t) {
   if (missing) img.removeAttribute("src");
 }
 
+// Fetch the next few frames ahead of the timeline so that playback at high speed does not stall on loads.
+function prefetch(t) {
+  for (let k = 1; k <= 4; k++) {
+    const s = state.rec.steps[t + k];
+    if (!s || !s.frame || (state.rec.missing || []).includes(s.frame)) continue;
+    const url = state.rec.base + s.frame;
+    if (state.frameCache.has(url)) continue;
+    if (state.frameCache.size > 64) state.frameCache.delete(state.frameCache.keys().next().value);
+    const img = new Image();
+    img.src = url;
+    state.frameCache.set(url, img);
+  }
+}
+
 function render() {
   const rec = state.rec;
   if (!rec) return;
   const t = state.t;
   const step = rec.steps[t];
   setFrame($("frame"), $("frame-missing"), t);
+  prefetch(t);
   $("frame-caption").textContent =
     `t=${t} · ${step.action === null ? "start pose" : "after " + (["STOP", "FORWARD", "LEFT", "RIGHT"][step.action] ?? step.action)}` +
     `${step.collided ? " · collided" : ""} · ${fmt(step.distance_to_goal)} m to goal`;
@@ -350,6 +365,7 @@ function wire() {
     const li = ev.target.closest("li");
     if (li) { stop(); seek(Number(li.dataset.t)); }
   });
+  window.addEventListener("resize", () => render()); // the plot is drawn for the current width
   document.addEventListener("keydown", (ev) => {
     if (ev.target.tagName === "INPUT" && ev.target.type !== "range") return;
     if (ev.target.tagName === "SELECT") return;
