@@ -76,8 +76,11 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes
     report_to: str = "none"  # "none" | "wandb" (offline unless WANDB_MODE says otherwise)
     run_name: str | None = None
+    device: str = "auto"  # "auto" (accelerate's choice: GPU when there is one) | "cpu"
 
     def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu"):
+            raise ValueError(f"TrainConfig.device: unknown value '{self.device}'; available: auto, cpu")
         for name in ("steps", "batch_size", "grad_accum", "save_every", "log_every", "lora_r"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -266,8 +269,8 @@ class TrainResult:
     steps: int  # optimizer steps done in total (including before a resume)
     resumed_from: int  # step of the checkpoint resumed from (0 = fresh start)
     final_loss: float
-    samples_per_s: float
-    data_share: float  # share of wall time spent waiting for batches
+    samples_per_s: float  # training throughput of this call (checkpoint saves and evaluations excluded)
+    data_share: float  # share of that training time spent waiting for batches (loading + encoding)
     evals: list[dict[str, Any]]
 
 
@@ -310,8 +313,9 @@ def train(
 
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    use_bf16 = config.bf16 == "yes" or (config.bf16 == "auto" and torch.cuda.is_available())
-    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no")
+    on_gpu = config.device == "auto" and torch.cuda.is_available()
+    use_bf16 = config.bf16 == "yes" or (config.bf16 == "auto" and on_gpu)
+    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=config.device == "cpu")
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     counts = configure_trainable(model, config)
@@ -358,6 +362,7 @@ def train(
 
     evals: list[dict[str, Any]] = []
     data_time = 0.0
+    io_time = 0.0  # checkpoint saves and evaluations: not training throughput
     t0 = time.perf_counter()
     step, loss_value, done_here = start_step, float("nan"), 0
     model.train()
@@ -393,18 +398,20 @@ def train(
             save_now = step % config.save_every == 0 or step == config.steps
             eval_now = eval_fn is not None and config.eval_every > 0 and step % config.eval_every == 0
             if save_now or eval_now:
+                t_io = time.perf_counter()
                 ckpt = _save_checkpoint(accelerator, core, optimizer, scheduler, output_dir, step, config,
                                         loss_value)
                 if eval_now and main:
                     metrics = eval_fn(ckpt)  # type: ignore[misc]
                     evals.append({"step": step, **metrics})
                     logger.log({"step": step, "loss": loss_value, **{f"eval/{k}": v for k, v in metrics.items()}})
+                io_time += time.perf_counter() - t_io
             if progress is not None:
                 progress.update(task, completed=step, info=f"loss {loss_value:.4f}")
     finally:
         if progress is not None:
             progress.stop()
-    elapsed = time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0 - io_time
     if step >= config.steps and main:
         save_model(core, output_dir, config.lora)
     accelerator.wait_for_everyone()

@@ -58,5 +58,5 @@ def test_tiny_model_trains_and_checkpoint_loads(tiny, tmp_path):
     assert result.steps == 3
     loaded = vlm.load(tmp_path / "run")
     for (name, p), q in zip(model.llm.state_dict().items(), loaded.llm.state_dict().values(), strict=True):
-        assert torch.allclose(p.float(), q.float()), name
+        assert torch.allclose(p.float().cpu(), q.float().cpu()), name
     vlm.load(tmp_path / "run" / "checkpoints" / "checkpoint-2")  # every checkpoint is a loadable model
