@@ -57,6 +57,7 @@ class LlavaLlamaModel(PreTrainedModel):
         self.mm_projector = mm_projector
         self.tokenizer = tokenizer
         self.feature_cache = FeatureCache(feature_cache_size)
+        self.max_vision_batch = 64  # frames per vision-tower forward in encode_media (memory bound, not a limit)
         self.conv_mode: str = config.conv_mode or auto_set_conversation_mode(str(getattr(config, "_name_or_path", "")))
 
     # -- parts -------------------------------------------------------------------------------------------------
@@ -103,8 +104,11 @@ class LlavaLlamaModel(PreTrainedModel):
             todo.setdefault(marker, []).append(i)
         if todo:
             first = [positions[0] for positions in todo.values()]
-            pixels = process_images([images[i] for i in first], self.image_processor, self.config.image_aspect_ratio)
-            features = self.encode_images(pixels)  # [N_new, T', D]
+            chunks = []
+            for start in range(0, len(first), self.max_vision_batch):  # bounded activation memory for long histories
+                batch = [images[i] for i in first[start : start + self.max_vision_batch]]
+                chunks.append(self.encode_images(process_images(batch, self.image_processor, self.config.image_aspect_ratio)))
+            features = torch.cat(chunks)  # [N_new, T', D]
             for (marker, positions), feats in zip(todo.items(), features, strict=True):
                 if cache and not (isinstance(marker, tuple) and marker[:1] == ("__uncached__",)):
                     feats = feats.detach()  # the cached tensor itself is returned, so hits and misses look alike

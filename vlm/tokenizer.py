@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from transformers import PreTrainedTokenizerFast
 
 from vlm.constants import BEGIN_OF_TEXT, END_HEADER, END_OF_TEXT, EOT, PAD, START_HEADER
+from vlm.conversation import LLAMA_3_SYSTEM
 
 SPECIAL_TOKENS = [BEGIN_OF_TEXT, END_OF_TEXT, START_HEADER, END_HEADER, EOT, PAD]
 
@@ -50,7 +51,9 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_frequency:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(list(texts), trainer=trainer)
+    # The template's fixed system message is in every prompt, so it always joins the corpus (few tokens per call).
+    corpus = [*texts, *[LLAMA_3_SYSTEM] * 16]
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token=BEGIN_OF_TEXT,

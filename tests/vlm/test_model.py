@@ -120,3 +120,18 @@ def test_wrong_media_type(tiny_model) -> None:
     with pytest.raises(ValueError, match=r"must be vlm\.media\.Image"):
         tiny_model.encode_media([torch.zeros(3, 4, 4)])
     assert IMAGE_TOKEN_INDEX == -200 and isinstance(make_frames(1)[0], Image)
+
+
+def test_vision_batches_are_bounded(tiny_model) -> None:
+    sizes = []
+    hook = tiny_model.vision_tower.register_forward_hook(lambda m, i, o: sizes.append(i[0].shape[0]))
+    old = tiny_model.max_vision_batch
+    tiny_model.max_vision_batch = 3
+    try:
+        chunked = tiny_model.encode_media(make_frames(7, "chunk"), use_cache=False)
+    finally:
+        tiny_model.max_vision_batch = old
+        hook.remove()
+    assert sizes == [3, 3, 1]
+    whole = tiny_model.encode_media(make_frames(7, "chunk"), use_cache=False)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(chunked, whole, strict=True))

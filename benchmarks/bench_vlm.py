@@ -1,0 +1,190 @@
+"""Benchmark the VLM the way the agent calls it: NaVILA's way (all 8 frames re-encoded every call) vs ours (each
+frame encoded once: 1 new frame per call, 7 from the feature cache), and batch 1 vs batch 8.
+
+    python -m benchmarks.bench_vlm                      # embedded config, random weights, 1 CPU thread
+    python -m benchmarks.bench_vlm --checkpoint PATH    # any VILA-layout checkpoint
+
+Every decision generates exactly `--new-tokens` tokens (stop tokens ignored) so that random and trained weights
+cost the same. Prints one table; the numbers go into benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+CORPUS = [
+    "The next action is move forward 25 cm.", "The next action is move forward 50 cm.",
+    "The next action is move forward 75 cm.", "The next action is turn left 15 degrees.",
+    "The next action is turn left 30 degrees.", "The next action is turn right 45 degrees.",
+    "The next action is stop.", "Walk past the sofa, go through the doorway and stop next to the kitchen table.",
+    "Turn around and exit the bedroom, then walk down the hallway to the bathroom.",
+    "Imagine you are a robot programmed for navigation tasks. You have been given a video of historical observations",
+    "Analyze this series of images to decide your next action, which could be turning left or right by a specific degree",
+]  # fmt: skip
+INSTRUCTION = "Walk past the sofa, go through the doorway and stop next to the kitchen table."
+
+
+def build_model(checkpoint: str | None, device: str, dtype: str | None):
+    """The embedded config with random LM weights (ImageNet EfficientNet tower), or a checkpoint."""
+    import vlm
+
+    if checkpoint:
+        return vlm.load(checkpoint, device=device, dtype=dtype)
+    from agent.prompt import build_user_prompt
+
+    # Like the training data: answers plus whole user prompts (the NaVILA wording becomes a few BPE tokens).
+    tokenizer = vlm.build_tokenizer([*CORPUS, *(build_user_prompt(text) for text in CORPUS)] * 4, vocab_size=2048)
+    torch.manual_seed(0)
+    return vlm.build_model(vlm.embedded_config(tokenizer), tokenizer).to(device).eval()
+
+
+def prompt_for(model, num_frames: int) -> str:
+    from agent.prompt import build_prompt
+
+    return build_prompt(INSTRUCTION, model.conv_mode, num_frames)
+
+
+class Episode:
+    """A growing frame history with keys (uid, t), like the agent's."""
+
+    def __init__(self, uid: str, size: int, rng: np.random.Generator) -> None:
+        from vlm.media import Image
+
+        self.uid, self.size, self.rng, self.Image = uid, size, rng, Image
+        self.frames: list = []
+
+    def observe(self) -> None:
+        self.frames.append(self.Image(self.rng.integers(0, 256, (self.size, self.size, 3), dtype=np.uint8), key=(self.uid, len(self.frames))))
+
+    def sample(self, num_frames: int) -> list:
+        from vlm.mm_utils import vlnce_frame_sampling
+
+        return vlnce_frame_sampling(self.frames, num_frames)
+
+
+def decide(model, samples, new_tokens: int, feature_cache: bool) -> None:
+    """One model call producing exactly `new_tokens` tokens per sample (no early stop)."""
+    from vlm.generation import greedy_generate
+
+    with torch.inference_mode():
+        inputs = model.prepare_samples(samples, use_cache=feature_cache)
+        greedy_generate(model.llm, inputs, new_tokens, stop_token_ids=[], pad_token_id=0)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], None], repeats: int, device: str) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    torch.set_num_threads(args.threads)
+    model = build_model(args.checkpoint, args.device, args.dtype)
+    size = model.image_processor.size
+    prompt = prompt_for(model, args.frames)
+    rng = np.random.default_rng(0)
+    episodes = [Episode(f"ep{b}", size, rng) for b in range(args.batch)]
+    for ep in episodes:
+        for _ in range(30):  # some history so the 8 sampled frames are all distinct
+            ep.observe()
+    model.max_vision_batch = args.frames  # warming 30 frames at once would dominate the peak memory reported below
+    for ep in episodes:  # warm the cache with the whole history, as an agent calling every step would have
+        model.encode_media(ep.frames)
+    model.max_vision_batch = max(args.frames, args.batch)
+    results: dict[str, float] = {}
+
+    def call(batch: int, feature_cache: bool) -> Callable[[], None]:
+        def fn() -> None:
+            for ep in episodes[:batch]:
+                ep.observe()  # one new frame per decision
+            decide(model, [(ep.sample(args.frames), prompt) for ep in episodes[:batch]], args.new_tokens, feature_cache)
+
+        return fn
+
+    timed(call(1, True), 2, args.device)  # warm-up (allocator, kernels)
+    timed(call(1, False), 1, args.device)
+    navila = timed(call(1, False), args.calls, args.device)
+    ours = timed(call(1, True), args.calls, args.device)
+    results["navila_call_ms"] = 1000 * statistics.median(navila)
+    results["ours_call_ms"] = 1000 * statistics.median(ours)
+
+    pixels_8 = model.image_processor.preprocess([f.pixels for f in episodes[0].sample(args.frames)])
+    pixels_1 = pixels_8[-1:]
+    with torch.inference_mode():
+        v8 = timed(lambda: model.encode_images(pixels_8.to(args.device)), args.calls, args.device)
+        v1 = timed(lambda: model.encode_images(pixels_1.to(args.device)), args.calls, args.device)
+    results["vision_8_ms"] = 1000 * statistics.median(v8)
+    results["vision_1_ms"] = 1000 * statistics.median(v1)
+
+    batch_b = timed(call(args.batch, True), max(2, args.calls // 2), args.device)
+    results["batch1_decisions_per_s"] = 1 / statistics.median(ours)
+    results[f"batch{args.batch}_decisions_per_s"] = args.batch / statistics.median(batch_b)
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.device.startswith("cuda"):
+        results["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    results["visual_tokens_per_call"] = args.frames * model.tokens_per_image
+    results["prompt_tokens_per_call"] = int(model.prepare_samples([(episodes[0].sample(args.frames), prompt)]).attention_mask.sum())
+    return results
+
+
+def report(results: dict[str, float], args: argparse.Namespace) -> str:
+    b = args.batch
+    lines = [
+        f"VLM benchmark: {'embedded config (random LM weights)' if not args.checkpoint else args.checkpoint}, device {args.device}, "
+        f"{args.threads} thread(s), {args.frames} frames, {args.new_tokens} new tokens, torch {torch.__version__}",
+        f"LM input per call: {results['prompt_tokens_per_call']} positions ({results['visual_tokens_per_call']} visual); "
+        f"machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
+        "",
+        "| measure | value |",
+        "| --- | --- |",
+        f"| per call, NaVILA way (8 frames re-encoded) | {results['navila_call_ms']:.1f} ms |",
+        f"| per call, ours (1 new frame, feature cache) | {results['ours_call_ms']:.1f} ms |",
+        f"| whole-call speed-up | {results['navila_call_ms'] / results['ours_call_ms']:.2f}x |",
+        f"| vision: 8 frames / 1 frame | {results['vision_8_ms']:.1f} / {results['vision_1_ms']:.1f} ms |",
+        f"| vision cost ratio | {results['vision_8_ms'] / results['vision_1_ms']:.2f}x |",
+        f"| throughput batch 1 | {results['batch1_decisions_per_s']:.2f} decisions/s |",
+        f"| throughput batch {b} | {results[f'batch{b}_decisions_per_s']:.2f} decisions/s |",
+        f"| batch {b} / batch 1 throughput | {results[f'batch{b}_decisions_per_s'] / results['batch1_decisions_per_s']:.2f}x |",
+        f"| peak process memory (RSS) | {results['peak_rss_mb']:.0f} MB |",
+    ]
+    if "peak_gpu_mb" in results:
+        lines.append(f"| peak GPU memory | {results['peak_gpu_mb']:.0f} MB |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=None, help="a VILA-layout checkpoint; default: the embedded config with random weights")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: float32 on CPU)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the target is one core)")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=12, help="tokens generated per decision ('The next action is move forward 75 cm.')")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--calls", type=int, default=10, help="timed calls per measure (the median is reported)")
+    args = parser.parse_args(argv)
+    print(report(run(args), args), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

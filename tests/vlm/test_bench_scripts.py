@@ -1,0 +1,39 @@
+"""The VLM benchmark scripts run end to end on tiny shapes (the GPU check is run for real by the lead on an H100)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def test_gpu_vlm_check_tiny_runs_and_reports(tmp_path, capsys) -> None:
+    from benchmarks import gpu_vlm_check
+
+    out = tmp_path / "rows.json"
+    code = gpu_vlm_check.main(["--tiny", "--repeats", "1", "--history", "9", "--new-tokens", "4", "--batches", "1,2", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "| attention | batch |" in printed and "feature cache speed-up" in printed
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["batch"], r["feature_cache"]) for r in rows} == {(1, False), (1, True), (2, False), (2, True)}
+    assert all(r["call_ms"] > 0 and r["positions"] == 62 + 110 + 8 + 8 * 4 for r in rows)
+
+
+def test_gpu_vlm_check_full_shapes_are_navila_8b() -> None:
+    from benchmarks.gpu_vlm_check import model_config
+
+    config = model_config(tiny=False)
+    llm, tower = config.llm_cfg, config.vision_tower_cfg
+    assert (llm["hidden_size"], llm["num_hidden_layers"], llm["num_attention_heads"], llm["num_key_value_heads"]) == (4096, 32, 32, 8)
+    assert (llm["intermediate_size"], llm["vocab_size"]) == (14336, 128256)
+    assert (tower["hidden_size"], tower["num_hidden_layers"], tower["num_attention_heads"], tower["intermediate_size"]) == (1152, 27, 16, 4304)
+    assert (tower["patch_size"], tower["image_size"]) == (14, 384)
+
+
+@pytest.mark.slow
+def test_bench_vlm_embedded_runs(capsys) -> None:
+    from benchmarks import bench_vlm
+
+    assert bench_vlm.main(["--calls", "2", "--batch", "2", "--new-tokens", "4"]) == 0
+    assert "whole-call speed-up" in capsys.readouterr().out
