@@ -473,6 +473,10 @@ def _furnish_room(
     placed: list[SceneObject] = []
     occupied: list[tuple[float, float, float, float]] = []
     inner = (x0, z0, x1, z1)
+    entries = [_entry_point(d, room) for d in doors if room.id in d.rooms]
+
+    def keeps_room_open(box: tuple[float, float, float, float]) -> bool:
+        return _room_stays_open(inner, [*occupied, box], entries)
 
     def place(category: str, color_name: str, cx: float, cz: float, turns: int) -> None:
         size, parts = CATEGORIES[category].build(OBJECT_COLORS[color_name])
@@ -498,7 +502,8 @@ def _furnish_room(
         size, _ = spec.build(OBJECT_COLORS[color_name])
         # Chairs around a table take 0.5 m on each side; the walkway around them stays.
         walkway = 1.6 + (1.0 if category in COMPANIONS and spec.placement == "center" else 0.0)
-        spot = _find_spot(size, spec.placement, inner, blocked + occupied, rng, walkway=walkway)
+        is_ok = None if category == "rug" else keeps_room_open
+        spot = _find_spot(size, spec.placement, inner, blocked + occupied, rng, walkway=walkway, is_ok=is_ok)
         if spot is None:
             continue  # the room is full; fewer objects rather than blocked paths
         cx, cz, turns = spot
@@ -513,7 +518,7 @@ def _furnish_room(
             box = (ccx - csize[0] / 2, ccz - csize[2] / 2, ccx + csize[0] / 2, ccz + csize[2] / 2)
             inside = x0 <= box[0] and box[2] <= x1 and z0 <= box[1] and box[3] <= z1
             others = [b for i, b in enumerate(occupied) if i != parent_box]
-            if inside and not _overlaps(box, blocked + others):
+            if inside and not _overlaps(box, blocked + others) and keeps_room_open(box):
                 place("chair", chair_color, ccx, ccz, chair_turns)
     return placed
 
@@ -521,6 +526,55 @@ def _furnish_room(
 def _overlaps(box: tuple[float, float, float, float], others: list) -> bool:
     """Whether an (x0, z0, x1, z1) box overlaps any of `others` (touching edges do not count)."""
     return any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in others)
+
+
+def _entry_point(door: Door, room: Room, depth: float = 0.4) -> tuple[float, float]:
+    """(x, z) a little inside the room in front of a doorway: where a walker enters the room."""
+    (x0, z0), _, (x1, z1), _ = room.polygon
+    dx, dz = door.position[0], door.position[2]
+    if _door_on_x_wall(door, room):
+        return dx, (z0 + depth if abs(dz - z0) < abs(dz - z1) else z1 - depth)
+    return (x0 + depth if abs(dx - x0) < abs(dx - x1) else x1 - depth), dz
+
+
+def _room_stays_open(
+    inner: tuple[float, float, float, float],
+    boxes: list[tuple[float, float, float, float]],
+    entries: list[tuple[float, float]],
+    clearance: float = 0.3,
+    res: float = 0.1,
+) -> bool:
+    """Whether a walker (kept `clearance` off furniture and walls) can get from every doorway of the room to
+    every other and to most of its floor: furniture must never wall a door or a part of the room off."""
+    from scipy import ndimage
+
+    x0, z0, x1, z1 = inner
+    xs = x0 + (np.arange(int((x1 - x0) / res)) + 0.5) * res  # cell centres
+    zs = z0 + (np.arange(int((z1 - z0) / res)) + 0.5) * res
+    gx, gz = np.meshgrid(xs, zs)  # [rows (z), cols (x)]
+    free = (
+        (gx > x0 + clearance / 2)
+        & (gx < x1 - clearance / 2)
+        & (gz > z0 + clearance / 2)
+        & (gz < z1 - clearance / 2)
+    )
+    for bx0, bz0, bx1, bz1 in boxes:
+        free &= ~(
+            (gx > bx0 - clearance) & (gx < bx1 + clearance) & (gz > bz0 - clearance) & (gz < bz1 + clearance)
+        )
+    labels, n = ndimage.label(free)
+    if n == 0:
+        return False
+    sizes = np.bincount(labels.ravel())[1:]
+    main = int(np.argmax(sizes)) + 1
+    if sizes[main - 1] < 0.5 * free.sum():
+        return False
+    for ex, ez in entries:
+        r = min(max(int((ez - z0) / res), 0), len(zs) - 1)
+        c = min(max(int((ex - x0) / res), 0), len(xs) - 1)
+        if labels[r, c] != main:
+            return False
+    return True
 
 
 def _door_on_x_wall(door: Door, room: Room) -> bool:
@@ -537,6 +591,7 @@ def _find_spot(
     taken: list,
     rng: np.random.Generator,
     walkway: float = 1.6,
+    is_ok=None,
     tries: int = 40,
 ) -> tuple[float, float, int] | None:
     """A free (x, z, quarter_turns) for a footprint: back to a random wall, or near the room centre."""
@@ -564,6 +619,6 @@ def _find_spot(
                 cz = rng.uniform(z0 + sz / 2 + gap, z1 - sz / 2 - gap)
                 cx = x0 + sx / 2 + gap if wall == 1 else x1 - sx / 2 - gap
         box = (cx - sx / 2, cz - sz / 2, cx + sx / 2, cz + sz / 2)
-        if not _overlaps(box, taken):
+        if not _overlaps(box, taken) and (is_ok is None or is_ok(box)):
             return _snap(cx, 0.01), _snap(cz, 0.01), turns
     return None
