@@ -123,6 +123,7 @@ def register(app: typer.Typer) -> None:
                 if not episode:
                     raise ValueError("--live needs --episode SPLIT:EPISODE_ID, e.g. r2r_val_unseen:17")
                 session = _live_session(episode, agent, model, data_root, backend)
+                session.reset()  # load the scene now: a broken scene fails here, not later in the page
                 server = make_server(None, config, live=session)
             else:
                 if run_dir is None:
