@@ -13,7 +13,9 @@ the goal, `is_success`).
     env = gymnasium.make("navila/VLNCE-v0", split="r2r_val_unseen", data_root="data")   # real VLN-CE data
 
 The simulator is created on the first `reset`, so constructing the env in a parent process and running it in a
-worker (vector envs, multiprocessing) opens exactly one GL context, in the worker.
+worker (vector envs, multiprocessing) opens exactly one GL context, in the worker. Start workers with the
+"spawn" or "forkserver" context (`AsyncVectorEnv(..., context="spawn")`): a worker forked from a process that
+already holds an EGL context hangs on Mesa.
 """
 
 from __future__ import annotations
