@@ -104,13 +104,17 @@ class HabitatSimulator:
         backend_cfg.allow_sliding = c.allow_sliding
         backend_cfg.enable_physics = False
         sensors = []
+        camera_spec = getattr(hs, "CameraSensorSpec", None)  # habitat-sim >= 0.2; 0.1.x has SensorSpec only
         for uuid, kind in ((OBS_RGB, hs.SensorType.COLOR), (OBS_DEPTH, hs.SensorType.DEPTH)):
-            spec = hs.CameraSensorSpec()
+            spec = camera_spec() if camera_spec is not None else hs.SensorSpec()
             spec.uuid = uuid
             spec.sensor_type = kind
             spec.resolution = [c.height, c.width]
             spec.position = [0.0, c.camera_height, 0.0]
-            spec.hfov = c.hfov_deg
+            if camera_spec is not None:
+                spec.hfov = c.hfov_deg
+            else:
+                spec.parameters["hfov"] = str(c.hfov_deg)  # 0.1.x takes camera parameters as strings
             sensors.append(spec)
         agent_cfg = hs.agent.AgentConfiguration()
         agent_cfg.height = c.agent_height
