@@ -287,7 +287,7 @@ def _micro_batches(dataset: MixtureDataset, encoder: SampleEncoder, config: Trai
 
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=batches(), collate_fn=encoder.collate, num_workers=config.num_workers,
-        persistent_workers=config.num_workers > 0,
+        persistent_workers=config.num_workers > 0, pin_memory=torch.cuda.is_available() and config.device != "cpu",
     )
     yield from loader
 
@@ -373,7 +373,8 @@ def train(
                 t_data = time.perf_counter()
                 batch = next(batches)
                 data_time += time.perf_counter() - t_data
-                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+                batch["images"] = encoder.normalize(batch["images"])  # uint8 → normalised float, on the device
                 weights = batch.pop("label_weights")
                 kwargs = {"label_weights": weights} if pass_weights else {}
                 with accelerator.autocast():

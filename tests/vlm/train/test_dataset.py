@@ -57,6 +57,19 @@ def test_labels_cover_only_the_answer(tokenizer, tmp_path):
     assert torch.all(out["label_weights"][:-n] == 0) and torch.all(out["label_weights"][-n:] == 1)
 
 
+def test_uint8_batches_normalise_like_the_model_preprocessing(tokenizer, tmp_path):
+    from vlm.mm_utils import process_images
+
+    ds = TrajectoryDataset(write_collected(tmp_path / "d", {"a": ANSWERS}, size=20))
+    processor = ImageProcessor(size=16, image_mean=(0.4, 0.5, 0.6), image_std=(0.2, 0.3, 0.4))
+    fast = SampleEncoder(tokenizer, processor).encode(ds[2])
+    slow = SampleEncoder(tokenizer, processor, EncoderConfig(uint8_images=False)).encode(ds[2])
+    assert fast["images"].dtype == torch.uint8 and slow["images"].dtype == torch.float32
+    expected = process_images(list(ds[2]["frames"]), processor, "resize")
+    assert torch.allclose(SampleEncoder(tokenizer, processor).normalize(fast["images"]), expected, atol=1e-5)
+    assert torch.allclose(slow["images"], expected)
+
+
 def test_action_tokens_get_extra_weight(tokenizer, tmp_path):
     ds = TrajectoryDataset(write_collected(tmp_path / "d", {"a": ANSWERS}))
     enc = SampleEncoder(tokenizer, ImageProcessor(size=16), EncoderConfig(action_token_weight=3.0))

@@ -26,7 +26,9 @@ def tiny(tmp_path_factory):
 
 def test_weighted_loss_with_unit_weights_equals_the_model_loss(tiny):
     model, tok, ds = tiny
-    batch = SampleEncoder(tok, model.image_processor).collate([ds[0], ds[2], ds[4]])
+    enc = SampleEncoder(tok, model.image_processor)
+    batch = enc.collate([ds[0], ds[2], ds[4]])
+    batch["images"] = enc.normalize(batch["images"])
     weights = batch.pop("label_weights")
     model.eval()
     with torch.no_grad():
@@ -39,6 +41,7 @@ def test_action_weights_change_the_loss(tiny):
     model, tok, ds = tiny
     enc = SampleEncoder(tok, model.image_processor, EncoderConfig(action_token_weight=5.0))
     batch = enc.collate([ds[0], ds[1]])
+    batch["images"] = enc.normalize(batch["images"])
     weights = batch.pop("label_weights")
     model.eval()
     with torch.no_grad():
