@@ -73,6 +73,12 @@ class LlavaLlamaModel(PreTrainedModel):
         """LM positions one frame occupies (196 for NaVILA 8B, 16 for the embedded model)."""
         return self.mm_projector.tokens_out(self.vision_tower.num_tokens)
 
+    def train(self, mode: bool = True) -> LlavaLlamaModel:
+        """Switch mode; entering training empties `feature_cache`, whose features would go stale as weights change."""
+        if mode:
+            self.feature_cache.clear()
+        return super().train(mode)
+
     def _init_weights(self, module: nn.Module) -> None:
         """Weights come from the parts' own initialisation or from a checkpoint; nothing to do here."""
 

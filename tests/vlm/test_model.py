@@ -135,3 +135,16 @@ def test_vision_batches_are_bounded(tiny_model) -> None:
     assert sizes == [3, 3, 1]
     whole = tiny_model.encode_media(make_frames(7, "chunk"), use_cache=False)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(chunked, whole, strict=True))
+
+
+def test_training_mode_clears_and_bypasses_the_feature_cache(tokenizer) -> None:
+    import vlm
+
+    model = vlm.build_model(vlm.tiny_config(vocab_size=len(tokenizer)), tokenizer).eval()
+    model.encode_media(make_frames(2, "stale"))
+    assert len(model.feature_cache) == 2
+    model.train()
+    assert len(model.feature_cache) == 0
+    model.encode_media(make_frames(2, "stale"))
+    assert len(model.feature_cache) == 0  # no caching while weights change
+    model.eval()
