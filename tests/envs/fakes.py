@@ -6,6 +6,7 @@ with a 1 m doorway at z in [1.5, 2.5], and a 0.6 m table-sized box in the right 
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,132 @@ def make_data_root(root: Path) -> Path:
     """A VLN-CE-like data root holding the two-room scene at `scene_datasets/test/two_room/two_room.glb`."""
     write_scene(Path(root) / "scene_datasets", two_room_mesh())
     return Path(root)
+
+
+def fake_habitat_sim_module():
+    """A stand-in `habitat_sim` module exposing the part of habitat-sim's API that `HabitatSimulator` uses,
+    backed by this project's grid, kinematics and renderer. It tests the glue (configuration, action names,
+    quaternion and observation conversions) where habitat-sim itself is not installed."""
+    import types
+
+    from envs.geometry import normalize_quaternion
+    from envs.kinematics import AgentState as _State
+    from envs.kinematics import KinematicsConfig, apply_action
+    from envs.navigation import NavGrid
+    from envs.render import RenderConfig, Renderer
+    from envs.scenes.mesh import load_scene_mesh
+
+    hs = types.ModuleType("habitat_sim")
+
+    class _Bag:
+        def __init__(self, *args, **kwargs):
+            self.args = args
+            self.__dict__.update(kwargs)
+
+    class SensorType:
+        COLOR, DEPTH = "color", "depth"
+
+    class Quat:  # numpy-quaternion's attribute interface
+        def __init__(self, x, y, z, w):
+            self.x, self.y, self.z, self.w = x, y, z, w
+
+    class PathFinder:
+        def __init__(self):
+            self.grid = None
+
+        @property
+        def is_loaded(self):
+            return self.grid is not None
+
+        def load_nav_mesh(self, path):
+            raise FileNotFoundError(path)
+
+        def is_navigable(self, p):
+            return self.grid.is_navigable(np.asarray(p, float))
+
+        def snap_point(self, p):
+            return self.grid.snap(np.asarray(p, float))
+
+        def find_path(self, path):
+            pts = self.grid.shortest_path(np.asarray(path.requested_start, float), np.asarray(path.requested_end, float))
+            path.points = pts
+            path.geodesic_distance = (
+                sum(float(np.linalg.norm(b - a)) for a, b in itertools.pairwise(pts)) if pts else np.inf
+            )
+            return bool(pts)
+
+    class Agent:
+        def __init__(self, sim):
+            self.sim = sim
+
+        def set_state(self, state):
+            q = state.rotation
+            self.sim.state = _State(np.asarray(state.position, float), np.array([q.x, q.y, q.z, q.w]))
+
+        def get_state(self):
+            s = self.sim.state
+            return _Bag(position=s.position.astype(np.float32), rotation=Quat(*s.rotation))
+
+    class Simulator:
+        def __init__(self, cfg):
+            self.pathfinder = PathFinder()
+            self.renderer = None
+            self.closed = False
+            self.reconfigure(cfg)
+
+        def reconfigure(self, cfg):
+            self.cfg = cfg
+            agent_cfg = cfg.agents[0]
+            sensor = agent_cfg.sensor_specifications[0]
+            h, w = sensor.resolution
+            self.camera_height = sensor.position[1]
+            self.mesh = load_scene_mesh(cfg.sim_cfg.scene_id)
+            if self.renderer is None:
+                self.renderer = Renderer(RenderConfig(width=w, height=h, hfov_deg=sensor.hfov))
+            self.renderer.load_mesh(self.mesh)
+            self.actions = agent_cfg.action_space
+            self.pathfinder.grid = None
+            self.previous_step_collided = False
+
+        def recompute_navmesh(self, pathfinder, settings):
+            pathfinder.grid = NavGrid.from_mesh(self.mesh, 0.0)
+
+        def get_agent(self, i):
+            return Agent(self)
+
+        def get_sensor_observations(self):
+            s = self.state
+            rgb, depth = self.renderer.render([*s.position, 0, self.camera_height, 0], s.rotation)
+            return {"rgb": np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 255, np.uint8)], -1), "depth": depth}
+
+        def step(self, name):
+            spec = self.actions[name]
+            kin = KinematicsConfig(forward_step=self.actions["move_forward"].actuation.amount,
+                                   turn_angle=self.actions["turn_left"].actuation.amount)
+            action = {"move_forward": 1, "turn_left": 2, "turn_right": 3}[spec.name]
+            self.state, self.previous_step_collided = apply_action(self.state, action, self.pathfinder.grid, kin)
+            return self.get_sensor_observations()
+
+        def close(self):
+            self.renderer.close()
+            self.closed = True
+
+    def action_spec(name, actuation):
+        return _Bag(name=name, actuation=actuation)
+
+    def configuration(sim_cfg, agents):
+        return _Bag(sim_cfg=sim_cfg, agents=agents)
+
+    hs.SimulatorConfiguration = _Bag
+    hs.CameraSensorSpec = _Bag
+    hs.SensorType = SensorType
+    hs.Configuration = configuration
+    hs.Simulator = Simulator
+    hs.AgentState = _Bag
+    hs.ShortestPath = _Bag
+    hs.NavMeshSettings = lambda: _Bag(set_defaults=lambda: None)
+    hs.agent = types.SimpleNamespace(AgentConfiguration=_Bag, ActionSpec=action_spec, ActuationSpec=_Bag)
+    common = types.ModuleType("habitat_sim.utils.common")
+    common.quat_from_coeffs = lambda c: Quat(*normalize_quaternion(np.asarray(c, float)))
+    hs.utils = types.SimpleNamespace(common=common)
+    return hs, {"habitat_sim": hs, "habitat_sim.utils": hs.utils, "habitat_sim.utils.common": common}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from envs.backend import SimulatorBackend
 from envs.constants import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
 from envs.factory import available_backends, make_backend
 from envs.habitat_backend import INSTALL_HINT, HabitatSimulator, import_habitat_sim
-from tests.envs.fakes import make_data_root, make_episode
+from tests.envs.fakes import fake_habitat_sim_module, make_data_root, make_episode
 
 
 def _habitat_missing() -> str | None:
@@ -29,6 +30,7 @@ def _habitat_missing() -> str | None:
 BACKENDS = [
     "embedded",
     pytest.param("habitat", marks=pytest.mark.skipif(_habitat_missing() is not None, reason=str(_habitat_missing()))),
+    "habitat-glue",  # HabitatSimulator over a stand-in habitat_sim module (tests the glue without habitat-sim)
 ]
 
 
@@ -38,8 +40,14 @@ def scenes_root(tmp_path_factory):
 
 
 @pytest.fixture(params=BACKENDS)
-def sim(request, scenes_root):
-    s = make_backend(request.param, scenes_root=scenes_root, width=40, height=30)
+def sim(request, scenes_root, monkeypatch):
+    name = request.param
+    if name == "habitat-glue":
+        _, modules = fake_habitat_sim_module()
+        for mod_name, mod in modules.items():
+            monkeypatch.setitem(sys.modules, mod_name, mod)
+        name = "habitat"
+    s = make_backend(name, scenes_root=scenes_root, width=40, height=30)
     yield s
     s.close()
 
