@@ -178,7 +178,7 @@ def fake_habitat_sim_module():
 
         def get_sensor_observations(self):
             s = self.state
-            rgb, depth = self.renderer.render([*s.position, 0, self.camera_height, 0], s.rotation)
+            rgb, depth = self.renderer.render(s.position + np.array([0.0, self.camera_height, 0.0]), s.rotation)
             return {"rgb": np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 255, np.uint8)], -1), "depth": depth}
 
         def step(self, name):
