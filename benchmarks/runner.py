@@ -39,7 +39,7 @@ AGENTS = ("navila", "random", "forward", "oracle", "replay")
 BACKENDS = ("embedded", "habitat")
 DTW_METHODS = ("fastdtw", "exact")
 # Config fields that change an episode's result: a run folder holding results of other values is refused.
-FINGERPRINTED = ("split", "agent", "model", "data_root", "seed", "dtw", "backend")
+FINGERPRINTED = ("split", "agent", "model", "data_root", "seed", "dtw", "backend", "max_steps")
 
 
 @dataclass

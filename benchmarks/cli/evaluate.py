@@ -201,6 +201,9 @@ def register(app: typer.Typer) -> None:
         backend: str = typer.Option("embedded", help="Simulator backend: embedded or habitat."),
         overwrite: bool = typer.Option(False, help="Delete the results already in --output first."),
         retry_errors: bool = typer.Option(False, help="Run again the episodes recorded as errors."),
+        max_steps: int = typer.Option(
+            None, help="Step limit per episode (default: the env's, 500 as VLN-CE)."
+        ),
         merge_only: bool = typer.Option(
             False, help="Only merge the shards in --output and write the summary."
         ),
@@ -239,6 +242,7 @@ def register(app: typer.Typer) -> None:
                 "backend": backend,
                 "overwrite": overwrite,
                 "retry_errors": retry_errors,
+                "max_steps": max_steps,
             },
             per_episode_lines=False,
         )

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from benchmarks import runner
 from benchmarks.cli import app
 from benchmarks.cli import evaluate as cli_eval
+from benchmarks.store import load_results
 from tests.benchmarks import fakes
 
 
@@ -309,3 +310,27 @@ def test_video_writes_one_mp4_per_episode(tmp_path: Path) -> None:
     videos = sorted(p.name for p in (out / "videos").glob("*.mp4"))
     assert videos == ["r2r_val_unseen__1.mp4", "r2r_val_unseen__2.mp4"]
     assert all(p.stat().st_size > 1000 for p in (out / "videos").glob("*.mp4"))
+
+
+@pytest.mark.slow  # builds and loads a (tiny) model: torch + transformers
+def test_navila_agent_with_a_random_weight_checkpoint_batched_equals_sequential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks.bench_eval import random_checkpoint
+
+    # The fake env with the real agents (the real NavilaAgent and model).
+    factories = runner.Factories(fakes.load_fake_episodes, fakes.make_fake_env, runner.make_agent)
+    monkeypatch.setattr(runner, "DEFAULT_FACTORIES", factories)
+
+    ckpt = random_checkpoint(tmp_path / "ckpt", "tiny")
+    common = ["eval", "--agent", "navila", "--model", str(ckpt), "--limit", "3", "--max-steps", "12"]
+    res = _invoke(*common, "--output", str(tmp_path / "k1"), "--record")
+    assert res.exit_code == 0, res.output
+    res = _invoke(*common, "--output", str(tmp_path / "k3"), "--envs-per-worker", "3")
+    assert res.exit_code == 0, res.output
+    k1 = {u: r["metrics"] for u, r in load_results(tmp_path / "k1").items()}
+    k3 = {u: r["metrics"] for u, r in load_results(tmp_path / "k3").items()}
+    assert k1 == k3 and len(k1) == 3
+    record = json.loads((tmp_path / "k1" / "rollouts" / "r2r_val_unseen__1" / "record.json").read_text())
+    assert record["decisions"] and all(isinstance(d["raw_text"], str) for d in record["decisions"])
+    assert len(record["decisions"][0]["frames_seen"]) == 8
