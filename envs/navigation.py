@@ -37,7 +37,8 @@ class NavGridConfig:
     floor_tolerance: float = 0.15  # a floor surface lies within +- this of the floor height, metres
     floor_normal_min: float = 0.7  # |normal.y| of a floor triangle (0.7 ~ slopes up to 45 degrees)
     field_method: str = "fmm"  # "fmm" (scikit-fmm fast marching) or "dijkstra" (scipy, 16-connected grid)
-    field_cache_size: int = 64  # distance fields kept per grid (LRU, one per goal cell)
+    field_cache_size: int = 64  # distance fields kept per grid (LRU, one per goal cell) ...
+    field_cache_mb: float = 512.0  # ... and at most this much memory for them (Matterport grids are large)
     max_cells: int = 50_000_000  # refuse grids larger than this (a wrong floor height or unit, not a house)
 
     def __post_init__(self) -> None:
@@ -58,6 +59,8 @@ class NavGridConfig:
             raise ValueError(f"NavGridConfig.field_method: unknown method '{self.field_method}'; available: {FIELD_METHODS}")
         if self.field_cache_size < 1:
             raise ValueError(f"NavGridConfig.field_cache_size must be >= 1, got {self.field_cache_size}")
+        if not self.field_cache_mb > 0:
+            raise ValueError(f"NavGridConfig.field_cache_mb must be > 0, got {self.field_cache_mb}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -311,9 +314,13 @@ class NavGrid:
             self._fields.move_to_end(key)
             return field
         field = self._field_fmm(goal, gr, gc) if method == "fmm" else self._field_dijkstra(goal, gr, gc)
+        field = field.astype(np.float32)  # half the memory; float32 resolves 10 um over 100 m
         field.setflags(write=False)
         self._fields[key] = field
-        while len(self._fields) > self.config.field_cache_size:
+        # A field (float32) and its descent map (2 x int32) cost 12 bytes per cell; keep at least two fields.
+        per_field = 12.0 * self.navigable.size / 2**20
+        limit = max(2, min(self.config.field_cache_size, int(self.config.field_cache_mb / per_field)))
+        while len(self._fields) > limit:
             old, _ = self._fields.popitem(last=False)
             self._descent.pop(old, None)
         return field
@@ -414,7 +421,7 @@ class NavGrid:
         for dr, dc, wgt in ((0, 0, (1 - fu) * (1 - fv)), (0, 1, fu * (1 - fv)), (1, 0, (1 - fu) * fv), (1, 1, fu * fv)):
             r, c = r0 + dr, c0 + dc
             if 0 <= r < rows and 0 <= c < cols and wgt > 0 and math.isfinite(field[r, c]):
-                total += wgt * field[r, c]
+                total += wgt * float(field[r, c])
                 weight += wgt
         if weight > 1e-9:
             return total / weight

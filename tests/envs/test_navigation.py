@@ -151,3 +151,12 @@ def test_large_mesh_is_fast():
     g = NavGrid.from_mesh(mesh, 0.0)
     assert time.perf_counter() - t < 5.0
     assert g.is_navigable(A) and not g.is_navigable([4.5, 0, 1.0])
+
+
+def test_field_cache_is_bounded_by_memory():
+    g = NavGrid.from_mesh(two_room_mesh(), 0.0, NavGridConfig(field_cache_mb=1e-6))
+    goals = [np.array([1.0 + 0.5 * k, 0.0, 1.0]) for k in range(4)]
+    for goal in goals:
+        g.distance_field(goal)
+    assert len(g._fields) == 2  # never fewer than two, never more than memory allows
+    assert g.distance_field(goals[-1]).dtype == np.float32
