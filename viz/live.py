@@ -18,12 +18,15 @@ from __future__ import annotations
 import io
 import math
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+T = TypeVar("T")
 ACTION_IDS = {"stop": 0, "forward": 1, "left": 2, "right": 3}
 
 
@@ -73,9 +76,22 @@ def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
     return buf.getvalue()
 
 
+_ENV_THREAD: ThreadPoolExecutor | None = None
+_ENV_THREAD_LOCK = threading.Lock()
+
+
+def env_thread() -> ThreadPoolExecutor:
+    """The single worker thread that runs every env / agent call of live sessions in this process."""
+    global _ENV_THREAD
+    with _ENV_THREAD_LOCK:
+        if _ENV_THREAD is None:
+            _ENV_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-env")
+        return _ENV_THREAD
+
+
 @dataclass
 class LiveSession:
-    """One env and one agent, stepped under a lock (the HTTP server is threaded).
+    """One env and one agent, stepped on one dedicated thread (see `_on_env_thread`).
 
     `topdown` is an optional callable env -> (RGB image [H, W, 3], map dict with origin/resolution/width/height)
     or None; the CLI passes `env_topdown`. Without a map the page draws the path on a blank map framing the
@@ -87,7 +103,6 @@ class LiveSession:
     config: LiveConfig
     agent_name: str = "agent"  # shown on the page
     topdown: Any = None  # callable(env) -> (image, map dict), or None
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _obs: dict[str, Any] | None = field(default=None, init=False, repr=False)
     _steps: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
     _done: bool = field(default=False, init=False)
@@ -95,29 +110,42 @@ class LiveSession:
     _frame_version: int = field(default=0, init=False)
     _map_png: bytes | None = field(default=None, init=False, repr=False)
     _map: dict[str, Any] | None = field(default=None, init=False)
-    _error: str | None = field(default=None, init=False)
+
+    def _on_env_thread(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the process's one env thread and return its result (its exceptions are raised here).
+
+        Why: the HTTP server answers each request on a new thread, but an OpenGL context (the embedded
+        simulator's EGL renderer, one per process) is bound to the thread that created it; rendering from
+        another thread gives garbage frames or "cannot create program". One worker thread for all sessions of
+        the process also serialises requests, so the env never steps concurrently.
+        """
+        return env_thread().submit(fn).result()
 
     # ---------- actions ----------
     def reset(self) -> dict[str, Any]:
         """(Re)start the configured episode: env.reset(options={'episode_id'}), agent.reset(episode)."""
-        with self._lock:
+
+        def run() -> dict[str, Any]:
             obs, info = self.env.reset(options={"episode_id": self.config.episode_id})
             episode = getattr(self.env, "current_episode", None)
             if self.agent is not None:
                 self.agent.reset(episode)
             self._obs = obs
             self._steps = [self._step_entry(None, info, source="reset")]
-            self._done, self._outcome, self._error = False, "", None
+            self._done, self._outcome = False, ""
             self._frame_version += 1
             self._map_png, self._map = self._render_map(episode)
             return self._state()
+
+        return self._on_env_thread(run)
 
     def step_agent(self, n: int = 1) -> dict[str, Any]:
         """Let the agent choose and apply up to n actions (fewer when the episode ends)."""
         if self.agent is None:
             raise LiveError(HTTPStatus.CONFLICT, "no agent in this session: use manual mode (W/A/D/S)")
         n = max(1, min(int(n), self.config.max_steps_per_request))
-        with self._lock:
+
+        def run() -> dict[str, Any]:
             self._require_started()
             for _ in range(n):
                 if self._done:
@@ -125,6 +153,8 @@ class LiveSession:
                 action = int(self.agent.act(self._obs))
                 self._apply(action, source="agent")
             return self._state()
+
+        return self._on_env_thread(run)
 
     def manual(self, action: int | str) -> dict[str, Any]:
         """Apply one low-level action chosen by the user (0-3 or stop/forward/left/right)."""
@@ -136,26 +166,37 @@ class LiveSession:
             action = ACTION_IDS[action]
         if not (isinstance(action, int) and 0 <= action <= 3):
             raise LiveError(HTTPStatus.BAD_REQUEST, f"action must be 0-3 or a name, got {action!r}")
-        with self._lock:
+
+        def run() -> dict[str, Any]:
             self._require_started()
             if self._done:
                 raise LiveError(HTTPStatus.CONFLICT, "the episode has ended: reset to start again")
-            self._apply(action, source="manual")
+            self._apply(int(action), source="manual")
             return self._state()
+
+        return self._on_env_thread(run)
 
     def state(self) -> dict[str, Any]:
-        with self._lock:
-            return self._state()
+        """The current state (what every action returns), for a page that (re)loads."""
+        return self._on_env_thread(self._state)
 
     def frame_jpeg(self) -> bytes | None:
-        with self._lock:
+        """The current RGB frame as JPEG, or None before the first reset."""
+
+        def run() -> bytes | None:
             if self._obs is None or self._obs.get("rgb") is None:
                 return None
             return encode_jpeg(np.asarray(self._obs["rgb"]), self.config.jpeg_quality)
 
+        return self._on_env_thread(run)
+
     def map_png(self) -> bytes | None:
-        with self._lock:
-            return self._map_png
+        """The scene's top-down map as PNG, or None when there is none."""
+        return self._on_env_thread(lambda: self._map_png)
+
+    def close(self) -> None:
+        """Close the env on the env thread (the thread stays for the next session of this process)."""
+        self._on_env_thread(self.env.close)
 
     # ---------- internals ----------
     def _require_started(self) -> None:

@@ -8,6 +8,7 @@ per 3 forward steps, with a decision_log in episode_stats()).
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ class FakeLiveEnv:
         self.max_steps, self.size = max_steps, size
         self.current_episode: Episode | None = None
         self.resets = 0
+        self.threads: set[int] = set()  # threads that called reset/step (a GL env must see only one)
 
     def _obs(self) -> dict[str, Any]:
         rgb = np.zeros((self.size, self.size, 3), np.uint8)
@@ -62,6 +64,7 @@ class FakeLiveEnv:
         }
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self.threads.add(threading.get_ident())
         wanted = (options or {}).get("episode_id")
         matches = [e for e in self.episodes if e.episode_id == wanted]
         if not matches:
@@ -72,6 +75,7 @@ class FakeLiveEnv:
         return self._obs(), self._info()
 
     def step(self, action: int):
+        self.threads.add(threading.get_ident())
         if self.done:
             raise RuntimeError("step on a finished episode")
         if action == 1:

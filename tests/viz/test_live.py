@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -129,6 +130,9 @@ def test_live_http_routes(live_server: ViewerServer) -> None:
     # no renderer: the page draws the path on a blank map
     assert request(live_server, "GET", "/api/live/topdown.png")[0] == 404
     assert request(live_server, "GET", "/api/episodes")[0] == 404  # no run folder in live mode
+    # every request ran on its own server thread, but the env only ever saw the session's one env thread
+    assert len(live_server.live.env.threads) == 1
+    assert threading.get_ident() not in live_server.live.env.threads
     assert request(live_server, "GET", "/files/run.json")[0] == 404
 
 
