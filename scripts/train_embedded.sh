@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Train the shipped embedded model end to end: collect expert data -> train -> evaluate -> (optional) DAgger round.
+#
+#   scripts/train_embedded.sh                      # defaults below, about 2 hours on an 8-core laptop CPU
+#   STEPS=200 LIMIT=50 scripts/train_embedded.sh   # a quick dry run of the whole pipeline
+#   DAGGER=1 scripts/train_embedded.sh             # add one DAgger round (beta 0.5) after the first training
+#   INSTALL=1 scripts/train_embedded.sh            # copy the final model to models/navila-tiny (the shipped default)
+#
+# Without an installed `navila-agent` the CLI runs through $PYTHON (default: python).
+# Every step is resumable: rerun the script after an interruption and each command continues where it stopped
+# (collection skips finished trajectories, training restarts from its newest checkpoint, eval skips recorded
+# episodes). Fill docs/MODEL_CARD.md from the files this writes ($RUN/train_config.json, $RUN/train_log.jsonl,
+# $RUN/eval_*/summary.json).
+set -euo pipefail
+
+PYTHON=${PYTHON:-python}
+# The console script when installed (pip install -e .), else the same CLI through the interpreter.
+navila() {
+  if command -v navila-agent >/dev/null 2>&1; then navila-agent "$@"
+  else "$PYTHON" -c 'from benchmarks.cli import main; main()' "$@"; fi
+}
+CACHE=${NAVILA_AGENT_CACHE:-$HOME/.cache/navila-agent}
+DATA=${DATA:-$CACHE/train_data}                        # the default registry (vlm/train/registry/default.yaml) reads here
+RUN=${RUN:-runs/embedded}
+STEPS=${STEPS:-4000}                                   # optimizer steps (batch 8): ~32k samples
+BATCH=${BATCH:-8}
+LR=${LR:-3e-4}
+LIMIT=${LIMIT:-}                                       # episodes per collected split (empty = the whole split)
+EVAL_LIMIT=${EVAL_LIMIT:-}                             # episodes per final evaluation (empty = the whole split)
+WORKERS=${WORKERS:-2}                                  # DataLoader workers
+EVAL=${EVAL:-1}                                         # 0: skip the final evaluations (pipeline smoke tests)
+DAGGER=${DAGGER:-0}
+INSTALL=${INSTALL:-0}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
+
+limit_flag=(); [[ -n "$LIMIT" ]] && limit_flag=(--limit "$LIMIT")
+eval_flag=(); [[ -n "$EVAL_LIMIT" ]] && eval_flag=(--limit "$EVAL_LIMIT")
+
+echo "== 1. collect expert trajectories (ground-truth replay of the generated splits, stop/turn rebalanced)"
+navila collect --split r2r_train --output "$DATA/r2r_gen" --rebalance "${limit_flag[@]}"
+navila collect --split rxr_train --output "$DATA/rxr_gen" --rebalance "${limit_flag[@]}"
+
+echo "== 2. train the embedded architecture from scratch (ImageNet EfficientNet tower frozen; projector + LLM)"
+navila train --data-mixture r2r_gen+rxr_gen --init embedded --output "$RUN" \
+  --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-ratio 0.03 --action-token-weight 2.0 \
+  --save-every 500 --eval-every "$((EVAL * 1000))" --eval-split r2r_val_seen --eval-limit 20 --num-workers "$WORKERS"
+
+if [[ "$EVAL" == 1 ]]; then
+  echo "== 3. evaluate on the held-out houses"
+  for split in r2r_val_unseen r2r_val_seen rxr_val_unseen; do
+    navila eval --model "$RUN" --split "$split" --output "$RUN/eval_$split" "${eval_flag[@]}"
+  done
+fi
+
+FINAL=$RUN
+if [[ "$DAGGER" == 1 ]]; then
+  echo "== 4. DAgger: the model acts half of the time, the expert labels every visited state"
+  navila collect --split r2r_train --output "$DATA/r2r_dagger" --policy "$RUN" --beta 0.5 "${limit_flag[@]}"
+  navila train --data-mixture r2r_gen+rxr_gen+r2r_dagger --model "$RUN" --output "${RUN}_dagger" \
+    --steps $((STEPS / 4)) --batch-size "$BATCH" --lr "$LR" --action-token-weight 2.0 --num-workers "$WORKERS"
+  navila eval --model "${RUN}_dagger" --split r2r_val_unseen --output "${RUN}_dagger/eval_r2r_val_unseen" \
+    "${eval_flag[@]}"
+  FINAL=${RUN}_dagger
+fi
+
+if [[ "$INSTALL" == 1 ]]; then
+  echo "== install $FINAL as the shipped model (models/navila-tiny)"
+  rm -rf models/navila-tiny && mkdir -p models/navila-tiny
+  cp -r "$FINAL"/config.json "$FINAL"/llm "$FINAL"/vision_tower "$FINAL"/mm_projector models/navila-tiny/
+fi
+echo "done: model in $FINAL; fill docs/MODEL_CARD.md from $FINAL/eval_*/summary.json"
