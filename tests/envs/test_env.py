@@ -156,3 +156,14 @@ def test_async_vector_env(data_root):
         assert np.allclose(infos["position"][0], [1.0, 0.0, 0.75])
     finally:
         vec.close()
+
+
+def test_package_exports_and_registration():
+    assert envs.ENV_ID in gymnasium.registry
+    assert gymnasium.registry[envs.ENV_ID].entry_point == "envs.env:VLNCEEnv"
+    assert envs.VLNCEEnv is VLNCEEnv
+    from envs.factory import make_backend
+
+    assert envs.make_backend is make_backend
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = envs.Nope
