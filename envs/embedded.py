@@ -16,6 +16,7 @@ height and cached on disk (`<cache>/navgrid/`), keyed by the mesh file's content
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -163,7 +164,7 @@ class EmbeddedSimulator:
         grid = NavGrid.from_mesh(self._mesh, floor_y, grid_config)
         if cache_file is not None:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(f".tmp{id(grid)}.npz")
+            tmp = cache_file.with_suffix(f".tmp{os.getpid()}.npz")  # per process: workers may race
             grid.save(tmp)
             tmp.replace(cache_file)  # atomic: parallel workers never read a half-written grid
         self._grids.append(grid)
