@@ -159,7 +159,8 @@ def read_results(run: RunFolder) -> list[dict[str, Any]]:
 def list_episodes(run: RunFolder) -> list[dict[str, Any]]:
     """The episode list for the viewer: one row per results.jsonl line, in file order, with `has_record`."""
     rollouts = run.root / ROLLOUTS_DIR
-    recorded = {p.name for p in rollouts.iterdir() if p.is_dir()} if rollouts.is_dir() else set()
+    # A folder without record.json is an episode whose recording never finished (the runner writes it last).
+    recorded = {p.parent.name for p in rollouts.glob(f"*/{RECORD_FILE}")} if rollouts.is_dir() else set()
     return [episode_row(r, episode_dir_name(str(r["uid"])) in recorded) for r in read_results(run)]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.viz.run_fixture import build_run
-from viz.run_folder import RunFolderError, load_run, safe_resolve
+from viz.run_folder import RunFolderError, list_episodes, load_run, safe_resolve
 from viz.server import ViewerConfig, ViewerServer, make_server, start_in_thread
 
 
@@ -93,6 +93,12 @@ def test_api_episode_record_and_files(server: ViewerServer) -> None:
 def test_episode_without_record_is_404(server: ViewerServer) -> None:
     status, body, _ = get(server, "/api/episode/r2r_val_unseen:3")
     assert status == 404 and "record" in json.loads(body)["error"]
+
+
+def test_unfinished_record_folder_is_not_listed_as_recorded(run_dir: Path) -> None:
+    (run_dir / "rollouts" / "r2r_val_unseen__4" / "record.json").unlink()  # frames written, record never
+    rows = {e["uid"]: e for e in list_episodes(load_run(run_dir))}
+    assert not rows["r2r_val_unseen:4"]["has_record"] and rows["r2r_val_unseen:1"]["has_record"]
 
 
 @pytest.mark.parametrize(
