@@ -126,3 +126,17 @@ def test_config_validation_and_up_axis():
         EmbeddedSimConfig(forward_step=-1)
     assert scene_up_axis("mp3d/abc/abc.glb", "auto") == "z"
     assert scene_up_axis("gen/h1/h1.glb", "auto") == "y"
+
+
+def test_matterport_scene_ids_load_z_up(tmp_path):
+    from tests.envs.fakes import two_room_mesh, write_scene
+
+    mesh = two_room_mesh()
+    v = mesh.vertices.copy()
+    mesh.vertices = np.stack([v[:, 0], -v[:, 2], v[:, 1]], axis=1)  # y-up -> z-up, as Matterport3D stores it
+    write_scene(tmp_path, mesh, "mp3d/fake/fake.glb")
+    sim = EmbeddedSimulator(SMALL, tmp_path)
+    sim.reset(make_episode(scene_id="mp3d/fake/fake.glb"))  # habitat (y-up) coordinates
+    assert sim.geodesic_distance(np.array([1.0, 0, 1.0]), np.array([5.0, 0, 3.0])) == pytest.approx(4.47, abs=0.05)
+    assert sim.observe()["depth"][16, 24, 0] == pytest.approx(1.0, abs=0.02)
+    sim.close()
