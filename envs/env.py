@@ -74,8 +74,10 @@ def to_observation(raw: dict[str, np.ndarray], instruction: str, height: int, wi
         raise ValueError(f"backend returned rgb of shape {rgb.shape}, expected ({height}, {width}, 3)")
     rgb = np.ascontiguousarray(rgb[:, :, :3], dtype=np.uint8)
     depth = np.asarray(raw[OBS_DEPTH], dtype=np.float32).reshape(height, width, 1)  # [H, W, 1]
-    depth = np.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0)
-    np.maximum(depth, 0.0, out=depth)
+    lo, hi = float(depth.min()), float(depth.max())  # NaN makes both comparisons below False
+    if not (lo >= 0.0 and hi < math.inf):  # only then pay for the cleaning copy (2 ms at 512^2)
+        depth = np.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0)
+        np.maximum(depth, 0.0, out=depth)
     return {OBS_RGB: rgb, OBS_DEPTH: depth, OBS_INSTRUCTION: instruction_text(instruction)}
 
 
