@@ -440,6 +440,7 @@ class NavGrid:
         rows, cols = field.shape
         padded = np.pad(field, 1, constant_values=np.inf)  # [R + 2, C + 2]
         offsets = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
+
         def shifted(dr: int, dc: int) -> np.ndarray:
             return padded[1 + dr : 1 + dr + rows, 1 + dc : 1 + dc + cols]
 
