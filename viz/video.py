@@ -153,13 +153,19 @@ def _decision_at(record: dict[str, Any], t: int) -> list[dict[str, Any]]:
 
 
 def _action_text(d: dict[str, Any]) -> str:
-    if not d.get("parse_ok", True):
-        return "PARSE FAILURE (unparsable answer)"
+    """'forward 75 cm', 'left 30 deg', 'stop'; an unparsable answer says so, with the agent's fallback if any."""
     name, amount = d.get("action"), d.get("amount")
     if name is None:
-        return "low-level " + ", ".join(str(a) for a in d.get("low_level") or [])
-    unit = " cm" if name == "forward" else ("" if name == "stop" else " deg")
-    return f"{name}{'' if amount is None else f' {amount}{unit}'}"
+        label = (
+            " ".join(["low-level", *(str(a) for a in d.get("low_level") or [])]) if d.get("low_level") else ""
+        )
+    elif name == "stop" or amount is None:
+        label = str(name)
+    else:
+        label = f"{name} {amount}{' cm' if name == 'forward' else ' deg'}"
+    if not d.get("parse_ok", True):
+        return f"PARSE FAILURE -> fallback {label}" if label else "PARSE FAILURE (unparsable answer)"
+    return label or "-"
 
 
 def _text_panel(record: dict[str, Any], t: int, size: tuple[int, int]) -> Image.Image:

@@ -111,3 +111,19 @@ def test_heading_matches_habitat_convention() -> None:
     s = np.sin(np.pi / 4)
     # +90 degrees about y (a left turn) looks along -x
     assert heading_xz([0, s, 0, s]) == pytest.approx((-1.0, 0.0))
+
+
+def test_action_text_forms() -> None:
+    from viz.video import _action_text
+
+    assert _action_text({"action": "forward", "amount": 75, "parse_ok": True}) == "forward 75 cm"
+    assert _action_text({"action": "left", "amount": 30, "parse_ok": True}) == "left 30 deg"
+    assert _action_text({"action": "stop", "amount": 0, "parse_ok": True}) == "stop"
+    # the doc's form (no action) and the agent's form (a fallback action) of an unparsable answer
+    assert (
+        _action_text({"action": None, "low_level": [], "parse_ok": False})
+        == "PARSE FAILURE (unparsable answer)"
+    )
+    assert (
+        _action_text({"action": "stop", "amount": 0, "parse_ok": False}) == "PARSE FAILURE -> fallback stop"
+    )

@@ -192,11 +192,17 @@ function hadFailure(d) {
   return !d.parse_ok || !!d.first_raw_text;
 }
 
+// "forward 75 cm", "left 30°", "stop"; an unparsable answer says so, with the fallback the agent took if any.
 function actionLabel(d) {
-  if (!d.parse_ok) return "unparsable";
-  if (!d.action) return d.low_level && d.low_level.length ? `low-level ${d.low_level.join(",")}` : "–";
-  const unit = d.action === "forward" ? " cm" : d.action === "stop" ? "" : "°";
-  return `${d.action}${d.amount !== null && d.amount !== undefined ? " " + d.amount + unit : ""}`;
+  let label;
+  if (!d.action) label = d.low_level && d.low_level.length ? `low-level ${d.low_level.join(",")}` : "";
+  else {
+    const unit = d.action === "forward" ? " cm" : "°";
+    const showAmount = d.action !== "stop" && d.amount !== null && d.amount !== undefined;
+    label = `${d.action}${showAmount ? " " + d.amount + unit : ""}`;
+  }
+  if (!d.parse_ok) return label ? `unparsable → fallback ${label}` : "unparsable";
+  return label || "–";
 }
 
 function renderDecisionList() {

@@ -42,7 +42,7 @@ function loadMap(s) {
 function actionLabel(d) {
   if (!d.action) return "–";
   const unit = d.action === "forward" ? " cm" : d.action === "stop" ? "" : "°";
-  return `${d.action}${d.amount ? " " + d.amount + unit : ""}`;
+  return `${d.action}${d.action !== "stop" && d.amount ? " " + d.amount + unit : ""}`;
 }
 
 function render() {
