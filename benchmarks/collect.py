@@ -275,6 +275,7 @@ class Trajectory:
     decisions: list[Decision]  # expert labels (at the visited states)
     executed_by: list[str] = field(default_factory=list)  # per decision: "expert" or "policy"
     ended_with_stop: bool = False
+    policy_parse_failures: int = 0  # DAgger: unparsable model answers (each fell back to a 15° left turn)
 
 
 def trajectory_key(episode: Episode) -> str:
@@ -436,6 +437,7 @@ class ShardWriter:
             "samples": len(samples),
             "actions": dict(Counter(s["action"] for s in samples)),
             "policy_decisions": traj.executed_by.count("policy"),
+            "policy_parse_failures": traj.policy_parse_failures,
             "ended_with_stop": traj.ended_with_stop,
         }
         _append_lines(self.folder / TRAJECTORIES_FILE, [record])
@@ -467,6 +469,7 @@ def write_manifest(output: Path, config: CollectConfig) -> dict[str, Any]:
         "actions": {k: actions.get(k, 0) for k in ("forward", "left", "right", "stop")},
         "ended_with_stop": sum(1 for r in trajectories if r["ended_with_stop"]),
         "policy_decisions": sum(r.get("policy_decisions", 0) for r in trajectories),
+        "policy_parse_failures": sum(r.get("policy_parse_failures", 0) for r in trajectories),
         "shards": sorted(p.name for p in output.glob("shard-*")),
         "rebalance_factors": REBALANCE_FACTORS if config.rebalance else None,
         "expert": "shortest_path_follower" if config.beta < 1.0 else config.expert,
@@ -508,10 +511,12 @@ def collect(
                 progress(n + 1, len(todo))
             continue
         rng = random.Random(f"{config.seed}:{key}")  # per episode, so a resumed run flips the same coins
+        failures_before = getattr(policy, "parse_failures", 0)
         if policy is None or config.beta >= 1.0:
             traj = run_expert(driver, expert, episode, config.max_steps)
         else:
             traj = run_dagger(driver, expert, policy, episode, config.beta, rng, config.max_steps)
+        traj.policy_parse_failures = getattr(policy, "parse_failures", 0) - failures_before
         if not traj.frames:
             raise RuntimeError(f"episode {episode.uid}: the expert produced no action")
         frames = np.stack([_resize(f, config.frame_size) for f in traj.frames])  # [T, H, W, 3] uint8

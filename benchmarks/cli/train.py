@@ -4,7 +4,8 @@
     navila-agent train --data-mixture r2r_gen --model ckpt/navila-8b --lora --steps 500 --output runs/lora
     navila-agent train --data-mixture /tmp/collected --init embedded --stage1 --steps 200 --output runs/align
     navila-agent train ... --eval-every 500 --eval-split r2r_val_unseen --eval-limit 20   # SR/SPL/nDTW in the log
-    accelerate launch --num_processes 8 -m benchmarks.cli train ...                       # multi-GPU / multi-node
+    accelerate launch --num_processes 8 $(which navila-agent) train ...                   # multi-GPU / multi-node
+    torchrun --nproc_per_node 8 $(which navila-agent) train ...                            # the same with torchrun
 
 Rerunning the same command resumes from the newest checkpoint in --output. The final model (VILA layout) is
 written to --output itself, so `navila-agent eval --model OUTPUT` evaluates it.

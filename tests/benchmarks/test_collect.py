@@ -231,3 +231,24 @@ def test_dagger_labels_with_expert_at_visited_states():
     )
     assert expert_run.ended_with_stop and expert_run.actions[:6] == [2] * 6
     assert [d.action.kind for d in expert_run.decisions] == ["left", "left", "forward", "forward", "stop"]
+
+
+class FlakyPolicy(AlwaysRight):
+    """Turns right; every other answer counts as unparsable (as ModelPolicy counts them)."""
+
+    parse_failures = 0
+
+    def decide(self, frames, instruction):
+        self.parse_failures += len(self.calls) % 2
+        return super().decide(frames, instruction)
+
+
+def test_dagger_collect_records_policy_share_and_failures(tmp_path):
+    cfg = CollectConfig(output=str(tmp_path / "d"), beta=0.0, policy="fake", max_steps=4)
+    manifest = collect(cfg, [make_episode(0, [])], PoseDriver(), HeadingExpert(), prompt_fn, policy=FlakyPolicy())
+    assert manifest["policy_decisions"] == 4 and manifest["policy_parse_failures"] == 2
+    assert manifest["expert"] == "shortest_path_follower" and manifest["actions"] == {
+        "forward": 0, "left": 4, "right": 0, "stop": 0}
+    samples = read_jsonl(tmp_path / "d" / "shard-00000" / "samples.jsonl")
+    assert [s["executed_by"] for s in samples] == ["policy"] * 4
+    assert samples[3]["frames"] == [-1, -1, -1, -1, 0, 1, 2, 3]

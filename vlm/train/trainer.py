@@ -1,7 +1,8 @@
 """A lean supervised fine-tuning loop for the VILA-style model, on `accelerate`.
 
-    accelerate launch --num_processes 8 -m benchmarks.cli train --data-mixture r2r_gen+rxr_gen --output runs/sft
-    accelerate launch --use_deepspeed --deepspeed_config_file vlm/train/zero2.json ...   # ZeRO-2, multi-node
+    accelerate launch --num_processes 8 $(which navila-agent) train --data-mixture r2r_gen+rxr_gen --output runs/sft
+    accelerate launch --use_deepspeed --deepspeed_config_file vlm/train/zero2.json \
+        --num_machines 2 --machine_rank $RANK --main_process_ip $MASTER $(which navila-agent) train ...  # ZeRO-2
 
 What it does, in order: freeze/unfreeze the three parts (`tune_vision_tower`, `tune_mm_projector`,
 `tune_language_model`; stage 1 of LLaVA's recipe = tower + projector only), optionally wrap the language
@@ -274,20 +275,22 @@ class TrainResult:
     evals: list[dict[str, Any]]
 
 
+def rank_batches(stream: Iterator[int], batch_size: int, world: int, rank: int) -> Iterator[list[int]]:
+    """This rank's micro-batches of a global index stream: each global chunk of batch_size × world indices is
+    cut into `world` slices, rank r taking slice r (so ranks never see the same sample within a step)."""
+    while True:
+        chunk = [next(stream) for _ in range(batch_size * world)]
+        yield chunk[rank * batch_size : (rank + 1) * batch_size]
+
+
 def _micro_batches(dataset: MixtureDataset, encoder: SampleEncoder, config: TrainConfig, start_sample: int,
                    world: int, rank: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless micro-batches for this process: a global index stream, each rank taking its slice."""
+    """Endless encoded micro-batches for this process, from sample position `start_sample` of the global order."""
     stream = sample_index_stream(dataset.weights, config.seed, start_sample)
-    per_step = config.batch_size * world
-
-    def batches() -> Iterator[list[int]]:
-        while True:
-            chunk = [next(stream) for _ in range(per_step)]
-            yield chunk[rank * config.batch_size : (rank + 1) * config.batch_size]
-
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=batches(), collate_fn=encoder.collate, num_workers=config.num_workers,
-        persistent_workers=config.num_workers > 0, pin_memory=torch.cuda.is_available() and config.device != "cpu",
+        dataset, batch_sampler=rank_batches(stream, config.batch_size, world, rank), collate_fn=encoder.collate,
+        num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
+        pin_memory=torch.cuda.is_available() and config.device != "cpu",
     )
     yield from loader
 
@@ -315,7 +318,8 @@ def train(
     output_dir.mkdir(parents=True, exist_ok=True)
     on_gpu = config.device == "auto" and torch.cuda.is_available()
     use_bf16 = config.bf16 == "yes" or (config.bf16 == "auto" and on_gpu)
-    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=config.device == "cpu")
+    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=config.device == "cpu",
+                              gradient_accumulation_steps=config.grad_accum)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     counts = configure_trainable(model, config)
@@ -341,7 +345,9 @@ def train(
     if encoder.config.action_token_weight != 1.0 and not _wants_label_weights(model):
         model = ActionWeightedLoss(model)
     pass_weights = _wants_label_weights(model)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it once per
+    # process (a schedule N times too fast on N GPUs).
+    model, optimizer = accelerator.prepare(model, optimizer)
     world, rank = accelerator.num_processes, accelerator.process_index
     samples_per_step = config.batch_size * config.grad_accum * world
     batches = _micro_batches(dataset, encoder, config, start_step * samples_per_step, world, rank)
@@ -377,17 +383,19 @@ def train(
                 batch["images"] = encoder.normalize(batch["images"])  # uint8 → normalised float, on the device
                 weights = batch.pop("label_weights")
                 kwargs = {"label_weights": weights} if pass_weights else {}
-                with accelerator.autocast():
-                    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                images=batch["images"], labels=batch["labels"], **kwargs)
-                loss = out.loss / config.grad_accum
-                accelerator.backward(loss)
-                step_loss += float(loss.detach())
-            if config.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
+                # accumulate(): no gradient all-reduce until the last micro-step; backward() divides the loss
+                # by grad_accum; the optimizer's step/zero_grad are no-ops until gradients are synchronised.
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                    images=batch["images"], labels=batch["labels"], **kwargs)
+                    accelerator.backward(out.loss)
+                    step_loss += float(out.loss.detach()) / config.grad_accum
+                    if config.max_grad_norm > 0 and accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
             step += 1
             done_here += 1
             loss_value = step_loss

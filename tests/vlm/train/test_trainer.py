@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from vlm.image_processor import ImageProcessor
 from vlm.tokenizer import build_tokenizer
 from vlm.train.dataset import MixtureDataset, SampleEncoder
 from vlm.train.registry import DatasetEntry
-from vlm.train.trainer import TrainConfig, configure_trainable, find_resume_checkpoint, train
+from vlm.train.trainer import TrainConfig, configure_trainable, find_resume_checkpoint, rank_batches, train
 
 ANSWERS = ["The next action is move forward 75 cm.", "The next action is turn left 30 degrees.",
            "The next action is stop."]
@@ -111,6 +112,35 @@ def test_eval_callback_gets_checkpoints(setup, tmp_path):
     assert result.evals == [{"step": 2, "sr": 0.5, "spl": 0.25}, {"step": 4, "sr": 0.5, "spl": 0.25}]
     log = (tmp_path / "run" / "train_log.jsonl").read_text()
     assert '"eval/sr": 0.5' in log
+
+
+def test_ranks_split_each_global_batch():
+    stream = iter(range(100))
+    ranks = [rank_batches(iter(range(100)), 3, 2, r) for r in range(2)]
+    for _ in range(4):
+        both = next(ranks[0]) + next(ranks[1])
+        assert both == [next(stream) for _ in range(6)]
+
+
+def test_grad_accum_and_schedule_step_once_per_optimizer_step(setup, tmp_path):
+    ds, enc, vocab = setup
+    result = train(make_model(vocab), ds, enc, cfg(tmp_path, steps=4, grad_accum=2, batch_size=1, save_every=100),
+                   show_progress=False)
+    assert result.steps == 4
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    expected = [5e-3 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(1, 5)]  # cosine, no warmup
+    assert [r["lr"] for r in log] == pytest.approx(expected)
+    assert all(math.isfinite(r["loss"]) for r in log)
+
+
+def test_wandb_is_optional_with_a_clear_error(setup, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed: the missing-package message cannot be shown")
+    ds, enc, vocab = setup
+    with pytest.raises(ValueError, match="pip install wandb"):
+        train(make_model(vocab), ds, enc, cfg(tmp_path, steps=1, report_to="wandb"), show_progress=False)
 
 
 def test_config_errors():
