@@ -137,6 +137,19 @@ def test_parse_failure_is_highlighted(server: ViewerServer, page) -> None:  # ty
     page.screenshot(path=str(ARTIFACTS / "parse_failure.png"))
 
 
+def test_retried_answer_is_highlighted(server: ViewerServer, page) -> None:  # type: ignore[no-untyped-def]
+    """The NaVILA agent's form: one decision that kept its unparsable first answer (first_raw_text)."""
+    page.goto(server.url + "#r2r_val_unseen%3A4")
+    page.wait_for_selector("#decisions li")
+    assert page.locator(".tick.fail").count() == 1
+    page.locator("#decisions li.parse-fail").click()
+    first = page.locator(".answer.parse-fail.first")
+    assert first.count() == 1 and "Go go go towards the window" in first.inner_text()
+    assert "asked again" in first.inner_text()
+    assert page.locator(".answer.ok").count() == 1  # the retry's answer, which was acted on
+    assert "fail" in (page.get_attribute("#instr-decision", "class") or "")
+
+
 def test_error_episode_and_missing_frames(tmp_path: Path, page) -> None:  # type: ignore[no-untyped-def]
     run = build_run(tmp_path / "run")
     ep = run / "rollouts" / "r2r_val_unseen__1"
