@@ -36,6 +36,7 @@ class NavGridConfig:
     obstacle_min_height: float = 0.1  # geometry lower than this above the floor is stepped over, metres
     floor_tolerance: float = 0.15  # a floor surface lies within +- this of the floor height, metres
     floor_normal_min: float = 0.7  # |normal.y| of a floor triangle (0.7 ~ slopes up to 45 degrees)
+    min_island_area: float = 0.25  # navigable islands smaller than this (m^2) are dropped: scan noise, shelves
     field_method: str = "fmm"  # "fmm" (scikit-fmm fast marching) or "dijkstra" (scipy, 16-connected grid)
     field_cache_size: int = 64  # distance fields kept per grid (LRU, one per goal cell) ...
     field_cache_mb: float = 512.0  # ... and at most this much memory for them (Matterport grids are large)
@@ -59,6 +60,8 @@ class NavGridConfig:
             raise ValueError(f"NavGridConfig.field_method: unknown method '{self.field_method}'; available: {FIELD_METHODS}")
         if self.field_cache_size < 1:
             raise ValueError(f"NavGridConfig.field_cache_size must be >= 1, got {self.field_cache_size}")
+        if not self.min_island_area >= 0:
+            raise ValueError(f"NavGridConfig.min_island_area must be >= 0 m^2, got {self.min_island_area}")
         if not self.field_cache_mb > 0:
             raise ValueError(f"NavGridConfig.field_cache_mb must be > 0, got {self.field_cache_mb}")
 
@@ -162,6 +165,23 @@ def erode(free: np.ndarray, radius: float, resolution: float) -> np.ndarray:
     return (edt - 0.5) * resolution >= radius - 1e-9
 
 
+def drop_small_islands(navigable: np.ndarray, min_cells: float) -> np.ndarray:
+    """The navigable mask without 8-connected islands of fewer than `min_cells` cells.
+
+    Scanned meshes leave floor-height patches inside furniture and under beds; a goal or start snapped onto
+    one would be unreachable from everywhere else (habitat's navmesh drops small regions the same way).
+    """
+    if min_cells <= 1:
+        return navigable
+    labels, n = ndimage.label(navigable, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return navigable
+    sizes = np.bincount(labels.ravel())  # [n + 1]; index 0 counts the blocked cells
+    keep = sizes >= min_cells
+    keep[0] = False
+    return keep[labels]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The grid
 
@@ -195,6 +215,7 @@ class NavGrid:
         config = config if config is not None else NavGridConfig()
         floor, obstacle, origin = rasterize_floor_and_obstacles(mesh.vertices, mesh.faces, floor_y, config)
         navigable = erode(floor & ~obstacle, config.agent_radius, config.resolution)
+        navigable = drop_small_islands(navigable, config.min_island_area / config.resolution**2)
         return cls(navigable, origin, config.resolution, floor_y, config)
 
     def save(self, path: str | Path) -> None:

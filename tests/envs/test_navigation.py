@@ -160,3 +160,19 @@ def test_field_cache_is_bounded_by_memory():
         g.distance_field(goal)
     assert len(g._fields) == 2  # never fewer than two, never more than memory allows
     assert g.distance_field(goals[-1]).dtype == np.float32
+
+
+def test_small_islands_dropped():
+    from envs.navigation import drop_small_islands
+
+    nav = np.zeros((30, 30), bool)
+    nav[2:20, 2:20] = True  # 324 cells
+    nav[25:28, 25:28] = True  # 9 cells
+    out = drop_small_islands(nav, min_cells=10)
+    assert out[5, 5] and not out[26, 26]
+    # In a mesh: a free-standing 0.6 m floor tile outside the house (0.35 m wide after clearance) is dropped.
+    tile = trimesh.creation.box(extents=[0.6, 0.05, 0.6])
+    tile.apply_translation([-2.0, -0.025, 1.0])
+    g = NavGrid.from_mesh(trimesh.util.concatenate([two_room_mesh(), tile]), 0.0)
+    g_all = NavGrid.from_mesh(trimesh.util.concatenate([two_room_mesh(), tile]), 0.0, NavGridConfig(min_island_area=0))
+    assert g_all.is_navigable([-2.0, 0, 1.0]) and not g.is_navigable([-2.0, 0, 1.0])
