@@ -10,6 +10,11 @@ Grid layout: `navigable[row, col]`, rows follow world z and columns world x; `or
 x in [x0 + c * res, x0 + (c + 1) * res) and z in [z0 + r * res, z0 + (r + 1) * res), and its centre is
 (x0 + (c + 0.5) * res, z0 + (r + 0.5) * res).
 
+Differences from habitat's Recast navmesh: the grid is one flat floor, so ramps and stairs to another floor
+are not traversable (a goal on another storey is unreachable: geodesic distance inf); clearance is measured to
+the edge of 5 cm cells, so it is up to half a cell more conservative; ledges lower than obstacle_min_height
+(10 cm; Recast climbs 20 cm) are stepped over.
+
     grid = NavGrid.from_mesh(mesh, floor_y=0.0, config=NavGridConfig())
     grid.geodesic_distance(start_xyz, goal_xyz)   # metres, inf when unreachable
     grid.shortest_path(start_xyz, goal_xyz)       # [start, waypoint..., goal]
