@@ -94,13 +94,13 @@ class SplitGenConfig:
 # split contains, like R2R's held-out scans. Counts keep a laptop build to minutes (see `data build` output).
 UNSEEN_FIRST_HOUSE = 1000
 PRESETS: dict[str, SplitGenConfig] = {
-    "r2r_train": SplitGenConfig(num_houses=30, episodes_per_house=40, seed=101, instructions_per_path=2),
+    "r2r_train": SplitGenConfig(num_houses=40, episodes_per_house=50, seed=101, instructions_per_path=2),
     "r2r_val_seen": SplitGenConfig(num_houses=10, episodes_per_house=15, seed=102),
     "r2r_val_unseen": SplitGenConfig(
         num_houses=10, episodes_per_house=20, seed=103, first_house=UNSEEN_FIRST_HOUSE
     ),
     "rxr_train": SplitGenConfig(
-        num_houses=30, episodes_per_house=20, seed=201, style="rxr",
+        num_houses=40, episodes_per_house=25, seed=201, style="rxr",
         min_geodesic=10.0, max_geodesic=30.0, target_geodesic=14.0, max_via=3,
     ),
     "rxr_val_seen": SplitGenConfig(
