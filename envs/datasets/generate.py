@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -47,6 +48,9 @@ from envs.datasets.splits import (
     scene_root,
 )
 from envs.scenes.semantics import HouseSemantics
+
+if TYPE_CHECKING:  # navigation pulls in scipy; imported where used
+    from envs.navigation import NavGrid
 
 # Environment overrides of every preset's size, for tests and quick looks (a rebuilt split records them).
 ENV_HOUSES = "NAVILA_AGENT_GEN_HOUSES"
@@ -146,7 +150,7 @@ class House:
     house_id: str
     scene_id: str  # relative to the scenes root: "gen/<house>/<house>.glb"
     semantics: HouseSemantics
-    grid: object  # envs.navigation.NavGrid
+    grid: NavGrid  # built like the embedded simulator's
 
 
 def ensure_house(index: int) -> House:
