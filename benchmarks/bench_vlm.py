@@ -85,15 +85,26 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+CPU_TIMES: dict[int, list[float]] = {}  # id(times list) -> process CPU seconds of the same calls
+
+
 def timed(fn: Callable[[], None], repeats: int, device: str) -> list[float]:
-    times = []
+    """Wall seconds per call; the process CPU seconds of the same calls go to CPU_TIMES (on a loaded shared
+    machine, CPU time with one thread approximates what an idle core would take)."""
+    times, cpu = [], []
     for _ in range(repeats):
         sync(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         sync(device)
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    CPU_TIMES[id(times)] = cpu
     return times
+
+
+def cpu_median(times: list[float]) -> float:
+    return statistics.median(CPU_TIMES[id(times)])
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
@@ -126,6 +137,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     ours = timed(call(1, True), args.calls, args.device)
     results["navila_call_ms"] = 1000 * statistics.median(navila)
     results["ours_call_ms"] = 1000 * statistics.median(ours)
+    results["navila_call_cpu_ms"] = 1000 * cpu_median(navila)
+    results["ours_call_cpu_ms"] = 1000 * cpu_median(ours)
 
     pixels_8 = model.image_processor.preprocess([f.pixels for f in episodes[0].sample(args.frames)])
     pixels_1 = pixels_8[-1:]
@@ -134,10 +147,14 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         v1 = timed(lambda: model.encode_images(pixels_1.to(args.device)), args.calls, args.device)
     results["vision_8_ms"] = 1000 * statistics.median(v8)
     results["vision_1_ms"] = 1000 * statistics.median(v1)
+    results["vision_8_cpu_ms"] = 1000 * cpu_median(v8)
+    results["vision_1_cpu_ms"] = 1000 * cpu_median(v1)
 
     batch_b = timed(call(args.batch, True), max(2, args.calls // 2), args.device)
     results["batch1_decisions_per_s"] = 1 / statistics.median(ours)
     results[f"batch{args.batch}_decisions_per_s"] = args.batch / statistics.median(batch_b)
+    results["batch1_decisions_per_cpu_s"] = 1 / cpu_median(ours)
+    results[f"batch{args.batch}_decisions_per_cpu_s"] = args.batch / cpu_median(batch_b)
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.device.startswith("cuda"):
         results["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -154,17 +171,29 @@ def report(results: dict[str, float], args: argparse.Namespace) -> str:
         f"LM input per call: {results['prompt_tokens_per_call']} positions ({results['visual_tokens_per_call']} visual); "
         f"machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
         "",
-        "| measure | value |",
-        "| --- | --- |",
-        f"| per call, NaVILA way (8 frames re-encoded) | {results['navila_call_ms']:.1f} ms |",
-        f"| per call, ours (1 new frame, feature cache) | {results['ours_call_ms']:.1f} ms |",
-        f"| whole-call speed-up | {results['navila_call_ms'] / results['ours_call_ms']:.2f}x |",
-        f"| vision: 8 frames / 1 frame | {results['vision_8_ms']:.1f} / {results['vision_1_ms']:.1f} ms |",
-        f"| vision cost ratio | {results['vision_8_ms'] / results['vision_1_ms']:.2f}x |",
-        f"| throughput batch 1 | {results['batch1_decisions_per_s']:.2f} decisions/s |",
-        f"| throughput batch {b} | {results[f'batch{b}_decisions_per_s']:.2f} decisions/s |",
-        f"| batch {b} / batch 1 throughput | {results[f'batch{b}_decisions_per_s'] / results['batch1_decisions_per_s']:.2f}x |",
-        f"| peak process memory (RSS) | {results['peak_rss_mb']:.0f} MB |",
+        "| measure | wall clock | process CPU time |",
+        "| --- | --- | --- |",
+    ]
+    r = results
+
+    def pair(key: str, unit: str, fmt: str = ".1f") -> str:
+        return f"{r[key]:{fmt}} {unit} | {r[key.replace('_ms', '_cpu_ms').replace('_per_s', '_per_cpu_s')]:{fmt}} {unit}"
+
+    def ratio(a: str, b: str) -> str:
+        cpu = lambda k: k.replace("_ms", "_cpu_ms").replace("_per_s", "_per_cpu_s")  # noqa: E731
+        return f"{r[a] / r[b]:.2f}x | {r[cpu(a)] / r[cpu(b)]:.2f}x"
+
+    lines += [
+        f"| per call, NaVILA way (8 frames re-encoded) | {pair('navila_call_ms', 'ms')} |",
+        f"| per call, ours (1 new frame, feature cache) | {pair('ours_call_ms', 'ms')} |",
+        f"| whole-call speed-up | {ratio('navila_call_ms', 'ours_call_ms')} |",
+        f"| vision, 8 frames | {pair('vision_8_ms', 'ms')} |",
+        f"| vision, 1 frame | {pair('vision_1_ms', 'ms')} |",
+        f"| vision cost ratio | {ratio('vision_8_ms', 'vision_1_ms')} |",
+        f"| throughput batch 1 | {pair('batch1_decisions_per_s', 'decisions/s', '.2f')} |",
+        f"| throughput batch {b} | {pair(f'batch{b}_decisions_per_s', 'decisions/s', '.2f')} |",
+        f"| batch {b} / batch 1 throughput | {ratio(f'batch{b}_decisions_per_s', 'batch1_decisions_per_s')} |",
+        f"| peak process memory (RSS) | {r['peak_rss_mb']:.0f} MB | |",
     ]
     if "peak_gpu_mb" in results:
         lines.append(f"| peak GPU memory | {results['peak_gpu_mb']:.0f} MB |")

@@ -147,9 +147,9 @@ def measure(model, attn: str, batch: int, feature_cache: bool, args, device: str
     return row
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], new_tokens: int) -> str:
     lines = [
-        "| attention | batch | frames encoded per sample | vision ms | LM (prefill + 32 tokens) ms | call ms | ms per decision | peak GPU GB |",
+        f"| attention | batch | frames encoded per sample | vision ms | LM (prefill + {new_tokens} tokens) ms | call ms | ms per decision | peak GPU GB |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"peak {row['peak_gpu_gb']:.1f} GB")  # fmt: skip
     say("")
     say(environment(device))
-    say(table(rows))
+    say(table(rows, args.new_tokens))
     for attn in attns:
         by = {(r["batch"], r["feature_cache"]): r for r in rows if r["attn"] == attn}
         for batch in batches:

@@ -8,6 +8,7 @@ Training uses `forward(input_ids, attention_mask, images, labels)` (loss over th
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -111,9 +112,11 @@ class LlavaLlamaModel(PreTrainedModel):
         if todo:
             first = [positions[0] for positions in todo.values()]
             chunks = []
-            for start in range(0, len(first), self.max_vision_batch):  # bounded activation memory for long histories
-                batch = [images[i] for i in first[start : start + self.max_vision_batch]]
-                chunks.append(self.encode_images(process_images(batch, self.image_processor, self.config.image_aspect_ratio)))
+            # Cached features are detached anyway: no autograd graph (it would hold every activation of the tower).
+            with torch.no_grad() if cache else contextlib.nullcontext():
+                for start in range(0, len(first), self.max_vision_batch):  # bounded activation memory
+                    batch = [images[i] for i in first[start : start + self.max_vision_batch]]
+                    chunks.append(self.encode_images(process_images(batch, self.image_processor, self.config.image_aspect_ratio)))
             features = torch.cat(chunks)  # [N_new, T', D]
             for (marker, positions), feats in zip(todo.items(), features, strict=True):
                 if cache and not (isinstance(marker, tuple) and marker[:1] == ("__uncached__",)):
