@@ -106,3 +106,14 @@ def test_viz_is_registered_on_the_navila_agent_app() -> None:
 
     res = runner.invoke(real_app, ["viz", "--help"])
     assert res.exit_code == 0 and "export" in res.output
+
+
+def test_port_in_use_is_a_clear_error(app: typer.Typer, run_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        res = runner.invoke(app, ["viz", str(run_dir), "--no-open", "--port", str(port)])
+    assert res.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in res.output
