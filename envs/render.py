@@ -54,6 +54,7 @@ class RenderConfig:
 
 
 _CONTEXT: moderngl.Context | None = None
+_CONTEXT_PID: int | None = None  # the process that created _CONTEXT; a forked child must make its own
 
 # Light direction (world, pointing towards the light) and the ambient share. Baked into vertex colours once per
 # mesh: the light is fixed in the world, so per-vertex Lambert terms never change between frames.
@@ -92,19 +93,25 @@ def gl_context() -> moderngl.Context:
     """The process-wide headless OpenGL context, created on first use.
 
     One context per process: EGL contexts are expensive and a worker process renders many scenes in turn.
-    Every `Renderer` of the process shares it. `NAVILA_AGENT_EGL_DEVICE=N` picks the N-th EGL device (EGL
+    Every `Renderer` of the process shares it. A process forked from one that rendered gets its own (GL
+    contexts do not survive fork). `NAVILA_AGENT_EGL_DEVICE=N` picks the N-th EGL device (EGL
     ignores CUDA_VISIBLE_DEVICES, so multi-GPU workers set it to spread rendering over the GPUs).
     """
-    global _CONTEXT
-    if _CONTEXT is not None:
+    global _CONTEXT, _CONTEXT_PID
+    if _CONTEXT is not None and os.getpid() == _CONTEXT_PID:
         return _CONTEXT
     if moderngl is None:
         raise RuntimeError("the embedded renderer needs the 'moderngl' package: pip install moderngl")
+    # Mesa's llvmpipe: rasterise in the calling thread unless told otherwise. One core per worker is how the
+    # benchmark runner scales, it measured as fast as threaded rasterisation at 224x224 on a loaded machine, and
+    # llvmpipe's worker threads make a forked child that creates its own context hang.
+    os.environ.setdefault("LP_NUM_THREADS", "0")
     device = os.environ.get("NAVILA_AGENT_EGL_DEVICE", "0")
     if not device.isdigit():
         raise ValueError(f"NAVILA_AGENT_EGL_DEVICE must be a device index (0, 1, ...), got '{device}'")
     try:
         _CONTEXT = moderngl.create_standalone_context(backend="egl", require=330, device_index=int(device))
+        _CONTEXT_PID = os.getpid()
     except Exception as e:  # moderngl/glcontext raise plain Exception subclasses with terse messages
         raise RuntimeError(
             "could not create a headless OpenGL 3.3 context through EGL "

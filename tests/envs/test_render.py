@@ -137,3 +137,47 @@ def test_egl_device_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("NAVILA_AGENT_EGL_DEVICE", "gpu0")
     with pytest.raises(ValueError, match="NAVILA_AGENT_EGL_DEVICE"):
         gl_context()
+
+
+_FORK_SCRIPT = """
+import multiprocessing, numpy as np, trimesh
+from envs.render import Renderer, RenderConfig
+
+def room():
+    box = trimesh.creation.box(extents=[4.0, 3.0, 6.0])
+    box.invert()
+    return box
+
+def child(queue):
+    with Renderer(RenderConfig(width=16, height=16)) as r:
+        r.load_mesh(room())
+        queue.put(float(r.render(np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0]))[1][8, 8]))
+
+parent = Renderer(RenderConfig(width=16, height=16))
+parent.load_mesh(room())
+parent.render(np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0]))
+ctx = multiprocessing.get_context("fork")
+queue = ctx.Queue()
+proc = ctx.Process(target=child, args=(queue,))
+proc.start()
+print(queue.get(timeout=20))
+proc.join(timeout=5)
+"""
+
+
+def test_forked_worker_renders() -> None:
+    """A worker forked after its parent rendered makes its own context and renders (with the default
+    single-threaded llvmpipe; GL contexts do not survive fork). Runs in a fresh interpreter, because the test
+    process's context was made with the threaded rasteriser that tests/conftest.py asks for."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "LP_NUM_THREADS"}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run(
+        [sys.executable, "-c", _FORK_SCRIPT], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.strip()) == pytest.approx(3.0, abs=0.02)
