@@ -117,3 +117,34 @@ def test_opencv_extract_frames(tmp_path) -> None:
     assert [int(f.mean()) // 10 for f in frames] == pytest.approx([0, 6, 12, 19], abs=1)
     with pytest.raises(FileNotFoundError, match="video file not found"):
         opencv_extract_frames(tmp_path / "missing.mp4")
+
+
+def _vila_reference_tokenizer_image_token(prompt, tokenizer, image_token_index=IMAGE_TOKEN_INDEX):
+    """VILA/LLaVA's algorithm, written out to compare against (tokenise chunks with special tokens, strip one BOS)."""
+    chunks = [tokenizer(chunk).input_ids for chunk in prompt.split("<image>")]
+    out, offset = [], 0
+    if chunks and chunks[0] and chunks[0][0] == tokenizer.bos_token_id:
+        offset = 1
+        out.append(chunks[0][0])
+    separated = [x for pair in zip(chunks, [[image_token_index] * (offset + 1)] * len(chunks), strict=True) for x in pair][:-1]
+    for x in separated:
+        out.extend(x[offset:])
+    return out
+
+
+def test_tokenizer_image_token_matches_vila_with_a_bos_adding_tokenizer(tokenizer) -> None:
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    backend = tokenizer.backend_tokenizer.__class__.from_str(tokenizer.backend_tokenizer.to_str())
+    bos = tokenizer.bos_token_id
+    backend.post_processor = TemplateProcessing(single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", bos)])
+    llama_like = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
+    prompt = "Go <image>\n<image>\n, now <image>\n. stop"
+    ours = tokenizer_image_token(prompt, llama_like)
+    assert ours == _vila_reference_tokenizer_image_token(prompt, llama_like)
+    assert ours[0] == bos and ours.count(bos) == 1 and ours.count(IMAGE_TOKEN_INDEX) == 3
+    # A llama_3 prompt already starting with <|begin_of_text|>: VILA doubles it, we keep one.
+    reference = _vila_reference_tokenizer_image_token("<|begin_of_text|>" + prompt, llama_like)
+    assert reference[:2] == [bos, bos]
+    assert tokenizer_image_token("<|begin_of_text|>" + prompt, llama_like) == reference[1:]
