@@ -79,8 +79,8 @@ def _sample_triangles(tris: np.ndarray, spacing: float, chunk_points: int = 2_00
     """Yield [P, 3] points covering the triangles [F, 3, 3] with at most `spacing` between neighbours.
 
     Each triangle gets a barycentric lattice with n subdivisions per edge, n from its longest edge. Triangles
-    are grouped by n (rounded up to a short ladder of values) so every group is one vectorised product, and
-    groups are cut in chunks to bound memory on Matterport-sized meshes (millions of triangles).
+    are grouped by n (rounded up to a short ladder of values when there are many) so every group is one
+    vectorised product, and groups are cut in chunks to bound memory on Matterport-sized meshes.
     """
     if len(tris) == 0:
         return
@@ -88,8 +88,9 @@ def _sample_triangles(tris: np.ndarray, spacing: float, chunk_points: int = 2_00
     longest = np.sqrt((e * e).sum(-1)).max(-1)  # [F]
     n = np.maximum(1, np.ceil(longest / spacing)).astype(np.int64)
     # Round n up to 1, 2, 3, 4, 6, 8, 12, 16, 24, ... so there are few groups.
-    ladder = np.unique(np.concatenate([[1, 2, 3], 2 ** np.arange(2, 16), 3 * 2 ** np.arange(1, 15)]))
-    n = ladder[np.searchsorted(ladder, n)]
+    if len(np.unique(n)) > 64:  # many sizes (scanned meshes): few groups matter more than a few extra points
+        ladder = np.unique(np.concatenate([[1, 2, 3], 2 ** np.arange(2, 16), 3 * 2 ** np.arange(1, 15)]))
+        n = ladder[np.searchsorted(ladder, n)]
     for k in np.unique(n):
         idx = np.nonzero(n == k)[0]
         i, j = np.meshgrid(np.arange(k + 1), np.arange(k + 1), indexing="ij")
@@ -155,6 +156,9 @@ def rasterize_floor_and_obstacles(
     for pts in _sample_triangles(tris[is_obst], spacing):
         pts = pts[(pts[:, 1] > lo_y) & (pts[:, 1] < hi_y)]
         _mark(obstacle, pts, x0, z0, res)
+    # Sampling can miss a cell that two floor triangles share only in part (neither's points land in it);
+    # close such one-cell holes, or erosion would grow each into a 25 cm blocked disc.
+    floor = ndimage.binary_closing(floor, structure=np.ones((3, 3), dtype=bool))
     return floor, obstacle, (float(x0), float(z0))
 
 
