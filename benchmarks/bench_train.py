@@ -4,9 +4,9 @@
     python -m benchmarks.bench_train --data DIR --steps 20    # on a collected folder instead of synthetic data
     python -m benchmarks.bench_train --init tiny --steps 5    # seconds-fast smoke run
 
-Synthetic data is written in the real collection format (random 224×224 frames, 60-step trajectories, the
-NaVILA prompt and answers), so the numbers include npz decoding, frame sampling, image preprocessing and
-tokenisation. The first `--warmup` steps are run and discarded; checkpoint saving is excluded from the timing.
+Synthetic data is written in the real collection format (blocky random 224×224 frames stored as PNG,
+60-step trajectories, the NaVILA prompt and answers), so the numbers include frame decoding, frame sampling,
+resizing and tokenisation. The first `--warmup` steps are run and discarded; checkpoint saving is excluded from the timing.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ ANSWERS = {
 }  # fmt: skip
 
 
-def synthetic_dataset(folder: Path, trajectories: int, steps: int, size: int, seed: int = 0) -> Path:
-    """A collected folder with random frames and a plausible action mix (written by the real writer)."""
+def synthetic_dataset(folder: Path, trajectories: int, steps: int, size: int, seed: int = 0,
+                      codec: str = "png") -> Path:
+    """A collected folder with blocky random frames (flat regions, like rendered houses, so they compress like
+    real ones) and a plausible action mix, written by the real writer."""
     from agent.prompt import build_user_prompt
     from benchmarks.collect import (
         CollectConfig,
@@ -53,11 +55,13 @@ def synthetic_dataset(folder: Path, trajectories: int, steps: int, size: int, se
                           Instruction("Walk past the sofa, go through the doorway and stop next to the table."),
                           [[0, 0, 0]], dataset="r2r", split="bench")
         decisions = decision_points(actions)
-        frames = rng.integers(0, 256, size=(len(actions), size, size, 3), dtype=np.uint8)  # [T, H, W, 3]
+        blocks = rng.integers(0, 256, size=(len(actions), 14, 14, 3), dtype=np.uint8)
+        cell = -(-size // 14)
+        frames = np.repeat(np.repeat(blocks, cell, 1), cell, 2)[:, :size, :size]  # [T, H, W, 3]
         traj = Trajectory(trajectory_key(episode), episode, list(frames), actions, decisions,
                           ["expert"] * len(decisions), ended_with_stop=True)
         samples = build_samples(traj, build_user_prompt, 8, False, f"frames/{traj.key}.npz")
-        writer.write(traj, samples, frames)
+        writer.write(traj, samples, np.ascontiguousarray(frames), codec)
     write_manifest(folder, CollectConfig(split="bench", output=str(folder)))
     return folder
 
@@ -125,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--trajectories", type=int, default=8, help="synthetic trajectories")
     parser.add_argument("--frame-size", type=int, default=224, help="synthetic frame size")
+    parser.add_argument("--frame-codec", default="png", choices=["png", "jpeg", "npz"], help="synthetic frames file")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--tune-vision-tower", action="store_true")
     parser.add_argument("--pretrained-tower", action="store_true", help="ImageNet tower weights (same speed)")
@@ -149,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.data:
             data = args.data
         else:
-            data = synthetic_dataset(Path(tmp) / "synthetic", args.trajectories, 60, args.frame_size, args.seed)
+            data = synthetic_dataset(Path(tmp) / "synthetic", args.trajectories, 60, args.frame_size, args.seed,
+                                     args.frame_codec)
         rows = [bench(device, args, data) for device in devices]
     if args.json:
         for row in rows:

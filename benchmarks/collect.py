@@ -57,6 +57,7 @@ SAMPLES_FILE = "samples.jsonl"
 TRAJECTORIES_FILE = "trajectories.jsonl"
 MANIFEST_FILE = "manifest.json"
 EXPERTS = ("auto", "replay", "follower")
+FRAME_CODECS = ("png", "jpeg", "npz")
 # The follower stops this close (geodesic, metres) to the goal: the generator's expert_stop_distance.
 FOLLOWER_GOAL_RADIUS = 0.3
 
@@ -74,6 +75,7 @@ class CollectConfig:
     data_root: str | None = None  # VLN-CE data folder (real episodes; expert = ground-truth replay)
     num_frames: int = NUM_FRAMES  # frames per sample
     frame_size: int | None = None  # resize stored frames to S×S (None = the env's resolution)
+    frame_codec: str = "png"  # frames file: "png" (lossless, per frame), "jpeg" (q95, photoreal scenes), "npz" (raw)
     seed: int = 0  # DAgger coin flips
     max_steps: int = 500  # low-level step limit per trajectory
     expert: str = "auto"  # "auto" (replay ground truth when the episode has it, else follower) | "replay" | "follower"
@@ -93,6 +95,8 @@ class CollectConfig:
             raise ValueError("--beta < 1 needs --policy PATH (the model that acts when the expert does not)")
         if self.num_frames < 1:
             raise ValueError(f"--num-frames must be >= 1, got {self.num_frames}")
+        if self.frame_codec not in FRAME_CODECS:
+            raise ValueError(f"unknown --frame-codec '{self.frame_codec}'; available: {', '.join(FRAME_CODECS)}")
         if self.frame_size is not None and self.frame_size < 8:
             raise ValueError(f"--frame-size must be >= 8 pixels, got {self.frame_size}")
         if self.max_steps < 1:
@@ -405,6 +409,29 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def write_frames(path: Path, frames: np.ndarray, codec: str) -> None:
+    """One trajectory's frames [T, H, W, 3] uint8 in one .npz: raw (`rgb`, zlib-compressed) or one encoded
+    image per frame (`data` = the concatenated PNG/JPEG bytes, `offsets` [T + 1]), so a reader decodes only
+    the 8 frames a sample needs (`vlm/train/dataset.py::FrameStore`)."""
+    if codec == "npz":
+        np.savez_compressed(path, rgb=frames)
+        return
+    if codec not in FRAME_CODECS:
+        raise ValueError(f"unknown frame codec '{codec}'; available: {', '.join(FRAME_CODECS)}")
+    import cv2
+
+    ext, params = (".png", [cv2.IMWRITE_PNG_COMPRESSION, 3]) if codec == "png" else (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95])
+    encoded = []
+    for frame in frames:
+        ok, buf = cv2.imencode(ext, np.ascontiguousarray(frame[:, :, ::-1]), params)  # cv2 wants BGR
+        if not ok:
+            raise RuntimeError(f"could not encode a frame as {codec}")
+        encoded.append(buf.reshape(-1))
+    offsets = np.cumsum([0] + [len(b) for b in encoded]).astype(np.int64)  # [T + 1]
+    np.savez(path, codec=np.array(codec), data=np.concatenate(encoded), offsets=offsets,
+             shape=np.array(frames.shape, dtype=np.int64))
+
+
 class ShardWriter:
     """Appends finished trajectories to one shard folder; on open, drops samples of unfinished ones."""
 
@@ -420,11 +447,13 @@ class ShardWriter:
             tmp.write_text("".join(json.dumps(s) + "\n" for s in kept), encoding="utf-8")
             os.replace(tmp, folder / SAMPLES_FILE)
 
-    def write(self, traj: Trajectory, samples: list[dict[str, Any]], frames: np.ndarray) -> dict[str, Any]:
+    def write(
+        self, traj: Trajectory, samples: list[dict[str, Any]], frames: np.ndarray, codec: str = "png"
+    ) -> dict[str, Any]:
         """Frames file (atomic rename), then the samples, then the trajectory line that marks it finished."""
         frames_path = self.folder / "frames" / f"{traj.key}.npz"
-        tmp = frames_path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, rgb=frames)
+        tmp = frames_path.with_suffix(f".{os.getpid()}.tmp.npz")
+        write_frames(tmp, frames, codec)
         os.replace(tmp, frames_path)
         _append_lines(self.folder / SAMPLES_FILE, samples)
         record = {
@@ -475,7 +504,7 @@ def write_manifest(output: Path, config: CollectConfig) -> dict[str, Any]:
         "expert": "shortest_path_follower" if config.beta < 1.0 else config.expert,
         "settings": settings,
     }
-    tmp = output / (MANIFEST_FILE + ".tmp")
+    tmp = output / f"{MANIFEST_FILE}.{os.getpid()}.tmp"  # per process: parallel shard collectors may race here
     tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     os.replace(tmp, output / MANIFEST_FILE)
     return manifest
@@ -521,7 +550,7 @@ def collect(
             raise RuntimeError(f"episode {episode.uid}: the expert produced no action")
         frames = np.stack([_resize(f, config.frame_size) for f in traj.frames])  # [T, H, W, 3] uint8
         samples = build_samples(traj, prompt_fn, config.num_frames, config.rebalance, f"frames/{key}.npz")
-        writer.write(traj, samples, frames)
+        writer.write(traj, samples, frames, config.frame_codec)
         if progress:
             progress(n + 1, len(todo))
     return write_manifest(output, config)

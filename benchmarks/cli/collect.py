@@ -40,6 +40,8 @@ def register(app: typer.Typer) -> None:
                                                 "shortest-path follower), replay or follower."),
         data_root: Path = typer.Option(None, help="VLN-CE data folder (default: generated data)."),
         frame_size: int = typer.Option(None, help="Store frames resized to SxS (default: the env's 224)."),
+        frame_codec: str = typer.Option("png", help="How frames are stored: png (lossless), jpeg (q95, for "
+                                                    "photoreal scenes) or npz (raw, zlib)."),
         num_frames: int = typer.Option(8, help="Frames per sample (7 history + current)."),
         seed: int = typer.Option(0, help="Seed of DAgger's coin flips."),
         max_steps: int = typer.Option(500, help="Low-level step limit per trajectory."),
@@ -62,6 +64,7 @@ def register(app: typer.Typer) -> None:
                 split=split, output=str(output), limit=limit, shards=shards, shard_index=shard_index,
                 rebalance=rebalance, policy=str(policy) if policy else None, beta=beta,
                 data_root=str(data_root) if data_root else None, num_frames=num_frames, frame_size=frame_size,
+                frame_codec=frame_codec,
                 seed=seed, expert=expert, max_steps=max_steps,
             )
             from envs.datasets.splits import parse_split

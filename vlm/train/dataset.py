@@ -2,8 +2,9 @@
 
 Reads the folders that `navila-agent collect` writes (format `navila-agent-trajectories/1`, see
 `benchmarks/collect.py`): every `shard-*/samples.jsonl` line whose trajectory is listed in that shard's
-`trajectories.jsonl` is one sample; its `frames` are indices into the trajectory's `frames/<traj>.npz`
-(`rgb` [T, H, W, 3] uint8), -1 meaning a black padding frame.
+`trajectories.jsonl` is one sample; its `frames` are indices into the trajectory's `frames/<traj>.npz`, -1
+meaning a black padding frame. A frames file holds either `rgb` [T, H, W, 3] uint8, or one PNG/JPEG per frame
+(`data` bytes, `offsets` [T + 1], `shape`), of which only the frames a sample uses are decoded.
 
 Encoding (`SampleEncoder`), as in LLaVA/VILA supervised fine-tuning:
 - prompt = the llama_3 template with the human turn and an open assistant turn; target = the answer sentence
@@ -51,6 +52,33 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+class FrameStore:
+    """The frames of one trajectory file, decoded on demand: `len(store)`, `store.frame(i)` → [H, W, 3] uint8."""
+
+    def __init__(self, path: Path) -> None:
+        with np.load(path) as data:
+            if "rgb" in data:
+                self._rgb: np.ndarray | None = data["rgb"]  # [T, H, W, 3] uint8
+                self.shape = tuple(self._rgb.shape)
+            elif "data" in data and "offsets" in data:
+                self._rgb = None
+                self._data, self._offsets = data["data"], data["offsets"]  # bytes, [T + 1]
+                self.shape = tuple(int(x) for x in data["shape"])
+            else:
+                raise ValueError(f"frames file {path}: expected 'rgb' or 'data' + 'offsets', found {list(data)}")
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def frame(self, i: int) -> np.ndarray:
+        if self._rgb is not None:
+            return self._rgb[i]
+        import cv2
+
+        bgr = cv2.imdecode(self._data[self._offsets[i] : self._offsets[i + 1]], cv2.IMREAD_COLOR)
+        return bgr[:, :, ::-1]  # [H, W, 3] RGB
+
+
 class TrajectoryDataset(torch.utils.data.Dataset):
     """Raw samples of one collected folder: `{"frames": [N, H, W, 3] uint8, "prompt", "answer", ...}`."""
 
@@ -79,21 +107,20 @@ class TrajectoryDataset(torch.utils.data.Dataset):
                     self._shard_of.append(shard)
         if not self.samples:
             raise ValueError(f"dataset '{self.name}' at {self.root} holds no finished samples")
-        self._cache: OrderedDict[Path, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[Path, FrameStore] = OrderedDict()
         self._cache_size = cache_trajectories
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _trajectory_frames(self, path: Path) -> np.ndarray:
+    def _trajectory_frames(self, path: Path) -> FrameStore:
         # A small LRU: consecutive samples of one trajectory share its frames file.
         if path in self._cache:
             self._cache.move_to_end(path)
             return self._cache[path]
         if not path.is_file():
             raise ValueError(f"dataset '{self.name}': frames file {path} is missing")
-        with np.load(path) as data:
-            frames = data["rgb"]  # [T, H, W, 3] uint8
+        frames = FrameStore(path)
         self._cache[path] = frames
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -102,11 +129,11 @@ class TrajectoryDataset(torch.utils.data.Dataset):
     def frames_for(self, index: int) -> np.ndarray:
         """The sample's frames [N, H, W, 3] uint8, black where its index is -1."""
         sample = self.samples[index]
-        all_frames = self._trajectory_frames(self._shard_of[index] / sample["frames_file"])
-        out = np.zeros((len(sample["frames"]), *all_frames.shape[1:]), dtype=np.uint8)
+        store = self._trajectory_frames(self._shard_of[index] / sample["frames_file"])
+        out = np.zeros((len(sample["frames"]), *store.shape[1:]), dtype=np.uint8)  # [N, H, W, 3]
         for i, f in enumerate(sample["frames"]):
             if f >= 0:
-                out[i] = all_frames[f]
+                out[i] = store.frame(f)
         return out
 
     def __getitem__(self, index: int) -> dict[str, Any]:
