@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -61,9 +60,7 @@ class VisionTower(nn.Module):
     @property
     def config_dict(self) -> dict:
         """The tower's config as saved in vision_tower/config.json and the top-level `vision_tower_cfg`."""
-        if isinstance(self.encoder, EfficientNetLite0):
-            return self.encoder.config.to_dict()
-        return self.encoder.config.to_dict()
+        return self.encoder.config.to_dict()  # EfficientNetLiteConfig and HF configs both have to_dict()
 
     @property
     def hidden_size(self) -> int:
@@ -203,6 +200,3 @@ def save_vision_tower(tower: VisionTower, folder: Path) -> None:
         tower.encoder.save_pretrained(folder)
     tower.image_processor.save_pretrained(folder)
 
-
-def describe(tower: Any) -> str:
-    return f"{tower.kind} ({tower.num_tokens} tokens x {tower.hidden_size} channels at {tower.image_size} px)"
