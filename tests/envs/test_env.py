@@ -179,3 +179,12 @@ def test_real_r2r_sample_without_scenes_names_the_missing_mesh(shared_data_dir):
     assert len(env.episodes) == 20 and env.episodes[0].scene_id.startswith("mp3d/")
     with pytest.raises(FileNotFoundError, match=r"episode \S+: scene mesh not found at .*scene_datasets/mp3d/"):
         env.reset()
+
+
+def test_action_id():
+    from envs.env import action_id
+
+    assert action_id(2) == 2 and action_id(np.int64(3)) == 3 and action_id(np.array(1)) == 1
+    for bad in (4, -1, 1.0, "1", True, np.array([1]), None):
+        with pytest.raises(ValueError, match="invalid action"):
+            action_id(bad)
