@@ -339,7 +339,10 @@ def run_batched(
     worker: int = 0,
 ) -> None:
     """Run `episodes` on K slots stepped together: each round, one `act_batch` over the active slots, then one
-    step per env; a slot whose episode ends emits its record and takes the next episode."""
+    step per env; a slot whose episode ends emits its record and takes the next episode.
+
+    An exception in the batched act call fails every episode of that batch (the call's state cannot be split per
+    agent: the NaVILA agent records its frames before the model call); `--retry-errors` runs them again."""
     todo: deque[Episode] = deque(episodes)
     active: dict[int, _Trajectory] = {}
 
@@ -355,20 +358,18 @@ def run_batched(
             except Exception:
                 emit(_failed(ep, slots[i].agent, traceback.format_exc(), slots[i].callbacks, worker, t0))
 
-    def end(i: int, record: dict[str, Any] | None = None) -> None:
+    def end(i: int, error: str | None = None) -> None:
+        """Emit slot i's record (finished, or failed with `error`) and give the slot its next episode."""
         traj = active.pop(i)
-        if record is None:
+        slot = slots[i]
+        record = None
+        if error is None:
             try:
-                record = _finish(slots[i].env, slots[i].agent, traj, dtw, slots[i].callbacks, worker)
+                record = _finish(slot.env, slot.agent, traj, dtw, slot.callbacks, worker)
             except Exception:
-                record = _failed(
-                    traj.episode,
-                    slots[i].agent,
-                    traceback.format_exc(),
-                    slots[i].callbacks,
-                    worker,
-                    traj.t_start,
-                )
+                error = traceback.format_exc()
+        if record is None:
+            record = _failed(traj.episode, slot.agent, error or "", slot.callbacks, worker, traj.t_start)
         emit(record)
         begin(i)
 
@@ -382,17 +383,7 @@ def run_batched(
         except Exception:
             error = traceback.format_exc()  # a failed batched call fails every episode in the batch
             for i in ids:
-                end(
-                    i,
-                    _failed(
-                        active[i].episode,
-                        slots[i].agent,
-                        error,
-                        slots[i].callbacks,
-                        worker,
-                        active[i].t_start,
-                    ),
-                )
+                end(i, error)
             continue
         share = (time.perf_counter() - t) / len(ids)  # model time split evenly over the batch
         for i, action in zip(ids, actions, strict=True):
@@ -400,17 +391,7 @@ def run_batched(
             try:
                 _step(slots[i].env, active[i], action, slots[i].callbacks)
             except Exception:
-                end(
-                    i,
-                    _failed(
-                        active[i].episode,
-                        slots[i].agent,
-                        traceback.format_exc(),
-                        slots[i].callbacks,
-                        worker,
-                        active[i].t_start,
-                    ),
-                )
+                end(i, traceback.format_exc())
                 continue
             if active[i].done:
                 end(i)

@@ -242,3 +242,21 @@ def test_real_env_metrics_do_not_depend_on_the_worker_count(tmp_path: Path) -> N
         assert out.summary["errors"] == 0, load_results(out.run_dir)
         runs[workers] = _metrics(out.run_dir)
     assert runs[1] == runs[2] and len(runs[1]) == 2
+
+
+def test_a_crash_in_a_batched_call_fails_that_batch_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One batched act call serves K episodes, so its exception fails those K (recorded, retryable); the run goes
+    on with the next episodes."""
+    monkeypatch.setenv("NAVILA_FAKE_CRASH", "4")
+    out = runner.evaluate(_config(tmp_path, agent="oracle", envs_per_worker=3), factories=FAKE)
+    recs = load_results(out.run_dir)
+    errors = sorted(u for u, r in recs.items() if r["status"] == "error")
+    assert "r2r_val_unseen:4" in errors and len(errors) <= 3 and len(recs) == 6
+    assert out.summary["errors"] == len(errors) and out.summary["sr"] == 1.0
+    monkeypatch.delenv("NAVILA_FAKE_CRASH")
+    again = runner.evaluate(
+        _config(tmp_path, agent="oracle", envs_per_worker=3, retry_errors=True), factories=FAKE
+    )
+    assert again.new == len(errors) and again.summary["errors"] == 0
