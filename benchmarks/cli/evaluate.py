@@ -38,7 +38,7 @@ def resolve_model(agent: str, model: Path | None) -> str | None:
     """The checkpoint folder the navila agent will load (None for baselines); ValueError naming --model when the
     path is missing or is not a checkpoint, so the run stops before any worker starts."""
     if agent != "navila":
-        return str(model) if model is not None else None
+        return None  # baselines load no model (and a stray --model must not change the run's fingerprint)
     if model is None:
         path = default_model_path()
         if not (path / CHECKPOINT_MARKER).is_file():
