@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+from envs.scenes.decor import decorate_room
 from envs.scenes.furniture import (
     CATEGORIES,
     COMPANIONS,
@@ -46,10 +47,13 @@ class HouseConfig:
     door_height: float = 2.1  # height of a doorway; a lintel closes the wall above it (metres)
     extra_door_prob: float = 0.35  # chance that an adjacency outside the spanning tree also gets a door
     min_objects_per_room: int = 2  # furniture pieces per room (fewer if the room has no space)
-    max_objects_per_room: int = 6
+    max_objects_per_room: int = (
+        6  # (a room type's required pieces, e.g. a bathroom's toilet, always get a try)
+    )
     door_clearance: float = 1.1  # furniture keeps this far (metres) in front of each doorway
     tile_size: float = 0.6  # floor tile edge; planks are 3x as long and half as wide (metres)
     ceiling: bool = True  # draw the ceiling (and ceiling lights)
+    decorations: bool = True  # windows on outside walls, paintings on inside walls
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_rooms <= self.max_rooms:
@@ -175,9 +179,12 @@ def generate_house(
     if config.ceiling:
         _add_ceiling(builder, cells, width, depth, config)
     for room in rooms:
-        semantics.objects.extend(
-            _furnish_room(builder, room, doors, config, rng, first_id=len(semantics.objects))
-        )
+        furniture = _furnish_room(builder, room, doors, config, rng, first_id=len(semantics.objects))
+        semantics.objects.extend(furniture)
+        if config.decorations:
+            first_id = len(semantics.objects)
+            decor = decorate_room(builder, room, doors, furniture, (width, depth), t, rng, first_id)
+            semantics.objects.extend(decor)
     return builder.build(), semantics
 
 

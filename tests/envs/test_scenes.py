@@ -242,3 +242,44 @@ def test_every_room_walkable_from_every_other(houses) -> None:
             r0, c0 = grid.world_to_cell(np.array([x0, 0.0, z0]))
             r1, c1 = grid.world_to_cell(np.array([x1, 0.0, z1]))
             assert (comp[r0:r1, c0:c1] == main).sum() > 50, f"{sem.house_id}: {room.name} is cut off"
+
+
+def test_windows_on_outside_walls_paintings_inside(houses, renderer: Renderer) -> None:
+    counts = {"window": 0, "painting": 0}
+    for mesh, sem in houses.values():
+        hi = np.max([p for r in sem.rooms for p in r.polygon], axis=0) + 0.075  # footprint (x, z) extent
+        for o in sem.objects:
+            if o.category not in counts:
+                continue
+            counts[o.category] += 1
+            (x0, z0), _, (x1, z1), _ = sem.rooms[o.room_id].polygon
+            x, z = o.position[0], o.position[2]
+            # Flat on one of its room's walls...
+            gaps = {"z0": abs(z - o.size[2] / 2 - z0), "z1": abs(z + o.size[2] / 2 - z1)}
+            gaps |= {"x0": abs(x - o.size[0] / 2 - x0), "x1": abs(x + o.size[0] / 2 - x1)}
+            side = min(gaps, key=gaps.get)
+            assert gaps[side] < 1e-3 and min(o.size[0], o.size[2]) < 0.06
+            # ...which is an outside wall for a window and an inside one for a painting.
+            on_edge = {"z0": z0 < 0.1, "z1": z1 > hi[1] - 0.1, "x0": x0 < 0.1, "x1": x1 > hi[0] - 0.1}[side]
+            assert on_edge == (o.category == "window"), (sem.house_id, o)
+    assert counts["window"] >= 8 and counts["painting"] >= 1, counts
+    # Looking straight at a window from 1.5 m: glass (bluish) 4 cm in front of the wall, 30 cm right of its
+    # centre (the centre has the mullion, 5 cm in front of the wall).
+    mesh, sem = houses[0]
+    renderer.load_mesh(mesh)
+    window = next(o for o in sem.objects if o.category == "window")
+    (x0, z0), _, (x1, z1), _ = sem.rooms[window.room_id].polygon
+    wx, wz = window.position[0], window.position[2]
+    if window.size[2] < window.size[0]:  # on a z wall
+        into = 1.0 if abs(wz - z0) < abs(wz - z1) else -1.0
+        wall = z0 if into > 0 else z1
+        eye, yaw = np.array([wx, 1.5, wall + into * 1.5]), (0.0 if into > 0 else math.pi)
+    else:
+        into = 1.0 if abs(wx - x0) < abs(wx - x1) else -1.0
+        wall = x0 if into > 0 else x1
+        eye, yaw = np.array([wall + into * 1.5, 1.5, wz]), (math.pi / 2 if into > 0 else -math.pi / 2)
+    rgb, depth = renderer.render(eye, _yaw_quat(yaw))
+    assert depth[48, 48] == pytest.approx(1.5 - 0.05, abs=0.005)
+    assert depth[48, 58] == pytest.approx(1.5 - 0.04, abs=0.005)
+    r, g, b = (int(v) for v in rgb[48, 58])
+    assert b > r + 30
