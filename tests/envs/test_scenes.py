@@ -246,7 +246,7 @@ def test_every_room_walkable_from_every_other(houses) -> None:
 
 def test_windows_on_outside_walls_paintings_inside(houses, renderer: Renderer) -> None:
     counts = {"window": 0, "painting": 0}
-    for mesh, sem in houses.values():
+    for _, sem in houses.values():
         hi = np.max([p for r in sem.rooms for p in r.polygon], axis=0) + 0.075  # footprint (x, z) extent
         for o in sem.objects:
             if o.category not in counts:
@@ -281,5 +281,5 @@ def test_windows_on_outside_walls_paintings_inside(houses, renderer: Renderer) -
     rgb, depth = renderer.render(eye, _yaw_quat(yaw))
     assert depth[48, 48] == pytest.approx(1.5 - 0.05, abs=0.005)
     assert depth[48, 58] == pytest.approx(1.5 - 0.04, abs=0.005)
-    r, g, b = (int(v) for v in rgb[48, 58])
+    r, _, b = (int(v) for v in rgb[48, 58])
     assert b > r + 30
