@@ -67,12 +67,9 @@ def _to_list(x: Any) -> list[float]:
 
 
 def _decision_log(agent_stats: dict[str, Any]) -> list[dict[str, Any]]:
-    """The agent's per-decision log, whichever key the agent uses for it ('decision_log' or 'log')."""
-    for key in ("decision_log", "log", "decisions_log"):
-        log = agent_stats.get(key)
-        if isinstance(log, list):
-            return [dict(d) for d in log]
-    return []
+    """The agent's per-decision log (`episode_stats()["decision_log"]`, agent.base.Decision dicts), copied."""
+    log = agent_stats.get("decision_log")
+    return [dict(d) for d in log] if isinstance(log, list) else []
 
 
 @dataclass
