@@ -437,7 +437,14 @@ def _add_walls(
                 plus = _room_color_at(rooms, cells, line.c + t, mid)
                 minus = _room_color_at(rooms, cells, line.c - t, mid)
                 faces = {"+x": plus, "-x": minus, "+z": plus, "-z": plus, "-y": plus}
-            builder.add_box(lo, hi, plus, face_colors=faces)
+            beside_gap = not in_gap and any(abs(v - g) < 1e-6 for v in (a, b) for gap in gaps for g in gap)
+            if beside_gap:
+                # Split at the lintel's height so the lintel and its neighbours share whole edges: a T-junction
+                # there could leave pixel cracks through the wall.
+                builder.add_box(lo, (hi[0], config.door_height, hi[2]), plus, face_colors=faces)
+                builder.add_box((lo[0], config.door_height, lo[2]), hi, plus, face_colors=faces)
+            else:
+                builder.add_box(lo, hi, plus, face_colors=faces)
 
 
 def _add_ceiling(
