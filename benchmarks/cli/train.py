@@ -14,6 +14,7 @@ written to --output itself, so `navila-agent eval --model OUTPUT` evaluates it.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,12 @@ def build_init_model(init: str, output: Path, dataset: Any, vocab_size: int, see
     if (tok_dir / "tokenizer.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
     else:
+        # Every rank trains the same (deterministic) tokenizer; rank 0 alone writes it, atomically, for resumes.
         tokenizer = vlm.build_tokenizer(corpus_texts(dataset), vocab_size=vocab_size)
-        tokenizer.save_pretrained(str(tok_dir))
+        if int(os.environ.get("RANK", "0")) == 0:
+            tmp = output / f"{TOKENIZER_FOLDER}.{os.getpid()}.tmp"
+            tokenizer.save_pretrained(str(tmp))
+            os.replace(tmp, tok_dir)
     torch.manual_seed(seed)  # the same init on a resume: frozen weights are not in the checkpoint state
     if init == "embedded":
         config = vlm.embedded_config(tokenizer)
@@ -128,7 +133,7 @@ def register(app: typer.Typer) -> None:
         from vlm.train.registry import describe, load_registry, parse_mixture
         from vlm.train.trainer import TrainConfig, train
 
-        console = Console(stderr=True)
+        console = Console(stderr=True, quiet=int(os.environ.get("RANK", "0")) != 0)  # one report per run, not per rank
         if (model is None) == (init is None):
             raise _fail("give exactly one of --model PATH (a checkpoint) or --init embedded|tiny (a fresh model)")
         if model is not None and not (model / "config.json").is_file():

@@ -68,3 +68,36 @@ def test_bad_input_gives_a_clear_message(tmp_path):
     assert result.exit_code == 2 and "did you mean 'r2r_train'" in result.output
     result = CliRunner().invoke(app, ["collect", "--output", str(tmp_path / "c"), "--beta", "0.5"])
     assert result.exit_code == 2 and "--policy" in result.output
+
+
+@pytest.mark.slow  # two processes (torchrun, gloo on CPU): ~30 s on a shared 2-core machine
+def test_two_process_training_and_resume(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.vlm.train.fakes import write_collected
+
+    repo = Path(__file__).resolve().parents[2]
+    answers = ["The next action is move forward 75 cm.", "The next action is turn left 30 degrees.",
+               "The next action is stop."]
+    data = write_collected(tmp_path / "d", {"a": answers, "b": answers[::-1], "c": answers}, size=32)
+    launcher = tmp_path / "cli.py"
+    launcher.write_text("from benchmarks.cli import main\nmain()\n")
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "run"
+
+    def launch(steps: int) -> str:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(launcher), "train",
+               "--data-mixture", str(data), "--init", "tiny", "--steps", str(steps), "--batch-size", "2",
+               "--save-every", "2", "--vocab-size", "300", "--log-every", "1", "--output", str(run)]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout + done.stderr
+
+    launch(2)
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]  # one log line per step: only rank 0 writes
+    out = launch(3)
+    assert '"resumed_from": 2' in out.replace("\n", "") and (run / "checkpoints" / "checkpoint-3").is_dir()

@@ -318,7 +318,8 @@ def train(
     output_dir.mkdir(parents=True, exist_ok=True)
     on_gpu = config.device == "auto" and torch.cuda.is_available()
     use_bf16 = config.bf16 == "yes" or (config.bf16 == "auto" and on_gpu)
-    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=config.device == "cpu",
+    # cpu=True also when there is no GPU: accelerate then runs torchrun's processes as a gloo group (MULTI_CPU).
+    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not on_gpu,
                               gradient_accumulation_steps=config.grad_accum)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
@@ -398,7 +399,8 @@ def train(
             scheduler.step()
             step += 1
             done_here += 1
-            loss_value = step_loss
+            # The mean over ranks (each rank saw different samples), so the log is the global batch's loss.
+            loss_value = float(accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "mean"))
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"loss became {loss_value} at step {step}; lower --lr or check the data")
             record: dict[str, Any] = {"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[0]}
@@ -414,6 +416,10 @@ def train(
                     metrics = eval_fn(ckpt)  # type: ignore[misc]
                     evals.append({"step": step, **metrics})
                     logger.log({"step": step, "loss": loss_value, **{f"eval/{k}": v for k, v in metrics.items()}})
+                if eval_now:
+                    # The other ranks wait here (not inside a gradient all-reduce) while rank 0 evaluates; keep
+                    # --eval-limit small enough to finish within the process group's timeout.
+                    accelerator.wait_for_everyone()
                 io_time += time.perf_counter() - t_io
             if progress is not None:
                 progress.update(task, completed=step, info=f"loss {loss_value:.4f}")
