@@ -51,6 +51,9 @@ def build(
     episodes: Annotated[
         int | None, typer.Option(min=1, help="Override the preset's episodes per house.")
     ] = None,
+    workers: Annotated[
+        int, typer.Option(min=0, help="Processes building houses in parallel (0 = CPU count, at most 8).")
+    ] = 0,
 ) -> None:
     """Generate houses and episodes of a split into the cache (skipped when already built with this config)."""
     import json
@@ -71,7 +74,7 @@ def build(
         if episodes is not None:
             cfg = replace(cfg, episodes_per_house=episodes)
         cached = not force and is_built(name, cfg)
-        path = build_split(name, force=force, config=cfg)
+        path = build_split(name, force=force, config=cfg, workers=workers)
         stats = json.loads(manifest_path(name).read_text())["stats"]
         state = "already built" if cached else f"built in {stats['build_seconds']:.1f} s"
         console.print(

@@ -428,13 +428,15 @@ def build_split(
     config: SplitGenConfig | None = None,
     progress: bool = True,
     on_house: Callable[[int, int], None] | None = None,
+    workers: int = 0,
 ) -> Path:
     """Build generated split `name` (houses too, where missing) unless it is already built; returns the episode file.
 
     Without `config`, any complete build of the split is kept (first use builds the preset, with the env
     overrides); with `config`, a build made with another config is replaced. `force` always rebuilds.
-    `progress` shows a rich progress bar on stderr; `on_house(done, total)` is called after each house. A file
-    lock makes concurrent callers (parallel eval workers) wait for one build instead of racing.
+    `progress` shows a rich progress bar on stderr; `on_house(done, total)` is called after each house;
+    `workers` processes build houses in parallel (0 = `default_workers()`; the output does not depend on it). A
+    file lock makes concurrent callers (parallel eval workers) wait for one build instead of racing.
     """
     dataset, split = parse_split(name)
     cfg = config if config is not None else preset_config(name)
@@ -448,7 +450,7 @@ def build_split(
         if not force and is_built(name, config):  # another process built it while we waited
             return target
         t0 = time.perf_counter()
-        episodes = _build_episodes(cfg, dataset, split, progress, on_house)
+        episodes = _build_episodes(cfg, dataset, split, progress, on_house, workers or default_workers())
         if not episodes:
             raise RuntimeError(
                 f"split '{name}': no episode could be sampled; check SplitGenConfig {asdict(cfg)}"
@@ -468,17 +470,38 @@ def build_split(
     return target
 
 
+def _house_job(args: tuple[SplitGenConfig, str, str, int]) -> list[Episode]:
+    """One house's episodes (ids from 1; renumbered by the caller). Top level so worker processes can run it."""
+    cfg, dataset, split, k = args
+    index = cfg.first_house + k
+    paths_per_house = math.ceil(cfg.episodes_per_house / cfg.instructions_per_path)
+    house = ensure_house(index)
+    return house_episodes(
+        house, index, cfg, dataset, split, first_id=1, trajectory_base=k * paths_per_house + 1
+    )
+
+
+def default_workers() -> int:
+    """Worker processes for a build: the CPU count, at most 8 (each holds one house's grid)."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
 def _build_episodes(
     cfg: SplitGenConfig,
     dataset: str,
     split: str,
     progress: bool,
     on_house: Callable[[int, int], None] | None,
+    workers: int,
 ) -> list[Episode]:
+    """All houses' episodes in house order, numbered 1..N; houses run in `workers` processes when > 1.
+
+    Each house has its own RNG stream, so the result is the same for any number of workers.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    episodes: list[Episode] = []
-    paths_per_house = math.ceil(cfg.episodes_per_house / cfg.instructions_per_path)
+    jobs = [(cfg, dataset, split, k) for k in range(cfg.num_houses)]
+    per_house: list[list[Episode]] = []
     with Progress(
         TextColumn(f"[bold]{dataset}_{split}[/] {{task.description}}"),
         BarColumn(),
@@ -488,22 +511,33 @@ def _build_episodes(
         transient=False,
     ) as bar:
         task = bar.add_task("houses", total=cfg.num_houses)
-        for k in range(cfg.num_houses):
-            index = cfg.first_house + k
-            bar.update(task, description=house_id(index))
-            house = ensure_house(index)
-            episodes += house_episodes(
-                house,
-                index,
-                cfg,
-                dataset,
-                split,
-                first_id=len(episodes) + 1,
-                trajectory_base=k * paths_per_house + 1,
-            )
+
+        def done(result: list[Episode]) -> None:
+            per_house.append(result)
             bar.advance(task)
             if on_house is not None:
-                on_house(k + 1, cfg.num_houses)
+                on_house(len(per_house), cfg.num_houses)
+
+        if workers > 1 and cfg.num_houses > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn, not fork: the parent may hold threads (the progress bar) that a fork would copy mid-lock.
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=min(workers, cfg.num_houses), mp_context=ctx) as pool:
+                bar.update(task, description=f"({min(workers, cfg.num_houses)} workers)")
+                for result in pool.map(_house_job, jobs):  # in house order
+                    done(result)
+        else:
+            for job in jobs:
+                bar.update(task, description=house_id(cfg.first_house + job[3]))
+                done(_house_job(job))
+
+    episodes = [ep for house in per_house for ep in house]
+    for i, ep in enumerate(episodes, start=1):  # ids run across houses, as in R2R-CE files
+        ep.episode_id = str(i)
+        if "instruction_id" in ep.instruction.extra:
+            ep.instruction.extra["instruction_id"] = ep.episode_id
     return episodes
 
 

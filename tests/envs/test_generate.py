@@ -194,3 +194,13 @@ def test_sample_path_on_a_synthetic_grid():
         assert house.grid.geodesic_distance(state.position, np.array(p.goal)) < 0.5
         length = sum(np.linalg.norm(np.diff(np.asarray(p.polyline)[:, [0, 2]], axis=0), axis=1))
         assert length <= cfg.max_detour * p.geodesic + 0.5 + 1e-6
+
+
+@pytest.mark.slow  # ~10 s: two house builds plus spawned worker processes
+def test_parallel_build_matches_serial_build():
+    cfg = replace(preset_config("r2r_val_seen"), num_houses=2, episodes_per_house=1)
+    serial = build_split("r2r_val_seen", force=True, config=cfg, progress=False, workers=1)
+    files = {p.name: p.read_bytes() for p in serial.parent.glob("*.json.gz")}
+    parallel = build_split("r2r_val_seen", force=True, config=cfg, progress=False, workers=2)
+    assert {p.name: p.read_bytes() for p in parallel.parent.glob("*.json.gz")} == files
+    assert [ep.episode_id for ep in load_split("r2r_val_seen")] == ["1", "2"]
