@@ -14,6 +14,7 @@ Coordinates follow habitat: metres, y up, floor at y = 0; the footprint spans x 
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,6 +191,10 @@ def generate_house(
 
 def build_house(seed: int, house_id: str, out_dir: Path, config: HouseConfig | None = None) -> Path:
     """Generate a house and write `<out_dir>/<house_id>/<house_id>.glb` and `.semantics.json`; returns the glb path."""
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", house_id):
+        raise ValueError(
+            f"house_id must be a plain file name (letters, digits, '_', '-', '.'), got '{house_id}'"
+        )
     mesh, semantics = generate_house(seed, house_id, config)
     folder = Path(out_dir) / house_id
     folder.mkdir(parents=True, exist_ok=True)

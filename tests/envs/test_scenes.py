@@ -213,6 +213,12 @@ def test_load_errors(tmp_path: Path) -> None:
         load_scene_mesh(empty, up="x")
 
 
+def test_build_house_rejects_path_like_ids(tmp_path: Path) -> None:
+    for bad in ("../x", "a/b", "", ".hidden"):
+        with pytest.raises(ValueError, match="house_id"):
+            build_house(0, bad, tmp_path)
+
+
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="min_rooms"):
         HouseConfig(min_rooms=5, max_rooms=3)
