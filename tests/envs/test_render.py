@@ -181,3 +181,15 @@ def test_forked_worker_renders() -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert float(out.stdout.strip()) == pytest.approx(3.0, abs=0.02)
+
+
+def test_missing_egl_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import envs.render
+
+    def no_egl(**kwargs):
+        raise Exception("eglGetDisplay failed")  # what glcontext raises without libEGL
+
+    monkeypatch.setattr(envs.render, "_CONTEXT", None)
+    monkeypatch.setattr(envs.render.moderngl, "create_standalone_context", no_egl)
+    with pytest.raises(RuntimeError, match=r"EGL.*libegl1 libgl1-mesa-dri"):
+        gl_context()
