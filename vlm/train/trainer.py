@@ -137,10 +137,14 @@ def configure_trainable(model: torch.nn.Module, config: TrainConfig) -> dict[str
         _part(model, "language_model").requires_grad_(True)
     if config.gradient_checkpointing:
         llm = _part(model, "language_model")
-        if hasattr(llm, "gradient_checkpointing_enable"):
-            llm.gradient_checkpointing_enable()
-            if hasattr(llm, "enable_input_require_grads"):
-                llm.enable_input_require_grads()
+        # transformers 5 renamed it (the old name warns); either recomputes activations in the backward pass.
+        enable = getattr(llm, "activation_checkpointing_enable", None) or getattr(llm, "gradient_checkpointing_enable",
+                                                                                   None)
+        if enable is None:
+            raise ValueError("--gradient-checkpointing: the language model does not support it")
+        enable()
+        if hasattr(llm, "enable_input_require_grads"):
+            llm.enable_input_require_grads()  # so checkpointed blocks get gradients when embeddings are frozen
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"trainable": trainable, "total": sum(p.numel() for p in model.parameters())}
 

@@ -63,3 +63,19 @@ def test_tiny_model_trains_and_checkpoint_loads(tiny, tmp_path):
     for (name, p), q in zip(model.llm.state_dict().items(), loaded.llm.state_dict().values(), strict=True):
         assert torch.allclose(p.float().cpu(), q.float().cpu()), name
     vlm.load(tmp_path / "run" / "checkpoints" / "checkpoint-2")  # every checkpoint is a loadable model
+
+
+def test_lora_and_gradient_checkpointing_on_the_real_model(tiny, tmp_path):
+    pytest.importorskip("peft")
+    _, tok, ds = tiny
+    torch.manual_seed(0)
+    model = vlm.build_model(vlm.tiny_config(vocab_size=len(tok)), tok)
+    before = {k: v.clone() for k, v in model.llm.state_dict().items()}
+    cfg = TrainConfig(output_dir=str(tmp_path / "run"), steps=2, batch_size=2, lr=1e-2, save_every=2,
+                      warmup_ratio=0.0, lora=True, lora_r=4, gradient_checkpointing=True, device="cpu")
+    train(model, ds, SampleEncoder(tok, model.image_processor), cfg, show_progress=False)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or n.startswith("mm_projector.") for n in trainable)
+    loaded = vlm.load(tmp_path / "run")  # merged LoRA: a plain checkpoint
+    changed = [k for k, v in loaded.llm.state_dict().items() if not torch.allclose(v, before[k].cpu())]
+    assert any("q_proj" in k for k in changed) and not any("lora" in k for k in loaded.llm.state_dict())
