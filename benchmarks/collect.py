@@ -20,12 +20,21 @@ acts, the expert or the model; the label is always the expert's answer at the vi
 predicted from that pose, merged the same way). Aggregating several DAgger rounds is a data mixture of their
 output folders.
 
-Output layout (one folder per collection; see `docs/` and `vlm/train/dataset.py`, which reads it):
+Output layout (one folder per collection; `vlm/train/dataset.py` reads it):
 
     OUT/manifest.json                     # counts per action, trajectories, samples, frames, split, settings
-    OUT/shard-00000/frames/<traj>.npz     # `rgb` [T, H, W, 3] uint8: every frame of one trajectory, stored once
+    OUT/shard-00000/frames/<traj>.npz     # every frame of one trajectory, stored once (see `write_frames`):
+                                          #   one PNG (default) or JPEG per frame, or raw `rgb` [T, H, W, 3]
     OUT/shard-00000/samples.jsonl         # one sample per line (LLaVA conversation + frame indices)
     OUT/shard-00000/trajectories.jsonl    # one line per finished trajectory: resuming skips these
+
+A samples.jsonl line:
+
+    {"id": "r2r_train__17:3", "traj": "r2r_train__17", "episode_uid": "r2r_train:17",
+     "frames_file": "frames/r2r_train__17.npz", "t": 4, "frames": [-1, -1, -1, 0, 1, 2, 3, 4],
+     "instruction": "...", "conversations": [{"from": "human", "value": "<NaVILA prompt with 8 <image>>"},
+                                             {"from": "gpt", "value": "The next action is turn left 30 degrees."}],
+     "action": "left", "amount": 30, "low_level": [2, 2], "executed_by": "expert", "copy": 0}
 
 Rebalancing (`--rebalance`): NaVILA duplicates the rare stop and turn samples; the paper gives no factors, so
 ours are `REBALANCE_FACTORS` (stop ×4, turns ×2, forward ×1), which brings the generated splits' label
