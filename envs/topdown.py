@@ -37,6 +37,7 @@ _DEFAULT_TINT = (235, 235, 235)
 _OUTSIDE = (70, 72, 78)
 _WALL = (40, 40, 45)
 _DOOR = (255, 255, 255)
+_WINDOW = (140, 200, 240)
 _BLOCKED = (150, 150, 155)  # inside a room but not navigable (furniture footprints, wall margins)
 _PATH = (220, 40, 40)
 _REFERENCE = (30, 150, 60)
@@ -188,15 +189,35 @@ def _draw_house(
     if navigable is not None:
         blocked = inside.astype(bool) & ~navigable
         image[blocked] = _blend(image[blocked], _BLOCKED, 0.6)
+    wall_mounted = ("window", "painting")  # drawn on the walls, below
     for obj in sorted(semantics.objects, key=lambda o: o.category != "rug"):  # rugs underneath everything
-        _draw_object(image, transform, obj, px_per_m)
+        if obj.category not in wall_mounted:
+            _draw_object(image, transform, obj, px_per_m)
     wall_px = max(1, round(0.15 * px_per_m))
     for room in semantics.rooms:
         cv2.polylines(image, [_poly_px(transform, room.polygon)], True, _WALL, wall_px, cv2.LINE_AA, _SHIFT)
     for door in semantics.doors:
         _draw_door(image, transform, door, semantics.rooms, px_per_m)
+    for obj in semantics.objects:
+        if obj.category == "window":
+            _draw_window(image, transform, obj)
     for room in semantics.rooms:
         _draw_label(image, transform, room)
+
+
+def _draw_window(image: np.ndarray, transform: MapTransform, obj) -> None:
+    """A glass-coloured bar across the wall where a window is (windows sit flat on a wall's inner face)."""
+    import cv2
+
+    x, z = obj.position[0], obj.position[2]
+    across = 0.2  # metres each side: covers the wall line drawn over the room outline
+    if obj.size[0] >= obj.size[2]:  # on a wall running along x
+        box = [[x - obj.size[0] / 2, z - across], [x + obj.size[0] / 2, z + across]]
+    else:
+        box = [[x - across, z - obj.size[2] / 2], [x + across, z + obj.size[2] / 2]]
+    (bx0, bz0), (bx1, bz1) = box
+    corners = _to_cv(transform, np.array([[bx0, bz0], [bx1, bz0], [bx1, bz1], [bx0, bz1]]))
+    cv2.fillPoly(image, [corners], _WINDOW, cv2.LINE_AA, _SHIFT)
 
 
 def env_topdown(env) -> tuple[np.ndarray, dict]:
@@ -348,10 +369,15 @@ def _draw_label(image: np.ndarray, transform: MapTransform, room: Room) -> None:
     (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
     width_px = (poly[:, 0].max() - poly[:, 0].min()) / transform.resolution
     if tw + 4 <= width_px:
+        x0, y0 = int(col - tw / 2), int(row + th + 6)
+        # A half-white plate under the text keeps it readable over furniture, and what is under it visible.
+        r0, r1 = max(0, y0 - th - 2), max(0, y0 + 4)
+        c0, c1 = max(0, x0 - 2), max(0, x0 + tw + 3)
+        image[r0:r1, c0:c1] = _blend(image[r0:r1, c0:c1], (255, 255, 255), 0.5)
         cv2.putText(
             image,
             text,
-            (int(col - tw / 2), int(row + th + 6)),
+            (x0, y0),
             cv2.FONT_HERSHEY_SIMPLEX,
             0.35,
             _TEXT,

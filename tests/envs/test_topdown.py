@@ -181,3 +181,14 @@ def test_env_topdown_on_the_embedded_simulator(tmp_path) -> None:
         assert not (blocked == ROOM_TINTS[room.type]).all(axis=1).any()
     finally:
         sim.close()
+
+
+def test_window_drawn_across_its_wall() -> None:
+    sem = _house()
+    sem.objects.append(SceneObject(1, "window", "white", [0.9] * 3, [6.0, 0.9, 0.015], [1.2, 1.2, 0.03], 1))
+    origin, res = (-0.5, -0.5), 0.05
+    base = render_topdown(_house(), None, origin, res)
+    img = render_topdown(sem, None, origin, res)
+    col, row = (int(v) for v in MapTransform(*origin, res).world_to_pixel(6.0, 0.0))
+    assert tuple(base[row, col]) == (40, 40, 45)  # the wall line without a window
+    assert tuple(img[row, col]) == (140, 200, 240)  # glass colour on the wall
