@@ -81,6 +81,20 @@ def _check_split(split: str, flag: str) -> None:
         raise ValueError(f"{flag}: {e}") from None
 
 
+def _dist_from_flags(rank: int | None, world_size: int | None) -> Any:
+    """DistInfo from --rank / --world-size (both or neither); None lets the runner read torchrun / SLURM."""
+    from benchmarks.parallel import DistInfo
+
+    if rank is None and world_size is None:
+        return None
+    if rank is None or world_size is None:
+        raise ValueError("--rank and --world-size go together")
+    try:
+        return DistInfo(rank, world_size, "flags")
+    except ValueError as e:
+        raise ValueError(f"--rank / --world-size: {e}") from None
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
     from rich.console import Console
 
@@ -88,7 +102,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _execute(config_kwargs: dict[str, Any], per_episode_lines: bool) -> None:
+def _execute(config_kwargs: dict[str, Any], per_episode_lines: bool, dist: Any = None) -> None:
     """Build the EvalConfig, run it with progress display, print the final table; exit codes: 0 done, 1 some
     episodes crashed or a worker died, 2 bad input, 130 interrupted."""
     from rich.console import Console
@@ -112,7 +126,7 @@ def _execute(config_kwargs: dict[str, Any], per_episode_lines: bool) -> None:
             EpisodeLineListener(print_fn=lambda s: console.print(s, highlight=False, markup=False))
         )
     try:
-        outcome = runner.evaluate(config, listeners=listeners)
+        outcome = runner.evaluate(config, listeners=listeners, dist=dist)
     except KeyboardInterrupt:
         progress.stop()
         console.print(f"interrupted: rerun the same command to resume ({config.output})")
@@ -204,6 +218,8 @@ def register(app: typer.Typer) -> None:
         max_steps: int = typer.Option(
             None, help="Step limit per episode (default: the env's, 500 as VLN-CE)."
         ),
+        rank: int = typer.Option(None, help="This rank (default: RANK or SLURM_PROCID; needs --world-size)."),
+        world_size: int = typer.Option(None, help="Number of ranks (default: WORLD_SIZE or SLURM_NTASKS)."),
         merge_only: bool = typer.Option(
             False, help="Only merge the shards in --output and write the summary."
         ),
@@ -220,6 +236,7 @@ def register(app: typer.Typer) -> None:
             _check_split(split, "--split")
             gpu_ids = parse_gpus(gpus)
             model_path = resolve_model(agent, model)
+            dist = _dist_from_flags(rank, world_size)
         except ValueError as e:
             raise _fail(str(e)) from None
         n_workers = max(workers, len(gpu_ids)) if gpu_ids else workers
@@ -245,6 +262,7 @@ def register(app: typer.Typer) -> None:
                 "max_steps": max_steps,
             },
             per_episode_lines=False,
+            dist=dist,
         )
 
     @app.command("run")
