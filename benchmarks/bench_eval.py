@@ -2,7 +2,7 @@
 worker processes and with K = 1 vs K = 8 envs per worker (one batched model call for K envs).
 
     python -m benchmarks.bench_eval                               # random-weight tiny model, small generated split
-    python -m benchmarks.bench_eval --model models/navila-tiny --device cuda --episodes 32 --max-steps 60
+    python -m benchmarks.bench_eval --model models/navila-tiny --gpus 0 --episodes 32 --max-steps 60
 
 Without --model a random-weight model of the NaVILA architecture is written to a temporary VILA-layout folder
 (`--random-model tiny`: seconds-fast test config; `embedded`: the shipped model's size). Random weights answer

@@ -101,10 +101,20 @@ class EvalConfig:
 
 
 def load_episodes(config: EvalConfig) -> list[Episode]:
-    """The episodes of `config.split` (generated, or real under `config.data_root`)."""
-    from envs.datasets.splits import load_split
+    """The episodes of `config.split` (generated, or real under `config.data_root`); FileNotFoundError naming
+    the missing scene files (e.g. Matterport3D not downloaded) before any episode starts, instead of one crashed
+    episode per missing scene."""
+    from envs.datasets.splits import load_split, scene_path
 
-    return load_split(config.split, data_root=config.data_root)
+    episodes = load_split(config.split, data_root=config.data_root)
+    scenes = {scene_path(ep, config.data_root) for ep in episodes}
+    missing = sorted(str(p) for p in scenes if not p.is_file())
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} scene file(s) of split '{config.split}' not found, e.g. {missing[0]}; scenes live in "
+            "<data_root>/scene_datasets/<scene_id> (--data-root)"
+        )
+    return episodes
 
 
 def make_env(config: EvalConfig, episodes: list[Episode]) -> Any:

@@ -338,3 +338,23 @@ def test_navila_agent_with_a_random_weight_checkpoint_batched_equals_sequential(
     record = json.loads((tmp_path / "k1" / "rollouts" / "r2r_val_unseen__1" / "record.json").read_text())
     assert record["decisions"] and all(isinstance(d["raw_text"], str) for d in record["decisions"])
     assert len(record["decisions"][0]["frames_seen"]) == 8
+
+
+def test_missing_scenes_fail_before_any_episode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data_dir: str
+) -> None:
+    monkeypatch.setattr(runner, "DEFAULT_FACTORIES", runner.Factories())
+    sample = str(Path(shared_data_dir) / "r2r_vlnce_sample")  # real R2R-CE episodes, no Matterport3D scenes
+    res = _invoke(
+        "eval",
+        "--agent",
+        "oracle",
+        "--split",
+        "r2r_val_seen",
+        "--data-root",
+        sample,
+        "--output",
+        str(tmp_path / "o"),
+    )
+    assert res.exit_code == 2 and "scene file(s)" in res.output and "--data-root" in res.output
+    assert not (tmp_path / "o").exists()
