@@ -549,7 +549,7 @@ def evaluate(
     summary = None
     complete = len(selection) == len(uids)
     if complete or dist.world_size == 1:
-        if complete and dist.world_size > 1:
+        if complete:  # one line per uid, sorted (rank shards merged, superseded error records dropped)
             merge_shards(config.output)
         summary = summarize(selection, config.dtw, selected=len(uids))
         write_summary(config.output, summary, title=f"{config.split} - {config.agent}")

@@ -60,17 +60,19 @@ def _reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, dic
     return {u: r["metrics"] for u, r in load_results(cfg.output).items()}
 
 
-def _kill_then_resume(out: Path, workers: int, delay: float) -> tuple[int, str]:
+def _kill_then_resume(out: Path, workers: int, delay: float) -> tuple[int, str, int]:
+    """Start the eval, SIGKILL it after `delay` s, run it again; (exit code, stderr, records kept from the kill)."""
     proc = subprocess.Popen(
         _eval_cmd(out, workers), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    kept = len(read_jsonl(out / "results.jsonl"))
     done = subprocess.run(
         _eval_cmd(out, workers), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120
     )
-    return done.returncode, done.stderr
+    return done.returncode, done.stderr, kept
 
 
 def _check_exactly_once(out: Path, reference: dict[str, dict]) -> None:
@@ -87,8 +89,10 @@ def test_kill_9_then_rerun_records_every_episode_once(
 ) -> None:
     reference = _reference(tmp_path, monkeypatch)
     delay = random.Random().uniform(0.6, 2.0)  # a random moment: interpreter start, workers, or mid-episode
-    rc, err = _kill_then_resume(tmp_path / "killed", workers=2, delay=delay)
+    rc, err, kept = _kill_then_resume(tmp_path / "killed", workers=2, delay=delay)
     assert rc == 0, f"resume failed after a kill at {delay:.2f}s:\n{err}"
+    # The rerun ran exactly the episodes the killed run had not recorded: none twice, none lost.
+    assert f"{N_EPISODES - kept} episodes run, {kept} already recorded" in " ".join(err.split())
     _check_exactly_once(tmp_path / "killed", reference)
 
 

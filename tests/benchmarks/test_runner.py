@@ -64,6 +64,8 @@ def test_crashed_episode_is_recorded_with_its_traceback_and_the_run_goes_on(
     monkeypatch.delenv("NAVILA_FAKE_CRASH")
     again = runner.evaluate(_config(tmp_path, agent="oracle", retry_errors=True), factories=FAKE)
     assert again.new == 1 and again.summary["errors"] == 0 and again.summary["episodes"] == 6
+    lines = read_jsonl(out.run_dir / "results.jsonl")  # compacted: the superseded error line is gone
+    assert len(lines) == 6 and all(r["status"] == "ok" for r in lines)
 
 
 def test_same_seed_same_metrics_across_reruns_workers_and_batching(tmp_path: Path) -> None:
