@@ -1,6 +1,6 @@
 """Render one RGB + depth view of a generated house, side by side, for the README.
 
-    python scripts/render_example.py --seed 2 --out docs/images/example_rgbd.png
+    python scripts/render_example.py --seed 1 --out docs/images/example_rgbd.png
 
 The camera stands in a corner of the room with the most furniture, at habitat's camera height, looking across
 the room; depth is colour-mapped (near = dark blue, far = red, black = nothing hit).
@@ -56,7 +56,7 @@ def colorize_depth(depth: np.ndarray, max_depth: float) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=2, help="house generator seed")
+    parser.add_argument("--seed", type=int, default=1, help="house generator seed")
     parser.add_argument("--size", type=int, default=384, help="image width and height in pixels")
     parser.add_argument("--out", type=Path, default=Path("docs/images/example_rgbd.png"), help="output PNG")
     args = parser.parse_args()

@@ -46,6 +46,8 @@ class HouseConfig:
     wall_thickness: float = 0.15  # metres
     door_width: float = 1.0  # clear width of a doorway (metres)
     door_height: float = 2.1  # height of a doorway; a lintel closes the wall above it (metres)
+    corridor_prob: float = 0.5  # chance that a house of 7+ rooms has a hallway across it, rooms on both sides
+    corridor_width: float = 1.6  # metres, wall centre to wall centre
     extra_door_prob: float = 0.35  # chance that an adjacency outside the spanning tree also gets a door
     min_objects_per_room: int = 2  # furniture pieces per room (fewer if the room has no space)
     max_objects_per_room: int = (
@@ -75,6 +77,10 @@ class HouseConfig:
             raise ValueError(f"HouseConfig.wall_thickness must be in (0, 0.5), got {self.wall_thickness}")
         if not 0 <= self.min_objects_per_room <= self.max_objects_per_room:
             raise ValueError("HouseConfig.min_objects_per_room must be in [0, max_objects_per_room]")
+        if not 0.0 <= self.corridor_prob <= 1.0:
+            raise ValueError(f"HouseConfig.corridor_prob must be in [0, 1], got {self.corridor_prob}")
+        if not self.door_width + 0.2 <= self.corridor_width:
+            raise ValueError("HouseConfig.corridor_width must be at least door_width + 0.2")
         if self.tile_size <= 0:
             raise ValueError(f"HouseConfig.tile_size must be > 0, got {self.tile_size}")
 
@@ -140,9 +146,12 @@ def generate_house(
     width = _snap(rng.uniform(*config.width_range))
     depth = _snap(rng.uniform(*config.depth_range))
     n_rooms = int(rng.integers(config.min_rooms, config.max_rooms + 1))
-    cells, splits = partition_footprint(width, depth, n_rooms, config.min_room_side, rng)
-    types = assign_room_types(cells, rng)
-    links = plan_doors(cells, config, rng)
+    corridor = None
+    if n_rooms >= 7 and rng.uniform() < config.corridor_prob:
+        corridor = corridor_cell(width, depth, config.corridor_width, rng)
+    cells, splits = partition_footprint(width, depth, n_rooms, config.min_room_side, rng, corridor)
+    types = assign_room_types(cells, rng, corridor)
+    links = plan_doors(cells, config, rng, corridor)
 
     t = config.wall_thickness
     rooms: list[Room] = []
@@ -211,20 +220,45 @@ def _snap(v: float, step: float = 0.1) -> float:
     return round(round(v / step) * step, 4)
 
 
+def corridor_cell(width: float, depth: float, corridor_width: float, rng: np.random.Generator) -> Rect:
+    """A hallway strip across the whole footprint along its long side, roughly in the middle."""
+    if width >= depth:
+        c0 = _snap(depth / 2 - corridor_width / 2 + rng.uniform(-0.15, 0.15) * depth)
+        return (0.0, c0, width, _snap(c0 + corridor_width))
+    c0 = _snap(width / 2 - corridor_width / 2 + rng.uniform(-0.15, 0.15) * width)
+    return (c0, 0.0, _snap(c0 + corridor_width), depth)
+
+
 def partition_footprint(
-    width: float, depth: float, n_rooms: int, min_side: float, rng: np.random.Generator
+    width: float,
+    depth: float,
+    n_rooms: int,
+    min_side: float,
+    rng: np.random.Generator,
+    corridor: Rect | None = None,
 ) -> tuple[list[Rect], list[_Split]]:
     """Split the footprint into up to `n_rooms` rectangles, always cutting the largest one across its long side.
 
-    Returns the room cells and the split lines (each becomes an interior wall spanning its parent cell).
+    With a `corridor` strip, the footprint is first cut along both its sides and the corridor itself is never
+    cut again. Returns the room cells and the split lines (each becomes an interior wall spanning its parent).
     """
     cells: list[Rect] = [(0.0, 0.0, width, depth)]
     splits: list[_Split] = []
+    if corridor is not None:
+        x0, z0, x1, z1 = corridor
+        if x1 - x0 == width:  # along x: cells below, the corridor, above
+            cells = [(0.0, 0.0, width, z0), corridor, (0.0, z1, width, depth)]
+            splits = [_Split("x", z0, 0.0, width), _Split("x", z1, 0.0, width)]
+        else:
+            cells = [(0.0, 0.0, x0, depth), corridor, (x1, 0.0, width, depth)]
+            splits = [_Split("z", x0, 0.0, depth), _Split("z", x1, 0.0, depth)]
     while len(cells) < n_rooms:
         order = sorted(
             range(len(cells)), key=lambda i: -(cells[i][2] - cells[i][0]) * (cells[i][3] - cells[i][1])
         )
         for i in order:
+            if cells[i] == corridor:
+                continue
             x0, z0, x1, z1 = cells[i]
             along_x = (x1 - x0) >= (z1 - z0)
             lo, hi = (x0, x1) if along_x else (z0, z1)
@@ -244,19 +278,21 @@ def partition_footprint(
     return cells, splits
 
 
-def assign_room_types(cells: list[Rect], rng: np.random.Generator) -> list[str]:
-    """Room types by size and shape: the largest is the living room, the smallest a bathroom, a long thin one
-    a hallway; the rest come from a shuffled list with kitchen and bedroom first."""
+def assign_room_types(cells: list[Rect], rng: np.random.Generator, corridor: Rect | None = None) -> list[str]:
+    """Room types by size and shape: the corridor (if any) or a long thin room is the hallway, the largest room
+    the living room, the smallest a bathroom; the rest come from a shuffled list with kitchen and bedroom first."""
     n = len(cells)
     area = [(c[2] - c[0]) * (c[3] - c[1]) for c in cells]
     aspect = [max(c[2] - c[0], c[3] - c[1]) / min(c[2] - c[0], c[3] - c[1]) for c in cells]
     types: list[str | None] = [None] * n
-    by_area = sorted(range(n), key=lambda i: -area[i])
+    if corridor is not None:
+        types[cells.index(corridor)] = "hallway"
+    by_area = sorted((i for i in range(n) if types[i] is None), key=lambda i: -area[i])
     types[by_area[0]] = "living room"
     if n > 1:
         types[by_area[-1]] = "bathroom"
     rest = [i for i in range(n) if types[i] is None]
-    if n >= 6 and rest:
+    if n >= 6 and rest and corridor is None:
         longest = max(rest, key=lambda i: aspect[i])
         types[longest] = "hallway"
         rest.remove(longest)
@@ -302,13 +338,17 @@ def shared_walls(cells: list[Rect], min_overlap: float) -> list[tuple[int, int, 
 
 
 def plan_doors(
-    cells: list[Rect], config: HouseConfig, rng: np.random.Generator
+    cells: list[Rect], config: HouseConfig, rng: np.random.Generator, corridor: Rect | None = None
 ) -> list[tuple[int, int, tuple[float, float]]]:
     """Doors as (room a, room b, (x, z) centre): a random spanning tree of the adjacency graph (every room
-    reachable) plus extra doors with probability `extra_door_prob`."""
+    reachable) plus extra doors with probability `extra_door_prob`. Walls onto the corridor come first, so
+    every room beside it opens onto it."""
     margin = 0.3  # keep door frames off wall junctions
     walls = shared_walls(cells, config.door_width + 2 * margin)
-    order = rng.permutation(len(walls))
+    order = [int(k) for k in rng.permutation(len(walls))]
+    if corridor is not None:
+        hub = cells.index(corridor)
+        order.sort(key=lambda k: hub not in walls[k][:2])  # stable: random order within each group
     parent = list(range(len(cells)))
 
     def find(i: int) -> int:

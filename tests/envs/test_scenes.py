@@ -213,6 +213,18 @@ def test_load_errors(tmp_path: Path) -> None:
         load_scene_mesh(empty, up="x")
 
 
+def test_corridor_house_has_a_hallway_with_rooms_off_it() -> None:
+    mesh, sem = generate_house(5, "c", HouseConfig(min_rooms=8, max_rooms=8, corridor_prob=1.0))
+    halls = [r for r in sem.rooms if r.type == "hallway"]
+    assert len(halls) == 1
+    (x0, z0), _, (x1, z1), _ = halls[0].polygon
+    lo, hi = mesh.bounds
+    long_side = max(hi[0] - lo[0], hi[2] - lo[2])
+    assert max(x1 - x0, z1 - z0) > long_side - 0.5  # runs the whole length of the house
+    assert min(x1 - x0, z1 - z0) < 2.0  # and is narrow
+    assert sum(halls[0].id in d.rooms for d in sem.doors) >= 4  # rooms on both sides open onto it
+
+
 def test_build_house_rejects_path_like_ids(tmp_path: Path) -> None:
     for bad in ("../x", "a/b", "", ".hidden"):
         with pytest.raises(ValueError, match="house_id"):
