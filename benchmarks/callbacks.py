@@ -277,14 +277,20 @@ class EpisodeLineListener:
 
 
 class ProgressListener:
-    """A rich progress bar over the run's episodes with live SR, errors, ETA and the per-step time breakdown."""
+    """Progress over the run's episodes with live SR, errors, ETA and the per-step time breakdown: a rich bar on
+    a terminal; on anything else (a SLURM log, a pipe) one plain line at most every `log_every_s` seconds, since a
+    live bar there prints nothing until the end."""
 
-    def __init__(self, console: Any = None, timing: TimingListener | None = None) -> None:
+    def __init__(
+        self, console: Any = None, timing: TimingListener | None = None, log_every_s: float = 30.0
+    ) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.console = console or Console(stderr=True)
         self.timing = timing or TimingListener()
+        self.log_every_s = log_every_s
+        self._live = bool(self.console.is_terminal)
         self._progress = Progress(
             TextColumn("[bold]eval"),
             BarColumn(),
@@ -298,9 +304,14 @@ class ProgressListener:
         self._success = 0.0
         self._ok = 0
         self._errors = 0
+        self._total = 0
+        self._done = 0
+        self._new = 0
         self._t0 = time.monotonic()
+        self._last_log = self._t0
 
     def _count(self, record: dict[str, Any]) -> None:
+        self._done += 1
         if record.get("status") == "ok":
             self._ok += 1
             sr = (record.get("metrics") or {}).get("sr")
@@ -316,23 +327,44 @@ class ProgressListener:
             "timing": self.timing.describe() if self.timing.steps else "",
         }
 
+    def status_line(self) -> str:
+        """'eval 120/1839  SR 0.531  errors 0  ETA 1:23:05  per step: ...' (ETA from this call's episode rate)."""
+        elapsed = time.monotonic() - self._t0
+        eta = "-"
+        if self._new and self._total > self._done:
+            seconds = int(elapsed / self._new * (self._total - self._done))
+            eta = f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        f = self._fields()
+        return f"eval {self._done}/{self._total}  SR {f['sr']}  errors {f['errors']}  ETA {eta}  {f['timing']}".rstrip()
+
     def on_run_start(self, total: int, done: Sequence[dict[str, Any]]) -> None:
+        self._total = total
         for rec in done:
             self._count(rec)
-        self._progress.start()
-        self._task = self._progress.add_task("eval", total=total, completed=len(done), **self._fields())
+        if self._live:
+            self._progress.start()
+            self._task = self._progress.add_task("eval", total=total, completed=len(done), **self._fields())
+        else:
+            self.console.print(self.status_line(), highlight=False, markup=False)
 
     def on_result(self, record: dict[str, Any]) -> None:
         self._count(record)
+        self._new += 1
         if self._task is not None:
             self._progress.update(self._task, advance=1, **self._fields())
+        elif not self._live and time.monotonic() - self._last_log >= self.log_every_s:
+            self._last_log = time.monotonic()
+            self.console.print(self.status_line(), highlight=False, markup=False)
 
     def on_run_end(self, summary: dict[str, Any]) -> None:
-        self._progress.stop()
+        self.stop()
 
     def stop(self) -> None:
-        """Stop drawing (on interrupt) so the terminal is left clean."""
-        self._progress.stop()
+        """Stop drawing (also on interrupt) so the terminal is left clean; off a terminal, print the last line."""
+        if self._live:
+            self._progress.stop()
+        else:
+            self.console.print(self.status_line(), highlight=False, markup=False)
 
 
 def dumps_line(record: dict[str, Any]) -> str:

@@ -262,3 +262,21 @@ def test_a_crash_in_a_batched_call_fails_that_batch_only(
         _config(tmp_path, agent="oracle", envs_per_worker=3, retry_errors=True), factories=FAKE
     )
     assert again.new == len(errors) and again.summary["errors"] == 0
+
+
+def test_progress_off_a_terminal_prints_status_lines_with_sr_and_eta(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from benchmarks.callbacks import ProgressListener
+
+    buf = io.StringIO()
+    progress = ProgressListener(console=Console(file=buf, width=200), log_every_s=0.0)
+    runner.evaluate(
+        _config(tmp_path, agent="oracle", limit=3), factories=FAKE, listeners=[progress.timing, progress]
+    )
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("eval 0/3  SR -  errors 0  ETA -")
+    assert "eval 2/3  SR 1.000  errors 0  ETA 0:00:0" in buf.getvalue()
+    assert lines[-1].startswith("eval 3/3  SR 1.000  errors 0  ETA -  per step: sim")
