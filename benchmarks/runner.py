@@ -536,7 +536,12 @@ def evaluate(
 
         if todo and n_workers == 1 and len(config.gpus) <= 1:
             device = f"cuda:{config.gpus[0]}" if config.gpus else "auto"
-            job(0, device, emit)
+            try:
+                job(0, device, emit)
+            except (ValueError, FileNotFoundError):
+                raise  # bad input (a model or data path): the CLI reports it as a usage error
+            except Exception:
+                failures.append(WorkerFailure(0, traceback.format_exc()))  # as a spawned worker would report
         elif todo:
             for item in run_in_processes(job, n_workers, config.gpus):
                 if isinstance(item, WorkerFailure):

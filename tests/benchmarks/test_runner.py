@@ -280,3 +280,15 @@ def test_progress_off_a_terminal_prints_status_lines_with_sr_and_eta(tmp_path: P
     assert lines[0].startswith("eval 0/3  SR -  errors 0  ETA -")
     assert "eval 2/3  SR 1.000  errors 0  ETA 0:00:0" in buf.getvalue()
     assert lines[-1].startswith("eval 3/3  SR 1.000  errors 0  ETA -  per step: sim")
+
+
+def broken_env(config: runner.EvalConfig, episodes: list):
+    raise RuntimeError("no GL context on this machine")
+
+
+def test_a_worker_that_cannot_start_is_reported_and_nothing_is_recorded(tmp_path: Path) -> None:
+    factories = runner.Factories(fakes.load_fake_episodes, broken_env, fakes.make_fake_agent)
+    for workers in (1, 2):
+        out = runner.evaluate(_config(tmp_path, f"w{workers}", workers=workers), factories=factories)
+        assert len(out.failures) == workers and "no GL context" in out.failures[0].message
+        assert out.new == 0 and out.summary["complete"] is False and out.summary["recorded"] == 0
