@@ -117,10 +117,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     for ep in episodes:
         for _ in range(30):  # some history so the 8 sampled frames are all distinct
             ep.observe()
-    model.max_vision_batch = args.frames  # warming 30 frames at once would dominate the peak memory reported below
     for ep in episodes:  # warm the cache with the whole history, as an agent calling every step would have
         model.encode_media(ep.frames)
-    model.max_vision_batch = max(args.frames, args.batch)
     results: dict[str, float] = {}
 
     def call(batch: int, feature_cache: bool) -> Callable[[], None]:
@@ -142,8 +140,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 
     pixels_8 = model.image_processor.preprocess([f.pixels for f in episodes[0].sample(args.frames)])
     pixels_1 = pixels_8[-1:]
+    step = model.vision_batch_size()
     with torch.inference_mode():
-        v8 = timed(lambda: model.encode_images(pixels_8.to(args.device)), args.calls, args.device)
+        v8 = timed(lambda: [model.encode_images(pixels_8[i : i + step].to(args.device)) for i in range(0, len(pixels_8), step)], args.calls, args.device)
         v1 = timed(lambda: model.encode_images(pixels_1.to(args.device)), args.calls, args.device)
     results["vision_8_ms"] = 1000 * statistics.median(v8)
     results["vision_1_ms"] = 1000 * statistics.median(v1)

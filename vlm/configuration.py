@@ -115,8 +115,9 @@ def embedded_config(tokenizer: Any = None, vocab_size: int | None = None, projec
     """The small CPU model of the NaVILA architecture: EfficientNet-Lite0 (ImageNet) + `projector` + 4-layer Llama.
 
     224 px frames -> 7 x 7 x 1280 tower tokens -> mlp_downsample -> 16 embeddings of 256 per frame (128 for 8 frames);
-    Llama: 4 layers, hidden 256, 4 heads of 64 (2 KV heads), MLP 768 (3.5 M parameters with a 2k vocabulary). The size
-    is set by the CPU budget: >= 10 decisions/s on one core with 8 frames (hidden 384 measured ~7/s, see bench_vlm).
+    Llama: 4 layers, hidden 256, 4 heads of 64 (2 KV heads), MLP 512 (2.6 M parameters with a ~700-token vocabulary).
+    The size is set by the CPU budget: >= 10 decisions/s on one core with 8 frames (measured with bench_vlm: hidden 384
+    / MLP 1024 gave ~7/s, MLP 768 ~9-10/s, MLP 512 ~11/s; decoding is memory-bound on the weights).
     The vocabulary size comes from `tokenizer` (this project's BPE tokenizer) or `vocab_size`.
     """
     if tokenizer is None and vocab_size is None:
@@ -126,7 +127,7 @@ def embedded_config(tokenizer: Any = None, vocab_size: int | None = None, projec
     if tokenizer is not None:
         special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
     return LlavaLlamaConfig(
-        llm_cfg=llama_cfg(vocab, hidden=256, layers=4, heads=4, kv_heads=2, intermediate=768, **special),
+        llm_cfg=llama_cfg(vocab, hidden=256, layers=4, heads=4, kv_heads=2, intermediate=512, **special),
         vision_tower_cfg=EfficientNetLiteConfig(image_size=224).to_dict(),
         mm_projector_cfg={"mm_projector_type": projector, "model_type": PROJECTOR_MODEL_TYPE},
         mm_vision_select_feature="patch",
