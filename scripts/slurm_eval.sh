@@ -11,7 +11,8 @@
 #
 # Time limit: SLURM sends USR1 to this script 120 s before the limit (--signal=B:USR1@120); the trap requeues the
 # job (`scontrol requeue`, needs --requeue) or, where requeueing is not allowed, submits a copy that waits for
-# this one. At most NAVILA_MAX_RESUBMITS (default 10) times. After all ranks finish, if the summary is missing
+# this one (that copy gets this file's #SBATCH lines, not options given to the first sbatch: edit them here when
+# requeueing is disabled on your cluster). At most NAVILA_MAX_RESUBMITS (default 10) times. After all ranks finish, if the summary is missing
 # (a rank crashed), run `navila-agent eval --merge-only --output DIR` to see what is recorded.
 #
 # Environment: NAVILA_EVAL_BIN (default `navila-agent`) is the command run per rank; NAVILA_GPUS overrides the GPU
