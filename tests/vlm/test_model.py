@@ -133,6 +133,7 @@ def test_vision_batches_are_bounded(tiny_model) -> None:
         tiny_model.max_vision_batch = old
         hook.remove()
     assert sizes == [3, 3, 1]
+    assert tiny_model.vision_batch_size() == 2  # CPU default: small batches stay in cache
     whole = tiny_model.encode_media(make_frames(7, "chunk"), use_cache=False)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(chunked, whole, strict=True))
 
