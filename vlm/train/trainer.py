@@ -322,6 +322,12 @@ def train(
     output_dir.mkdir(parents=True, exist_ok=True)
     on_gpu = config.device == "auto" and torch.cuda.is_available()
     use_bf16 = config.bf16 == "yes" or (config.bf16 == "auto" and on_gpu)
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # accelerate keeps one process-wide state and refuses a second Accelerator on another device; a single
+        # process may train on the GPU and then on the CPU (bench_train, tests), so start from a clean state.
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
     # cpu=True also when there is no GPU: accelerate then runs torchrun's processes as a gloo group (MULTI_CPU).
     accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not on_gpu,
                               gradient_accumulation_steps=config.grad_accum)

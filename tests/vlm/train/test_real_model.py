@@ -72,7 +72,7 @@ def test_lora_and_gradient_checkpointing_on_the_real_model(tiny, tmp_path):
     model = vlm.build_model(vlm.tiny_config(vocab_size=len(tok)), tok)
     before = {k: v.clone() for k, v in model.llm.state_dict().items()}
     cfg = TrainConfig(output_dir=str(tmp_path / "run"), steps=2, batch_size=2, lr=1e-2, save_every=2,
-                      warmup_ratio=0.0, lora=True, lora_r=4, gradient_checkpointing=True, device="cpu")
+                      warmup_ratio=0.0, lora=True, lora_r=4, gradient_checkpointing=True)
     train(model, ds, SampleEncoder(tok, model.image_processor), cfg, show_progress=False)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n or n.startswith("mm_projector.") for n in trainable)
