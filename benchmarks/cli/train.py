@@ -73,9 +73,15 @@ def make_eval_fn(split: str, limit: int | None, data_root: str | None, max_steps
     def eval_fn(checkpoint: Path) -> dict[str, Any]:
         from benchmarks import runner
 
-        config = runner.EvalConfig(split=split, output=Path(checkpoint) / f"eval_{split}", agent="navila",
-                                   model=str(Path(checkpoint).resolve()), limit=limit, data_root=data_root,
-                                   max_steps=max_steps)
+        config = runner.EvalConfig(
+            split=split,
+            output=Path(checkpoint) / f"eval_{split}",
+            agent="navila",
+            model=str(Path(checkpoint).resolve()),
+            limit=limit,
+            data_root=data_root,
+            max_steps=max_steps,
+        )
         outcome = runner.evaluate(config)
         summary = outcome.summary or {}
         return {k: summary[k] for k in ("sr", "spl", "ndtw", "ne", "os") if k in summary}
@@ -88,14 +94,19 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train")
     def train_command(
-        data_mixture: str = typer.Option(..., help="Datasets joined by '+', NAME[*WEIGHT] or a collected folder, "
-                                                   "e.g. r2r_gen+rxr_gen*0.5."),
-        output: Path = typer.Option(..., help="Run folder: final model, checkpoints/, train_log.jsonl; rerun to "
-                                              "resume."),
+        data_mixture: str = typer.Option(
+            ..., help="Datasets joined by '+', NAME[*WEIGHT] or a collected folder, e.g. r2r_gen+rxr_gen*0.5."
+        ),
+        output: Path = typer.Option(
+            ..., help="Run folder: final model, checkpoints/, train_log.jsonl; rerun to resume."
+        ),
         model: Path = typer.Option(None, help="Start from this VILA-layout checkpoint."),
-        init: str = typer.Option(None, help="Or start from a fresh model: embedded (the shipped architecture) or "
-                                            "tiny (tests)."),
-        registry: Path = typer.Option(None, help="Data registry YAML (default: vlm/train/registry/default.yaml)."),
+        init: str = typer.Option(
+            None, help="Or start from a fresh model: embedded (the shipped architecture) or tiny (tests)."
+        ),
+        registry: Path = typer.Option(
+            None, help="Data registry YAML (default: vlm/train/registry/default.yaml)."
+        ),
         steps: int = typer.Option(1000, help="Optimizer steps."),
         batch_size: int = typer.Option(4, help="Samples per device per micro-step."),
         grad_accum: int = typer.Option(1, help="Micro-steps per optimizer step."),
@@ -105,13 +116,19 @@ def register(app: typer.Typer) -> None:
         tune_vision_tower: bool = typer.Option(False, help="Train the vision tower."),
         tune_mm_projector: bool = typer.Option(True, help="Train the projector."),
         tune_language_model: bool = typer.Option(True, help="Train the language model (full fine-tuning)."),
-        stage1: bool = typer.Option(False, help="LLaVA stage 1: train tower + projector only (overrides --tune-*)."),
+        stage1: bool = typer.Option(
+            False, help="LLaVA stage 1: train tower + projector only (overrides --tune-*)."
+        ),
         lora: bool = typer.Option(False, help="LoRA on the language model instead of full fine-tuning."),
         lora_r: int = typer.Option(16, help="LoRA rank."),
         lora_alpha: int = typer.Option(32, help="LoRA alpha."),
-        gradient_checkpointing: bool = typer.Option(False, help="Trade compute for memory in the language model."),
+        gradient_checkpointing: bool = typer.Option(
+            False, help="Trade compute for memory in the language model."
+        ),
         bf16: str = typer.Option("auto", help="bf16 autocast: auto (on CUDA), yes, no."),
-        action_token_weight: float = typer.Option(1.0, help="Loss weight on the action words and amount tokens."),
+        action_token_weight: float = typer.Option(
+            1.0, help="Loss weight on the action words and amount tokens."
+        ),
         save_every: int = typer.Option(500, help="Steps between checkpoints."),
         keep_checkpoints: int = typer.Option(2, help="Newest checkpoints kept (0 = all)."),
         log_every: int = typer.Option(10, help="Steps between log lines."),
@@ -119,7 +136,9 @@ def register(app: typer.Typer) -> None:
         eval_split: str = typer.Option("r2r_val_unseen", help="Split the evaluation callback runs."),
         eval_limit: int = typer.Option(20, help="Episodes per evaluation."),
         eval_max_steps: int = typer.Option(None, help="Step limit per evaluation episode (default: 500)."),
-        data_root: Path = typer.Option(None, help="VLN-CE data folder for the evaluation (default: generated)."),
+        data_root: Path = typer.Option(
+            None, help="VLN-CE data folder for the evaluation (default: generated)."
+        ),
         vocab_size: int = typer.Option(2048, help="Tokenizer size for a fresh --init model."),
         num_workers: int = typer.Option(0, help="DataLoader worker processes."),
         seed: int = typer.Option(0, help="Seed of the data order and the fresh model's init."),
@@ -133,12 +152,18 @@ def register(app: typer.Typer) -> None:
         from vlm.train.registry import describe, load_registry, parse_mixture
         from vlm.train.trainer import TrainConfig, train
 
-        console = Console(stderr=True, quiet=int(os.environ.get("RANK", "0")) != 0)  # one report per run, not per rank
+        console = Console(
+            stderr=True, quiet=int(os.environ.get("RANK", "0")) != 0
+        )  # one report per run, not per rank
         if (model is None) == (init is None):
-            raise _fail("give exactly one of --model PATH (a checkpoint) or --init embedded|tiny (a fresh model)")
+            raise _fail(
+                "give exactly one of --model PATH (a checkpoint) or --init embedded|tiny (a fresh model)"
+            )
         if model is not None and not (model / "config.json").is_file():
-            raise _fail(f"--model {model}: not a checkpoint folder (expected config.json, llm/, vision_tower/, "
-                        "mm_projector/)")
+            raise _fail(
+                f"--model {model}: not a checkpoint folder (expected config.json, llm/, vision_tower/, "
+                "mm_projector/)"
+            )
         if stage1:
             tune_vision_tower, tune_mm_projector, tune_language_model = True, True, False
         try:
@@ -146,12 +171,29 @@ def register(app: typer.Typer) -> None:
 
             entries = parse_mixture(data_mixture, load_registry(registry, {"cache": str(cache_dir())}))
             config = TrainConfig(
-                output_dir=str(output), steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
-                warmup_ratio=warmup_ratio, weight_decay=weight_decay, tune_vision_tower=tune_vision_tower,
-                tune_mm_projector=tune_mm_projector, tune_language_model=tune_language_model, lora=lora,
-                lora_r=lora_r, lora_alpha=lora_alpha, gradient_checkpointing=gradient_checkpointing, bf16=bf16,
-                save_every=save_every, keep_checkpoints=keep_checkpoints, log_every=log_every,
-                eval_every=eval_every, num_workers=num_workers, seed=seed, report_to=report_to, run_name=run_name,
+                output_dir=str(output),
+                steps=steps,
+                batch_size=batch_size,
+                grad_accum=grad_accum,
+                lr=lr,
+                warmup_ratio=warmup_ratio,
+                weight_decay=weight_decay,
+                tune_vision_tower=tune_vision_tower,
+                tune_mm_projector=tune_mm_projector,
+                tune_language_model=tune_language_model,
+                lora=lora,
+                lora_r=lora_r,
+                lora_alpha=lora_alpha,
+                gradient_checkpointing=gradient_checkpointing,
+                bf16=bf16,
+                save_every=save_every,
+                keep_checkpoints=keep_checkpoints,
+                log_every=log_every,
+                eval_every=eval_every,
+                num_workers=num_workers,
+                seed=seed,
+                report_to=report_to,
+                run_name=run_name,
             )
             encoder_config = EncoderConfig(action_token_weight=action_token_weight)
             dataset = MixtureDataset(entries)
@@ -161,7 +203,9 @@ def register(app: typer.Typer) -> None:
                 parse_split(eval_split)
         except ValueError as e:
             raise _fail(str(e)) from None
-        console.print(f"data: {', '.join(f'{k} {v}' for k, v in dataset.sizes().items())} samples", highlight=False)
+        console.print(
+            f"data: {', '.join(f'{k} {v}' for k, v in dataset.sizes().items())} samples", highlight=False
+        )
 
         import vlm
 
@@ -170,22 +214,45 @@ def register(app: typer.Typer) -> None:
             net = vlm.load(model, device="cpu", dtype="float32")  # accelerate moves it; bf16 is autocast
         else:
             net = build_init_model(init, output, dataset, vocab_size, seed)
-        encoder = SampleEncoder(net.tokenizer, net.image_processor, encoder_config,
-                                image_aspect_ratio=getattr(net.config, "image_aspect_ratio", "resize") or "resize")
-        eval_fn = make_eval_fn(eval_split, eval_limit, str(data_root) if data_root else None, eval_max_steps) \
-            if eval_every else None
-        run_config = {"data_mixture": data_mixture, "datasets": describe(entries), "sizes": dataset.sizes(),
-                      "init": init, "model": str(model) if model else None,
-                      "action_token_weight": action_token_weight}
+        encoder = SampleEncoder(
+            net.tokenizer,
+            net.image_processor,
+            encoder_config,
+            image_aspect_ratio=getattr(net.config, "image_aspect_ratio", "resize") or "resize",
+        )
+        eval_fn = (
+            make_eval_fn(eval_split, eval_limit, str(data_root) if data_root else None, eval_max_steps)
+            if eval_every
+            else None
+        )
+        run_config = {
+            "data_mixture": data_mixture,
+            "datasets": describe(entries),
+            "sizes": dataset.sizes(),
+            "init": init,
+            "model": str(model) if model else None,
+            "action_token_weight": action_token_weight,
+        }
         try:
             result = train(net, dataset, encoder, config, eval_fn=eval_fn, run_config=run_config)
         except ValueError as e:
             raise _fail(str(e)) from None
         except KeyboardInterrupt:
-            console.print(f"interrupted: rerun the same command to resume from the last checkpoint in {output}")
+            console.print(
+                f"interrupted: rerun the same command to resume from the last checkpoint in {output}"
+            )
             raise typer.Exit(130) from None
-        console.print(json.dumps({"steps": result.steps, "resumed_from": result.resumed_from,
-                                  "final_loss": round(result.final_loss, 4),
-                                  "samples_per_s": round(result.samples_per_s, 2),
-                                  "data_share": round(result.data_share, 3), "evals": result.evals}), highlight=False)
+        console.print(
+            json.dumps(
+                {
+                    "steps": result.steps,
+                    "resumed_from": result.resumed_from,
+                    "final_loss": round(result.final_loss, 4),
+                    "samples_per_s": round(result.samples_per_s, 2),
+                    "data_share": round(result.data_share, 3),
+                    "evals": result.evals,
+                }
+            ),
+            highlight=False,
+        )
         console.print(f"model saved to {output} (navila-agent eval --model {output})", highlight=False)

@@ -32,9 +32,29 @@ def test_collect_train_checkpoint_load_eval(tiny_splits, tmp_path):
     manifest = json.loads((data / "manifest.json").read_text())
     assert manifest["trajectories"] == 1 and manifest["samples"] > 3 and manifest["actions"]["stop"] == 1
     run = tmp_path / "run"
-    train_args = ["train", "--data-mixture", str(data), "--init", "tiny", "--batch-size", "2", "--save-every", "2",
-                  "--vocab-size", "400", "--output", str(run), "--log-every", "1", "--eval-split", "r2r_val_unseen",
-                  "--eval-limit", "1", "--eval-max-steps", "4"]
+    train_args = [
+        "train",
+        "--data-mixture",
+        str(data),
+        "--init",
+        "tiny",
+        "--batch-size",
+        "2",
+        "--save-every",
+        "2",
+        "--vocab-size",
+        "400",
+        "--output",
+        str(run),
+        "--log-every",
+        "1",
+        "--eval-split",
+        "r2r_val_unseen",
+        "--eval-limit",
+        "1",
+        "--eval-max-steps",
+        "4",
+    ]
     invoke([*train_args, "--steps", "2", "--eval-every", "2"])
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     evals = [r for r in log if "eval/sr" in r]
@@ -48,19 +68,39 @@ def test_collect_train_checkpoint_load_eval(tiny_splits, tmp_path):
     from vlm.media import Image
 
     frames = [Image.black(32, 32)] * 8
-    [answer] = model.generate_text([(frames, build_prompt("Walk to the door.", num_frames=8))], max_new_tokens=4)
+    [answer] = model.generate_text(
+        [(frames, build_prompt("Walk to the door.", num_frames=8))], max_new_tokens=4
+    )
     assert isinstance(answer, str)
     # DAgger with the trained checkpoint as the policy: expert labels at the states the mixture visits.
     dagger = tmp_path / "dagger"
-    invoke(["collect", "--split", "r2r_train", "--output", str(dagger), "--limit", "1", "--frame-size", "32",
-            "--policy", str(run), "--beta", "0.5", "--max-steps", "20"])
+    invoke(
+        [
+            "collect",
+            "--split",
+            "r2r_train",
+            "--output",
+            str(dagger),
+            "--limit",
+            "1",
+            "--frame-size",
+            "32",
+            "--policy",
+            str(run),
+            "--beta",
+            "0.5",
+            "--max-steps",
+            "20",
+        ]
+    )
     manifest = json.loads((dagger / "manifest.json").read_text())
     assert manifest["expert"] == "shortest_path_follower" and manifest["samples"] == manifest["decisions"] > 0
 
 
 def test_bad_input_gives_a_clear_message(tmp_path):
-    result = CliRunner().invoke(app, ["train", "--data-mixture", "nope", "--init", "tiny", "--output",
-                                      str(tmp_path / "r")])
+    result = CliRunner().invoke(
+        app, ["train", "--data-mixture", "nope", "--init", "tiny", "--output", str(tmp_path / "r")]
+    )
     assert result.exit_code == 2 and "unknown dataset 'nope'" in result.output
     result = CliRunner().invoke(app, ["train", "--data-mixture", "r2r_gen", "--output", str(tmp_path / "r")])
     assert result.exit_code == 2 and "--model PATH" in result.output
@@ -80,8 +120,11 @@ def test_two_process_training_and_resume(tmp_path):
     from tests.vlm.train.fakes import write_collected
 
     repo = Path(__file__).resolve().parents[2]
-    answers = ["The next action is move forward 75 cm.", "The next action is turn left 30 degrees.",
-               "The next action is stop."]
+    answers = [
+        "The next action is move forward 75 cm.",
+        "The next action is turn left 30 degrees.",
+        "The next action is stop.",
+    ]
     data = write_collected(tmp_path / "d", {"a": answers, "b": answers[::-1], "c": answers}, size=32)
     launcher = tmp_path / "cli.py"
     launcher.write_text("from benchmarks.cli import main\nmain()\n")
@@ -89,9 +132,31 @@ def test_two_process_training_and_resume(tmp_path):
     run = tmp_path / "run"
 
     def launch(steps: int) -> str:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(launcher), "train",
-               "--data-mixture", str(data), "--init", "tiny", "--steps", str(steps), "--batch-size", "2",
-               "--save-every", "2", "--vocab-size", "300", "--log-every", "1", "--output", str(run)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            str(launcher),
+            "train",
+            "--data-mixture",
+            str(data),
+            "--init",
+            "tiny",
+            "--steps",
+            str(steps),
+            "--batch-size",
+            "2",
+            "--save-every",
+            "2",
+            "--vocab-size",
+            "300",
+            "--log-every",
+            "1",
+            "--output",
+            str(run),
+        ]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout + done.stderr

@@ -121,7 +121,9 @@ def test_collect_writes_format_and_manifest(tmp_path):
 @pytest.mark.parametrize("codec", ["png", "jpeg", "npz"])
 def test_frame_codecs_round_trip(tmp_path, codec):
     rng = np.random.default_rng(0)
-    frames = np.repeat(np.repeat(rng.integers(0, 256, (5, 4, 6, 3), dtype=np.uint8), 8, 1), 8, 2)  # [5, 32, 48, 3]
+    frames = np.repeat(
+        np.repeat(rng.integers(0, 256, (5, 4, 6, 3), dtype=np.uint8), 8, 1), 8, 2
+    )  # [5, 32, 48, 3]
     write_frames(tmp_path / "f.npz", frames, codec)
     store = FrameStore(tmp_path / "f.npz")
     assert store.shape == frames.shape and len(store) == 5
@@ -261,10 +263,16 @@ class FlakyPolicy(AlwaysRight):
 
 def test_dagger_collect_records_policy_share_and_failures(tmp_path):
     cfg = CollectConfig(output=str(tmp_path / "d"), beta=0.0, policy="fake", max_steps=4)
-    manifest = collect(cfg, [make_episode(0, [])], PoseDriver(), HeadingExpert(), prompt_fn, policy=FlakyPolicy())
+    manifest = collect(
+        cfg, [make_episode(0, [])], PoseDriver(), HeadingExpert(), prompt_fn, policy=FlakyPolicy()
+    )
     assert manifest["policy_decisions"] == 4 and manifest["policy_parse_failures"] == 2
     assert manifest["expert"] == "shortest_path_follower" and manifest["actions"] == {
-        "forward": 0, "left": 4, "right": 0, "stop": 0}
+        "forward": 0,
+        "left": 4,
+        "right": 0,
+        "stop": 0,
+    }
     samples = read_jsonl(tmp_path / "d" / "shard-00000" / "samples.jsonl")
     assert [s["executed_by"] for s in samples] == ["policy"] * 4
     assert samples[3]["frames"] == [-1, -1, -1, -1, 0, 1, 2, 3]

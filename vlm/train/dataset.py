@@ -65,7 +65,9 @@ class FrameStore:
                 self._data, self._offsets = data["data"], data["offsets"]  # bytes, [T + 1]
                 self.shape = tuple(int(x) for x in data["shape"])
             else:
-                raise ValueError(f"frames file {path}: expected 'rgb' or 'data' + 'offsets', found {list(data)}")
+                raise ValueError(
+                    f"frames file {path}: expected 'rgb' or 'data' + 'offsets', found {list(data)}"
+                )
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -158,7 +160,10 @@ class MixtureDataset(torch.utils.data.Dataset):
         self.entries = list(entries)
         self._offsets = np.cumsum([0] + [len(d) for d in self.datasets])
         self.weights = torch.cat(
-            [torch.full((len(d),), float(e.weight), dtype=torch.float64) for d, e in zip(self.datasets, entries, strict=True)]
+            [
+                torch.full((len(d),), float(e.weight), dtype=torch.float64)
+                for d, e in zip(self.datasets, entries, strict=True)
+            ]
         )
 
     def __len__(self) -> int:
@@ -201,7 +206,9 @@ class EncoderConfig:
     conv_template: str = "llama_3"  # conversation template of the model
     action_token_weight: float = 1.0  # loss weight on the action-phrase and amount tokens (1.0 = plain CE)
     max_length: int | None = None  # truncate text tokens to this many (None = no limit)
-    uint8_images: bool = True  # batches carry resized uint8 pixels; `normalize` runs on the device (4x less copying)
+    uint8_images: bool = (
+        True  # batches carry resized uint8 pixels; `normalize` runs on the device (4x less copying)
+    )
 
     def __post_init__(self) -> None:
         if self.action_token_weight <= 0:
@@ -213,8 +220,13 @@ class EncoderConfig:
 class SampleEncoder:
     """Raw sample → model inputs (token ids, labels, label weights, pixels); also the batch collate function."""
 
-    def __init__(self, tokenizer: Any, image_processor: Any, config: EncoderConfig | None = None,
-                 image_aspect_ratio: str = "resize") -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        image_processor: Any,
+        config: EncoderConfig | None = None,
+        image_aspect_ratio: str = "resize",
+    ) -> None:
         from vlm.conversation import get_conv_template
 
         self.tokenizer = tokenizer
@@ -222,8 +234,11 @@ class SampleEncoder:
         self.config = config or EncoderConfig()
         self.image_aspect_ratio = image_aspect_ratio
         # uint8 batches need a plain resize-then-normalise processor (the "resize" aspect mode).
-        self._raw_pixels = (self.config.uint8_images and image_aspect_ratio == "resize"
-                            and all(hasattr(image_processor, a) for a in ("resize", "image_mean", "image_std")))
+        self._raw_pixels = (
+            self.config.uint8_images
+            and image_aspect_ratio == "resize"
+            and all(hasattr(image_processor, a) for a in ("resize", "image_mean", "image_std"))
+        )
         get_conv_template(self.config.conv_template)  # validates the name early
         pad = getattr(tokenizer, "pad_token_id", None)
         self.pad_token_id = pad if pad is not None else (getattr(tokenizer, "eos_token_id", None) or 0)
@@ -266,7 +281,9 @@ class SampleEncoder:
             )
         if self._raw_pixels:
             # Resize only (the processor's own PIL filter); scaling + normalising happen in `normalize`, on the GPU.
-            resized = np.stack([self.image_processor.resize(np.asarray(f)) for f in item["frames"]])  # [N, S, S, 3]
+            resized = np.stack(
+                [self.image_processor.resize(np.asarray(f)) for f in item["frames"]]
+            )  # [N, S, S, 3]
             images = torch.from_numpy(resized).permute(0, 3, 1, 2).contiguous()  # [N, 3, S, S] uint8
         else:
             images = process_images(list(item["frames"]), self.image_processor, self.image_aspect_ratio)
@@ -299,11 +316,18 @@ class SampleEncoder:
         mask = torch.zeros((batch, length), dtype=torch.long)
         for i, e in enumerate(encoded):
             n = len(e["input_ids"])
-            input_ids[i, :n], labels[i, :n], weights[i, :n], mask[i, :n] = e["input_ids"], e["labels"], e["label_weights"], 1
+            input_ids[i, :n], labels[i, :n], weights[i, :n], mask[i, :n] = (
+                e["input_ids"],
+                e["labels"],
+                e["label_weights"],
+                1,
+            )
         return {
             "input_ids": input_ids,  # [B, L]
             "attention_mask": mask,  # [B, L]
             "labels": labels,  # [B, L]
             "label_weights": weights,  # [B, L]
-            "images": torch.cat([e["images"] for e in encoded]),  # [B*N, 3, S, S] uint8 or float, sample-major
+            "images": torch.cat(
+                [e["images"] for e in encoded]
+            ),  # [B*N, 3, S, S] uint8 or float, sample-major
         }

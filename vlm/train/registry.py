@@ -38,12 +38,16 @@ class DatasetEntry:
     name: str  # registry key, e.g. "r2r_gen"
     path: Path  # folder written by `navila-agent collect`
     type: str = "trajectories"  # one of DATASET_TYPES
-    weight: float = 1.0  # sampling-weight multiplier: each sample is drawn weight× as often as under plain concatenation
+    weight: float = (
+        1.0  # sampling-weight multiplier: each sample is drawn weight× as often as under plain concatenation
+    )
     description: str = ""
 
     def __post_init__(self) -> None:
         if self.type not in DATASET_TYPES:
-            raise ValueError(f"dataset '{self.name}': unknown type '{self.type}'; available: {', '.join(DATASET_TYPES)}")
+            raise ValueError(
+                f"dataset '{self.name}': unknown type '{self.type}'; available: {', '.join(DATASET_TYPES)}"
+            )
         if not self.weight > 0:
             raise ValueError(f"dataset '{self.name}': weight must be > 0, got {self.weight}")
 
@@ -61,13 +65,17 @@ def _substitute(text: str, variables: dict[str, str], where: str) -> str:
     def repl(m: re.Match[str]) -> str:
         key = m.group(1)
         if key not in variables:
-            raise ValueError(f"{where}: unknown placeholder '{{{key}}}'; available: {', '.join(sorted(variables))}")
+            raise ValueError(
+                f"{where}: unknown placeholder '{{{key}}}'; available: {', '.join(sorted(variables))}"
+            )
         return variables[key]
 
     return _PLACEHOLDER.sub(repl, text)
 
 
-def load_registry(path: str | Path | None = None, variables: dict[str, str] | None = None) -> dict[str, DatasetEntry]:
+def load_registry(
+    path: str | Path | None = None, variables: dict[str, str] | None = None
+) -> dict[str, DatasetEntry]:
     """Read a registry YAML file into `{name: DatasetEntry}`.
 
     Paths get `{placeholder}` substitution (default: `{cache}`), `~` expansion, and are resolved relative to the
@@ -91,7 +99,9 @@ def load_registry(path: str | Path | None = None, variables: dict[str, str] | No
             raise ValueError(f"{where}: expected a mapping with at least 'path'")
         unknown = set(spec) - {"path", "type", "weight", "description"}
         if unknown:
-            raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: path, type, weight, description")
+            raise ValueError(
+                f"{where}: unknown field(s) {sorted(unknown)}; allowed: path, type, weight, description"
+            )
         data_path = Path(_substitute(str(spec["path"]), variables, where)).expanduser()
         if not data_path.is_absolute():
             data_path = (path.parent / data_path).resolve()
@@ -141,7 +151,9 @@ def parse_mixture(mixture: str, registry: dict[str, DatasetEntry]) -> list[Datas
         out.append(entry)
     names = [e.name for e in out]
     if len(set(names)) != len(names):
-        raise ValueError(f"--data-mixture '{mixture}': a dataset appears twice; give it a weight instead (name*2)")
+        raise ValueError(
+            f"--data-mixture '{mixture}': a dataset appears twice; give it a weight instead (name*2)"
+        )
     return out
 
 

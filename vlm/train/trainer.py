@@ -97,8 +97,10 @@ class TrainConfig:
         if self.report_to not in REPORT_TO:
             raise ValueError(f"unknown --report-to '{self.report_to}'; available: {', '.join(REPORT_TO)}")
         if not (self.tune_vision_tower or self.tune_mm_projector or self.tune_language_model or self.lora):
-            raise ValueError("nothing to train: enable one of tune_vision_tower / tune_mm_projector / "
-                             "tune_language_model / lora")
+            raise ValueError(
+                "nothing to train: enable one of tune_vision_tower / tune_mm_projector / "
+                "tune_language_model / lora"
+            )
 
 
 def _part(model: torch.nn.Module, part: str) -> torch.nn.Module:
@@ -128,8 +130,13 @@ def configure_trainable(model: torch.nn.Module, config: TrainConfig) -> dict[str
             raise ValueError(
                 f"--lora: none of the target modules {config.lora_target_modules} exist in the language model"
             )
-        lora_cfg = peft.LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                                   target_modules=targets, bias="none")
+        lora_cfg = peft.LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=targets,
+            bias="none",
+        )
         setattr(model, PART_NAMES["language_model"], peft.get_peft_model(llm, lora_cfg))
         if config.tune_language_model:
             pass  # LoRA replaces full fine-tuning of the LLM: only adapter weights train
@@ -138,8 +145,9 @@ def configure_trainable(model: torch.nn.Module, config: TrainConfig) -> dict[str
     if config.gradient_checkpointing:
         llm = _part(model, "language_model")
         # transformers 5 renamed it (the old name warns); either recomputes activations in the backward pass.
-        enable = getattr(llm, "activation_checkpointing_enable", None) or getattr(llm, "gradient_checkpointing_enable",
-                                                                                   None)
+        enable = getattr(llm, "activation_checkpointing_enable", None) or getattr(
+            llm, "gradient_checkpointing_enable", None
+        )
         if enable is None:
             raise ValueError("--gradient-checkpointing: the language model does not support it")
         enable()
@@ -211,7 +219,9 @@ class ActionWeightedLoss(torch.nn.Module):
         super().__init__()
         for attr in ("prepare_inputs", "tokens_per_image", "llm"):
             if not hasattr(model, attr):
-                raise ValueError(f"action_token_weight != 1 needs a model with '{attr}' (vlm.LlavaLlamaModel)")
+                raise ValueError(
+                    f"action_token_weight != 1 needs a model with '{attr}' (vlm.LlavaLlamaModel)"
+                )
         self.model = model
 
     def forward(self, input_ids, attention_mask, images, labels, label_weights):
@@ -220,19 +230,25 @@ class ActionWeightedLoss(torch.nn.Module):
         from vlm.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
         spliced = self.model.prepare_inputs(input_ids, attention_mask, images, labels, padding_side="right")
-        logits = self.model.llm(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
-                                position_ids=spliced.position_ids).logits  # [B, L, V]
+        logits = self.model.llm(
+            inputs_embeds=spliced.inputs_embeds,
+            attention_mask=spliced.attention_mask,
+            position_ids=spliced.position_ids,
+        ).logits  # [B, L, V]
         per_image = int(self.model.tokens_per_image)
-        weights = torch.zeros(spliced.attention_mask.shape, dtype=torch.float32, device=logits.device)  # [B, L]
+        # [B, L]: label weights expanded like the labels (image positions get 0)
+        weights = torch.zeros(spliced.attention_mask.shape, dtype=torch.float32, device=logits.device)
         for b in range(input_ids.shape[0]):
             keep = attention_mask[b].bool()
             ids, w = input_ids[b][keep], label_weights[b][keep]  # [T_b]
             is_image = ids == IMAGE_TOKEN_INDEX
-            row = torch.repeat_interleave(w.masked_fill(is_image, 0.0),
-                                          torch.where(is_image, per_image, 1))  # [L_b]
+            reps = torch.where(is_image, per_image, 1)  # each image token spans per_image positions
+            row = torch.repeat_interleave(w.masked_fill(is_image, 0.0), reps)  # [L_b]
             weights[b, : row.numel()] = row
         ce = torch.nn.functional.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(), spliced.labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX,
+            logits[:, :-1].flatten(0, 1).float(),
+            spliced.labels[:, 1:].flatten(),
+            ignore_index=IGNORE_INDEX,
             reduction="none",
         ).view(logits.shape[0], -1)  # [B, L-1]
         w = weights[:, 1:]
@@ -242,7 +258,9 @@ class ActionWeightedLoss(torch.nn.Module):
 class _Logger:
     """JSONL log on disk, plus wandb when asked (imported lazily; offline unless WANDB_MODE says otherwise)."""
 
-    def __init__(self, config: TrainConfig, output_dir: Path, enabled: bool, run_config: dict[str, Any]) -> None:
+    def __init__(
+        self, config: TrainConfig, output_dir: Path, enabled: bool, run_config: dict[str, Any]
+    ) -> None:
         self.path = output_dir / LOG_FILE
         self.enabled = enabled
         self.wandb = None
@@ -252,8 +270,13 @@ class _Logger:
             except ImportError:
                 raise ValueError("--report-to wandb needs the wandb package: pip install wandb") from None
             os.environ.setdefault("WANDB_MODE", "offline")  # never a network call unless the user opts in
-            self.wandb = wandb.init(project="navila-agent", name=config.run_name, dir=str(output_dir),
-                                    config=run_config, resume="allow")
+            self.wandb = wandb.init(
+                project="navila-agent",
+                name=config.run_name,
+                dir=str(output_dir),
+                config=run_config,
+                resume="allow",
+            )
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -287,13 +310,22 @@ def rank_batches(stream: Iterator[int], batch_size: int, world: int, rank: int) 
         yield chunk[rank * batch_size : (rank + 1) * batch_size]
 
 
-def _micro_batches(dataset: MixtureDataset, encoder: SampleEncoder, config: TrainConfig, start_sample: int,
-                   world: int, rank: int) -> Iterator[dict[str, torch.Tensor]]:
+def _micro_batches(
+    dataset: MixtureDataset,
+    encoder: SampleEncoder,
+    config: TrainConfig,
+    start_sample: int,
+    world: int,
+    rank: int,
+) -> Iterator[dict[str, torch.Tensor]]:
     """Endless encoded micro-batches for this process, from sample position `start_sample` of the global order."""
     stream = sample_index_stream(dataset.weights, config.seed, start_sample)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=rank_batches(stream, config.batch_size, world, rank), collate_fn=encoder.collate,
-        num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
+        dataset,
+        batch_sampler=rank_batches(stream, config.batch_size, world, rank),
+        collate_fn=encoder.collate,
+        num_workers=config.num_workers,
+        persistent_workers=config.num_workers > 0,
         pin_memory=torch.cuda.is_available() and config.device != "cpu",
     )
     yield from loader
@@ -329,14 +361,19 @@ def train(
 
         AcceleratorState._reset_state(reset_partial_state=True)
     # cpu=True also when there is no GPU: accelerate then runs torchrun's processes as a gloo group (MULTI_CPU).
-    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not on_gpu,
-                              gradient_accumulation_steps=config.grad_accum)
+    accelerator = Accelerator(
+        mixed_precision="bf16" if use_bf16 else "no",
+        cpu=not on_gpu,
+        gradient_accumulation_steps=config.grad_accum,
+    )
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     counts = configure_trainable(model, config)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps)
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps
+    )
 
     start_step = 0
     resume = find_resume_checkpoint(output_dir)
@@ -344,8 +381,10 @@ def train(
         state = torch.load(resume / STATE_FILE, map_location="cpu", weights_only=False)
         missing = set(state["trainable"]) ^ {n for n, p in model.named_parameters() if p.requires_grad}
         if missing:
-            raise ValueError(f"cannot resume from {resume}: its trainable parameters differ from this run's "
-                             f"(different --tune-*/--lora flags?), e.g. {sorted(missing)[:3]}")
+            raise ValueError(
+                f"cannot resume from {resume}: its trainable parameters differ from this run's "
+                f"(different --tune-*/--lora flags?), e.g. {sorted(missing)[:3]}"
+            )
         model.load_state_dict(state["trainable"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -365,15 +404,21 @@ def train(
     main = accelerator.is_main_process
     logger = _Logger(config, output_dir, main, {**(run_config or {}), "train": asdict(config), **counts})
     if main and resume is None:
-        (output_dir / "train_config.json").write_text(json.dumps({**(run_config or {}), "train": asdict(config),
-                                                                  "parameters": counts}, indent=2))
+        (output_dir / "train_config.json").write_text(
+            json.dumps({**(run_config or {}), "train": asdict(config), "parameters": counts}, indent=2)
+        )
 
     progress = None
     if show_progress and main:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                            TimeRemainingColumn())
+        progress = Progress(
+            TextColumn("train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+        )
         task = progress.add_task("train", total=config.steps, completed=start_step, info="")
         progress.start()
 
@@ -391,15 +436,21 @@ def train(
                 batch = next(batches)
                 data_time += time.perf_counter() - t_data
                 batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
-                batch["images"] = encoder.normalize(batch["images"])  # uint8 → normalised float, on the device
+                # uint8 → normalised float, on the device
+                batch["images"] = encoder.normalize(batch["images"])
                 weights = batch.pop("label_weights")
                 kwargs = {"label_weights": weights} if pass_weights else {}
                 # accumulate(): no gradient all-reduce until the last micro-step; backward() divides the loss
                 # by grad_accum; the optimizer's step/zero_grad are no-ops until gradients are synchronised.
                 with accelerator.accumulate(model):
                     with accelerator.autocast():
-                        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                    images=batch["images"], labels=batch["labels"], **kwargs)
+                        out = model(
+                            input_ids=batch["input_ids"],
+                            attention_mask=batch["attention_mask"],
+                            images=batch["images"],
+                            labels=batch["labels"],
+                            **kwargs,
+                        )
                     accelerator.backward(out.loss)
                     step_loss += float(out.loss.detach()) / config.grad_accum
                     if config.max_grad_norm > 0 and accelerator.sync_gradients:
@@ -412,7 +463,9 @@ def train(
             # The mean over ranks (each rank saw different samples), so the log is the global batch's loss.
             loss_value = float(accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "mean"))
             if not math.isfinite(loss_value):
-                raise FloatingPointError(f"loss became {loss_value} at step {step}; lower --lr or check the data")
+                raise FloatingPointError(
+                    f"loss became {loss_value} at step {step}; lower --lr or check the data"
+                )
             record: dict[str, Any] = {"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[0]}
             if step % config.log_every == 0 or step == config.steps:
                 logger.log(record)
@@ -420,12 +473,15 @@ def train(
             eval_now = eval_fn is not None and config.eval_every > 0 and step % config.eval_every == 0
             if save_now or eval_now:
                 t_io = time.perf_counter()
-                ckpt = _save_checkpoint(accelerator, core, optimizer, scheduler, output_dir, step, config,
-                                        loss_value)
+                ckpt = _save_checkpoint(
+                    accelerator, core, optimizer, scheduler, output_dir, step, config, loss_value
+                )
                 if eval_now and main:
                     metrics = eval_fn(ckpt)  # type: ignore[misc]
                     evals.append({"step": step, **metrics})
-                    logger.log({"step": step, "loss": loss_value, **{f"eval/{k}": v for k, v in metrics.items()}})
+                    logger.log(
+                        {"step": step, "loss": loss_value, **{f"eval/{k}": v for k, v in metrics.items()}}
+                    )
                 if eval_now:
                     # The other ranks wait here (not inside a gradient all-reduce) while rank 0 evaluates; keep
                     # --eval-limit small enough to finish within the process group's timeout.
@@ -452,8 +508,16 @@ def train(
     )
 
 
-def _save_checkpoint(accelerator: Any, model: torch.nn.Module, optimizer: Any, scheduler: Any, output_dir: Path,
-                     step: int, config: TrainConfig, loss: float) -> Path:
+def _save_checkpoint(
+    accelerator: Any,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    output_dir: Path,
+    step: int,
+    config: TrainConfig,
+    loss: float,
+) -> Path:
     """Model (VILA layout) + resumable state; trainer_state.json last, so a torn checkpoint is never resumed."""
     folder = output_dir / "checkpoints" / f"checkpoint-{step}"
     accelerator.wait_for_everyone()
@@ -461,12 +525,22 @@ def _save_checkpoint(accelerator: Any, model: torch.nn.Module, optimizer: Any, s
         if folder.exists():
             shutil.rmtree(folder)
         save_model(model, folder, config.lora)
-        torch.save({"step": step, "trainable": _trainable_state(model), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": _rng_state()}, folder / STATE_FILE)
+        torch.save(
+            {
+                "step": step,
+                "trainable": _trainable_state(model),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(),
+            },
+            folder / STATE_FILE,
+        )
         (folder / STATE_JSON).write_text(json.dumps({"step": step, "loss": loss}))
         if config.keep_checkpoints:
-            complete = sorted((p for p in folder.parent.glob("checkpoint-*") if (p / STATE_JSON).is_file()),
-                              key=lambda p: int(p.name.split("-")[1]))
+            complete = sorted(
+                (p for p in folder.parent.glob("checkpoint-*") if (p / STATE_JSON).is_file()),
+                key=lambda p: int(p.name.split("-")[1]),
+            )
             for old in complete[: -config.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()

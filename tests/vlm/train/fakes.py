@@ -18,25 +18,40 @@ from torch import nn
 from vlm.constants import IGNORE_INDEX
 
 
-def write_collected(root: Path, trajectories: dict[str, list[str]], num_frames: int = 8, size: int = 8) -> Path:
+def write_collected(
+    root: Path, trajectories: dict[str, list[str]], num_frames: int = 8, size: int = 8
+) -> Path:
     """A folder in `navila-agent collect`'s format: one shard, `trajectories` = {traj: [answer per decision]}."""
     shard = root / "shard-00000"
     (shard / "frames").mkdir(parents=True, exist_ok=True)
     samples, trajs = [], []
     for key, answers in trajectories.items():
-        frames = np.stack([np.full((size, size, 3), 10 * (t + 1), dtype=np.uint8) for t in range(len(answers))])
+        frames = np.stack(
+            [np.full((size, size, 3), 10 * (t + 1), dtype=np.uint8) for t in range(len(answers))]
+        )
         np.savez_compressed(shard / "frames" / f"{key}.npz", rgb=frames)
         for t, answer in enumerate(answers):
             idx = [-1] * max(0, num_frames - t - 1) + list(range(max(0, t + 1 - num_frames), t + 1))
-            samples.append({"id": f"{key}:{t}", "traj": key, "frames_file": f"frames/{key}.npz", "t": t,
-                            "frames": idx[-num_frames:], "action": answer.split()[4] if "stop" not in answer else "stop",
-                            "conversations": [{"from": "human", "value": "<image>\n" * num_frames + f"Go {key}."},
-                                              {"from": "gpt", "value": answer}]})
+            samples.append(
+                {
+                    "id": f"{key}:{t}",
+                    "traj": key,
+                    "frames_file": f"frames/{key}.npz",
+                    "t": t,
+                    "frames": idx[-num_frames:],
+                    "action": answer.split()[4] if "stop" not in answer else "stop",
+                    "conversations": [
+                        {"from": "human", "value": "<image>\n" * num_frames + f"Go {key}."},
+                        {"from": "gpt", "value": answer},
+                    ],
+                }
+            )
         trajs.append({"traj": key})
     (shard / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     (shard / "trajectories.jsonl").write_text("".join(json.dumps(t) + "\n" for t in trajs))
-    (root / "manifest.json").write_text(json.dumps({"format": "navila-agent-trajectories/1",
-                                                    "samples": len(samples)}))
+    (root / "manifest.json").write_text(
+        json.dumps({"format": "navila-agent-trajectories/1", "samples": len(samples)})
+    )
     return root
 
 
@@ -67,8 +82,9 @@ class FakeVLM(nn.Module):
         text = self.llm.embed(input_ids.clamp(min=0))  # [B, L, D]; image tokens use id 0
         hidden = torch.tanh(self.llm.q_proj(text + visual[:, None]))
         logits = self.llm.lm_head(hidden)  # [B, L, V]
-        loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, self.vocab_size), labels[:, 1:].reshape(-1),
-                                           ignore_index=IGNORE_INDEX)
+        loss = nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, self.vocab_size), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
+        )
         return SimpleNamespace(loss=loss, logits=logits)
 
     def save_pretrained(self, folder) -> None:

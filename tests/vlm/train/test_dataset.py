@@ -19,8 +19,11 @@ from vlm.train.dataset import (
 )
 from vlm.train.registry import DatasetEntry
 
-ANSWERS = ["The next action is move forward 75 cm.", "The next action is turn left 30 degrees.",
-           "The next action is stop."]
+ANSWERS = [
+    "The next action is move forward 75 cm.",
+    "The next action is turn left 30 degrees.",
+    "The next action is stop.",
+]
 
 
 @pytest.fixture(scope="module")

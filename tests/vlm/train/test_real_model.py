@@ -11,8 +11,11 @@ from vlm.train.dataset import EncoderConfig, MixtureDataset, SampleEncoder
 from vlm.train.registry import DatasetEntry
 from vlm.train.trainer import ActionWeightedLoss, TrainConfig, train
 
-ANSWERS = ["The next action is move forward 75 cm.", "The next action is turn left 30 degrees.",
-           "The next action is stop."]
+ANSWERS = [
+    "The next action is move forward 75 cm.",
+    "The next action is turn left 30 degrees.",
+    "The next action is stop.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +58,15 @@ def test_tiny_model_trains_and_checkpoint_loads(tiny, tmp_path):
     torch.manual_seed(0)
     model = vlm.build_model(vlm.tiny_config(vocab_size=len(tok)), tok)
     enc = SampleEncoder(tok, model.image_processor, EncoderConfig(action_token_weight=2.0))
-    cfg = TrainConfig(output_dir=str(tmp_path / "run"), steps=3, batch_size=2, lr=1e-3, save_every=2,
-                      warmup_ratio=0.0, log_every=1)
+    cfg = TrainConfig(
+        output_dir=str(tmp_path / "run"),
+        steps=3,
+        batch_size=2,
+        lr=1e-3,
+        save_every=2,
+        warmup_ratio=0.0,
+        log_every=1,
+    )
     result = train(model, ds, enc, cfg, show_progress=False)
     assert result.steps == 3
     loaded = vlm.load(tmp_path / "run")
@@ -71,8 +81,17 @@ def test_lora_and_gradient_checkpointing_on_the_real_model(tiny, tmp_path):
     torch.manual_seed(0)
     model = vlm.build_model(vlm.tiny_config(vocab_size=len(tok)), tok)
     before = {k: v.clone() for k, v in model.llm.state_dict().items()}
-    cfg = TrainConfig(output_dir=str(tmp_path / "run"), steps=2, batch_size=2, lr=1e-2, save_every=2,
-                      warmup_ratio=0.0, lora=True, lora_r=4, gradient_checkpointing=True)
+    cfg = TrainConfig(
+        output_dir=str(tmp_path / "run"),
+        steps=2,
+        batch_size=2,
+        lr=1e-2,
+        save_every=2,
+        warmup_ratio=0.0,
+        lora=True,
+        lora_r=4,
+        gradient_checkpointing=True,
+    )
     train(model, ds, SampleEncoder(tok, model.image_processor), cfg, show_progress=False)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n or n.startswith("mm_projector.") for n in trainable)

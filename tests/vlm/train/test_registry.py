@@ -21,7 +21,9 @@ def test_default_registry_resolves_cache_placeholder(tmp_path):
 
 
 def test_relative_paths_weights_and_mixture(tmp_path):
-    reg = load_registry(write(tmp_path / "r.yaml", "datasets:\n  a: {path: data/a, weight: 2}\n  b: {path: /x/b}\n"))
+    reg = load_registry(
+        write(tmp_path / "r.yaml", "datasets:\n  a: {path: data/a, weight: 2}\n  b: {path: /x/b}\n")
+    )
     assert reg["a"].path == tmp_path / "data" / "a" and reg["a"].weight == 2.0
     mix = parse_mixture("a+b*0.5", reg)
     assert [(e.name, e.weight) for e in mix] == [("a", 2.0), ("b", 0.5)]

@@ -15,8 +15,11 @@ from vlm.train.dataset import MixtureDataset, SampleEncoder
 from vlm.train.registry import DatasetEntry
 from vlm.train.trainer import TrainConfig, configure_trainable, find_resume_checkpoint, rank_batches, train
 
-ANSWERS = ["The next action is move forward 75 cm.", "The next action is turn left 30 degrees.",
-           "The next action is stop."]
+ANSWERS = [
+    "The next action is move forward 75 cm.",
+    "The next action is turn left 30 degrees.",
+    "The next action is stop.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +36,23 @@ def make_model(vocab):
 
 
 def cfg(tmp_path, **kw):
-    base = dict(output_dir=str(tmp_path / "run"), steps=6, batch_size=2, lr=5e-3, save_every=2, log_every=1,
-                warmup_ratio=0.0)
+    base = dict(
+        output_dir=str(tmp_path / "run"),
+        steps=6,
+        batch_size=2,
+        lr=5e-3,
+        save_every=2,
+        log_every=1,
+        warmup_ratio=0.0,
+    )
     return TrainConfig(**{**base, **kw})
 
 
 def test_loss_decreases_and_final_model_saved(setup, tmp_path):
     ds, enc, vocab = setup
-    result = train(make_model(vocab), ds, enc, cfg(tmp_path, steps=30, save_every=100, lr=3e-2), show_progress=False)
+    result = train(
+        make_model(vocab), ds, enc, cfg(tmp_path, steps=30, save_every=100, lr=3e-2), show_progress=False
+    )
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < log[0]["loss"] * 0.7
     assert result.steps == 30 and (tmp_path / "run" / "config.json").is_file()
@@ -53,7 +65,9 @@ def test_killed_run_resumes_to_the_same_weights(setup, tmp_path):
     straight = make_model(vocab)
     train(straight, ds, enc, cfg(tmp_path / "a"), show_progress=False)
     killed = make_model(vocab)
-    first = train(killed, ds, enc, cfg(tmp_path / "b"), show_progress=False, stop_after=3)  # "killed" after step 3
+    first = train(
+        killed, ds, enc, cfg(tmp_path / "b"), show_progress=False, stop_after=3
+    )  # "killed" after step 3
     assert first.steps == 3 and find_resume_checkpoint(tmp_path / "b" / "run").name == "checkpoint-2"
     resumed_model = make_model(vocab)  # a fresh process: same init, state comes from checkpoint-2
     second = train(resumed_model, ds, enc, cfg(tmp_path / "b"), show_progress=False)
@@ -61,7 +75,10 @@ def test_killed_run_resumes_to_the_same_weights(setup, tmp_path):
     for (name, p), q in zip(straight.state_dict().items(), resumed_model.state_dict().values(), strict=True):
         assert torch.allclose(p, q, atol=1e-6), name
     # Only the newest complete checkpoints are kept.
-    assert sorted(p.name for p in (tmp_path / "b" / "run" / "checkpoints").iterdir()) == ["checkpoint-4", "checkpoint-6"]
+    assert sorted(p.name for p in (tmp_path / "b" / "run" / "checkpoints").iterdir()) == [
+        "checkpoint-4",
+        "checkpoint-6",
+    ]
 
 
 def test_torn_checkpoint_is_not_resumed(setup, tmp_path):
@@ -75,8 +92,13 @@ def test_stage1_freezes_the_language_model(setup, tmp_path):
     ds, enc, vocab = setup
     model = make_model(vocab)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    train(model, ds, enc, cfg(tmp_path, steps=2, tune_vision_tower=True, tune_language_model=False),
-          show_progress=False)
+    train(
+        model,
+        ds,
+        enc,
+        cfg(tmp_path, steps=2, tune_vision_tower=True, tune_language_model=False),
+        show_progress=False,
+    )
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k].cpu()) for k in before if k.startswith("llm."))
     assert not torch.equal(before["vision_tower.weight"], after["vision_tower.weight"].cpu())
@@ -86,12 +108,18 @@ def test_lora_trains_adapters_and_saves_merged(setup, tmp_path):
     pytest.importorskip("peft")
     ds, enc, vocab = setup
     model = make_model(vocab)
-    counts = configure_trainable(model, TrainConfig(lora=True, lora_target_modules=["q_proj"], lora_r=2,
-                                                    tune_mm_projector=False))
+    counts = configure_trainable(
+        model, TrainConfig(lora=True, lora_target_modules=["q_proj"], lora_r=2, tune_mm_projector=False)
+    )
     assert 0 < counts["trainable"] < 100
     model = make_model(vocab)
-    train(model, ds, enc, cfg(tmp_path, steps=2, lora=True, lora_target_modules=["q_proj"], lora_r=2),
-          show_progress=False)
+    train(
+        model,
+        ds,
+        enc,
+        cfg(tmp_path, steps=2, lora=True, lora_target_modules=["q_proj"], lora_r=2),
+        show_progress=False,
+    )
     saved = torch.load(tmp_path / "run" / "llm" / "weights.pt")
     assert not any("lora" in k for k in saved)  # merged: loads as a plain model
     with pytest.raises(ValueError, match="none of the target modules"):
@@ -106,8 +134,14 @@ def test_eval_callback_gets_checkpoints(setup, tmp_path):
         seen.append(ckpt.name)
         return {"sr": 0.5, "spl": 0.25}
 
-    result = train(make_model(vocab), ds, enc, cfg(tmp_path, steps=4, eval_every=2, save_every=100), eval_fn=eval_fn,
-                   show_progress=False)
+    result = train(
+        make_model(vocab),
+        ds,
+        enc,
+        cfg(tmp_path, steps=4, eval_every=2, save_every=100),
+        eval_fn=eval_fn,
+        show_progress=False,
+    )
     assert seen == ["checkpoint-2", "checkpoint-4"]
     assert result.evals == [{"step": 2, "sr": 0.5, "spl": 0.25}, {"step": 4, "sr": 0.5, "spl": 0.25}]
     log = (tmp_path / "run" / "train_log.jsonl").read_text()
@@ -124,8 +158,13 @@ def test_ranks_split_each_global_batch():
 
 def test_grad_accum_and_schedule_step_once_per_optimizer_step(setup, tmp_path):
     ds, enc, vocab = setup
-    result = train(make_model(vocab), ds, enc, cfg(tmp_path, steps=4, grad_accum=2, batch_size=1, save_every=100),
-                   show_progress=False)
+    result = train(
+        make_model(vocab),
+        ds,
+        enc,
+        cfg(tmp_path, steps=4, grad_accum=2, batch_size=1, save_every=100),
+        show_progress=False,
+    )
     assert result.steps == 4
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     expected = [5e-3 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(1, 5)]  # cosine, no warmup
