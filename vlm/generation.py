@@ -1,8 +1,8 @@
 """Greedy batched decoding over input embeddings with a KV cache and per-sample stopping.
 
 The rows are left-padded (see `vlm.splice`), so every row's next token is predicted at the last position. A row that
-emitted a stop token is frozen: it keeps receiving the pad token (masked out) until every row is done or
-`max_new_tokens` is reached. `use_cache=False` recomputes the whole sequence each step (for equivalence tests).
+emitted a stop token is frozen: it keeps being fed the pad token and its outputs are ignored until every row is done
+or `max_new_tokens` is reached. `use_cache=False` recomputes the whole sequence each step (for equivalence tests).
 """
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ def greedy_generate(
         next_tokens = out.logits[:, -1].argmax(dim=-1)  # [B]
         next_tokens = torch.where(done, torch.full_like(next_tokens, pad_token_id), next_tokens)
         stopped = torch.isin(next_tokens, stops) & ~done
-        for b, token in enumerate(next_tokens.tolist()):
-            if not done[b] and not stopped[b]:
+        # One device-to-host copy per step for all rows (indexing GPU tensors per row would sync 2B times).
+        for b, (token, was_done, now_stopped) in enumerate(zip(next_tokens.tolist(), done.tolist(), stopped.tolist(), strict=True)):
+            if not was_done and not now_stopped:
                 generated[b].append(token)
         done |= stopped
         if bool(done.all()):
