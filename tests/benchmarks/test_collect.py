@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 
@@ -276,3 +277,23 @@ def test_dagger_collect_records_policy_share_and_failures(tmp_path):
     samples = read_jsonl(tmp_path / "d" / "shard-00000" / "samples.jsonl")
     assert [s["executed_by"] for s in samples] == ["policy"] * 4
     assert samples[3]["frames"] == [-1, -1, -1, -1, 0, 1, 2, 3]
+
+
+def test_real_r2r_ground_truth_labels_replay_exactly(shared_data_dir):
+    """On the real R2R-CE sample, the merged answers re-expand to exactly the ground-truth actions."""
+    import os
+
+    from envs.datasets.splits import load_split
+
+    root = os.path.join(shared_data_dir, "r2r_vlnce_sample")
+    if not os.path.isdir(root):
+        pytest.skip("shared R2R-CE sample not present")
+    episodes = load_split("r2r_val_seen", data_root=root)
+    assert len(episodes) == 20
+    for ep in episodes:
+        decisions = decision_points(ep.gt.actions)
+        assert [a for d in decisions for a in d.action.to_low_level()] == list(ep.gt.actions)
+        assert decisions[-1].action.kind == "stop" and decisions[-1].t == len(ep.gt.actions) - 1
+        assert all(1 <= len(d.low_level) <= 3 for d in decisions)
+        # A decision starts where the previous one's steps ran out.
+        assert all(b.t == a.t + len(a.low_level) for a, b in itertools.pairwise(decisions))
