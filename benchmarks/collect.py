@@ -297,6 +297,9 @@ class Trajectory:
     executed_by: list[str] = field(default_factory=list)  # per decision: "expert" or "policy"
     ended_with_stop: bool = False
     policy_parse_failures: int = 0  # DAgger: unparsable model answers (each fell back to a 15° left turn)
+    outcome: dict[str, Any] = field(
+        default_factory=dict
+    )  # the driver's final_distance / success, when it knows
 
 
 def trajectory_key(episode: Episode) -> str:
@@ -504,6 +507,7 @@ class ShardWriter:
             "policy_decisions": traj.executed_by.count("policy"),
             "policy_parse_failures": traj.policy_parse_failures,
             "ended_with_stop": traj.ended_with_stop,
+            **traj.outcome,
         }
         _append_lines(self.folder / TRAJECTORIES_FILE, [record])
         self.done.add(traj.key)
@@ -512,6 +516,10 @@ class ShardWriter:
 
 def shard_folder(output: Path, shard: int) -> Path:
     return output / f"shard-{shard:05d}"
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
 
 
 def write_manifest(output: Path, config: CollectConfig) -> dict[str, Any]:
@@ -533,6 +541,8 @@ def write_manifest(output: Path, config: CollectConfig) -> dict[str, Any]:
         "frames": sum(r["frames"] for r in trajectories),
         "actions": {k: actions.get(k, 0) for k in ("forward", "left", "right", "stop")},
         "ended_with_stop": sum(1 for r in trajectories if r["ended_with_stop"]),
+        # Share of trajectories that end in VLN-CE success (STOP within 3 m): ~1.0 for a sound expert.
+        "success_rate": _mean([float(r["success"]) for r in trajectories if "success" in r]),
         "policy_decisions": sum(r.get("policy_decisions", 0) for r in trajectories),
         "policy_parse_failures": sum(r.get("policy_parse_failures", 0) for r in trajectories),
         "shards": sorted(p.name for p in output.glob("shard-*")),
@@ -584,6 +594,8 @@ def collect(
         else:
             traj = run_dagger(driver, expert, policy, episode, config.beta, rng, config.max_steps)
         traj.policy_parse_failures = getattr(policy, "parse_failures", 0) - failures_before
+        if hasattr(driver, "outcome"):
+            traj.outcome = driver.outcome()
         if not traj.frames:
             raise RuntimeError(f"episode {episode.uid}: the expert produced no action")
         frames = np.stack([_resize(f, config.frame_size) for f in traj.frames])  # [T, H, W, 3] uint8
@@ -617,6 +629,14 @@ class EnvDriver:
         return np.asarray(self._info["position"], dtype=np.float64), np.asarray(
             self._info["rotation"], dtype=np.float64
         )
+
+    def outcome(self) -> dict[str, Any]:
+        """How the trajectory ended: geodesic distance to the goal and VLN-CE success (a check on the expert)."""
+        distance = float(self._info.get("distance_to_goal", float("nan")))
+        return {
+            "final_distance": round(distance, 3) if math.isfinite(distance) else None,
+            "success": bool(self._info.get("is_success", False)),
+        }
 
 
 class ModelPolicy:

@@ -31,6 +31,7 @@ def test_collect_train_checkpoint_load_eval(tiny_splits, tmp_path):
     invoke(["collect", "--split", "r2r_train", "--output", str(data), "--limit", "1", "--frame-size", "32"])
     manifest = json.loads((data / "manifest.json").read_text())
     assert manifest["trajectories"] == 1 and manifest["samples"] > 3 and manifest["actions"]["stop"] == 1
+    assert manifest["success_rate"] == 1.0  # the expert (ground-truth replay) reaches the goal
     run = tmp_path / "run"
     train_args = [
         "train",
