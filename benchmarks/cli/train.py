@@ -141,6 +141,7 @@ def register(app: typer.Typer) -> None:
         ),
         vocab_size: int = typer.Option(2048, help="Tokenizer size for a fresh --init model."),
         num_workers: int = typer.Option(0, help="DataLoader worker processes."),
+        device: str = typer.Option("auto", help="auto (the GPU when there is one) or cpu."),
         seed: int = typer.Option(0, help="Seed of the data order and the fresh model's init."),
         report_to: str = typer.Option("none", help="none or wandb (offline unless WANDB_MODE=online)."),
         run_name: str = typer.Option(None, help="Run name for wandb."),
@@ -194,6 +195,7 @@ def register(app: typer.Typer) -> None:
                 seed=seed,
                 report_to=report_to,
                 run_name=run_name,
+                device=device,
             )
             encoder_config = EncoderConfig(action_token_weight=action_token_weight)
             dataset = MixtureDataset(entries)
