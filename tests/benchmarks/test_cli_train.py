@@ -23,7 +23,7 @@ def invoke(args: list[str]):
     return result
 
 
-@pytest.mark.slow  # ~15 s on a shared 2-core machine: house generation, training, one eval episode
+# ~4 s on an idle machine (two one-house splits are generated, 3 training steps, one 4-step eval episode).
 def test_collect_train_checkpoint_load_eval(tiny_splits, tmp_path):
     import vlm
 
