@@ -196,6 +196,8 @@ class DecisionPolicy(Protocol):
 
     def decide(self, frames: list[np.ndarray], instruction: str) -> list[int]: ...
 
+    # Optional: `reset(episode)` is called at the start of each episode when the policy defines it.
+
 
 class ReplayExpert:
     """Ground-truth action replay (real data): action t of the episode's `gt.actions`, STOP past the end."""
@@ -345,6 +347,8 @@ def run_dagger(
     """At each decision the expert (prob. beta) or the policy acts; the expert's label is always recorded."""
     frames = [driver.reset(episode)]
     expert.reset(episode)
+    if hasattr(policy, "reset"):
+        policy.reset(episode)
     actions: list[int] = []
     decisions: list[Decision] = []
     executed_by: list[str] = []
@@ -651,6 +655,14 @@ class ModelPolicy:
         self.max_new_tokens = max_new_tokens
         self.parse_failures = 0
         self.decisions = 0
+        self._uid: str | None = None
+
+    def reset(self, episode: Episode) -> None:
+        """Frames are keyed (episode uid, t): the model's feature cache encodes each frame once per episode."""
+        cache = getattr(self.model, "feature_cache", None)
+        if cache is not None and self._uid is not None:
+            cache.drop(self._uid)  # the previous episode's features are never needed again
+        self._uid = episode.uid
 
     def decide(self, frames: list[np.ndarray], instruction: str) -> list[int]:
         from agent.actions import parse_action
@@ -659,7 +671,11 @@ class ModelPolicy:
         from vlm.media import Image
         from vlm.mm_utils import vlnce_frame_sampling
 
-        images = vlnce_frame_sampling([Image(np.ascontiguousarray(f)) for f in frames], self.num_frames)
+        keyed = [
+            Image(np.ascontiguousarray(f), key=(self._uid, t) if self._uid else None)
+            for t, f in enumerate(frames)
+        ]
+        images = vlnce_frame_sampling(keyed, self.num_frames)
         prompt = build_prompt(instruction, getattr(self.model, "conv_mode", "llama_3"), self.num_frames)
         text = self.model.generate_text([(images, prompt)], max_new_tokens=self.max_new_tokens)[0]
         parsed = parse_action(text)

@@ -297,3 +297,24 @@ def test_real_r2r_ground_truth_labels_replay_exactly(shared_data_dir):
         assert all(1 <= len(d.low_level) <= 3 for d in decisions)
         # A decision starts where the previous one's steps ran out.
         assert all(b.t == a.t + len(a.low_level) for a, b in itertools.pairwise(decisions))
+
+
+def test_model_policy_encodes_each_frame_once():
+    import torch
+
+    import vlm
+    from benchmarks.collect import ModelPolicy
+
+    tok = vlm.build_tokenizer(["The next action is move forward 75 cm.", "Go."], vocab_size=300)
+    torch.manual_seed(0)
+    model = vlm.build_model(vlm.tiny_config(vocab_size=len(tok)), tok).eval()
+    encoded = []
+    model.vision_tower.register_forward_hook(lambda _m, args, _o: encoded.append(args[0].shape[0]))
+    policy = ModelPolicy(model, max_new_tokens=3)
+    policy.reset(make_episode(0, []))
+    frames = [np.full((32, 32, 3), 10 * t, dtype=np.uint8) for t in range(3)]
+    for t in range(3):
+        plan = policy.decide(frames[: t + 1], "Go.")
+        assert plan and set(plan) <= {0, 1, 2, 3}
+    assert encoded == [2, 1, 1]  # black pad + frame 0, then only the new frame each decision
+    assert policy.decisions == 3 and 0 <= policy.parse_failures <= 3
