@@ -16,6 +16,10 @@ parameters, optimizer, scheduler, RNG) and `trainer_state.json` (written last: a
 incomplete and ignored). Re-running the same command resumes from the newest complete checkpoint, with the
 same data order (`sample_index_stream`). The final model is saved to `OUT/` itself.
 
+Tested: single process (CPU, and an H100 with bf16), two torchrun processes on CPU (gloo) including resume.
+Not tested: DeepSpeed ZeRO (not installed here); under ZeRO the optimizer state is partitioned, so resuming
+from `trainer_state.pt` would need accelerate's `save_state` instead — treat ZeRO resume as unsupported.
+
 The model contract (vlm/model.py): `forward(input_ids, attention_mask, images, labels)` returning an object
 with `.loss`; `save_pretrained(folder)`; submodules named by `PART_NAMES`. This module never imports envs,
 agent or benchmarks: evaluation is a plain callable `eval_fn(checkpoint_dir) -> {metric: value}`.
