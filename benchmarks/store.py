@@ -259,6 +259,9 @@ def open_run(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     atomic_write_json(run_file, meta)
+    # Every run folder has a results.jsonl from the start (the viewer opens a run that has one), also a multi-node
+    # run whose episodes are in the rank files until the merge.
+    (run_dir / RESULTS_FILE).touch(exist_ok=True)
     return meta
 
 

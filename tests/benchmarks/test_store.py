@@ -58,6 +58,7 @@ def test_open_run_refuses_a_different_configuration(tmp_path: Path) -> None:
     run = tmp_path / "run"
     cfg = {"agent": "oracle", "seed": 0, "workers": 1}
     meta = store.open_run(run, cfg, ["agent", "seed"])
+    assert (run / "results.jsonl").read_text() == ""  # the viewer can open the folder at once
     assert meta["fingerprint"] == store.fingerprint({"agent": "oracle", "seed": 0})
     store.ResultWriter(run / "results.jsonl").write({"uid": "x"})
     # Same experiment on another machine shape: accepted, results kept.
