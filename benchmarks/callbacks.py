@@ -14,7 +14,6 @@ Two small protocols keep the loop in `benchmarks.runner` short:
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Sequence
@@ -365,8 +364,3 @@ class ProgressListener:
             self._progress.stop()
         else:
             self.console.print(self.status_line(), highlight=False, markup=False)
-
-
-def dumps_line(record: dict[str, Any]) -> str:
-    """The results.jsonl text of a record (used by tests and tools that print records)."""
-    return json.dumps(json_safe(record), separators=(",", ":"))

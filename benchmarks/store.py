@@ -27,7 +27,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,19 +43,6 @@ VIDEOS_DIR = "videos"
 
 class RunFolderError(ValueError):
     """The output folder cannot be used for this run (different configuration, unreadable run.json, ...)."""
-
-
-@dataclass(frozen=True)
-class StoreConfig:
-    run_dir: Path  # the output folder of the run
-    rank: int = 0  # this process's rank among `world_size` (multi-node); decides the results file name
-    world_size: int = 1  # number of ranks writing into run_dir
-
-    def __post_init__(self) -> None:
-        if self.world_size < 1:
-            raise ValueError(f"StoreConfig.world_size must be >= 1, got {self.world_size}")
-        if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"StoreConfig.rank must be in [0, {self.world_size}), got {self.rank}")
 
 
 def fingerprint(config: Mapping[str, Any]) -> str:
