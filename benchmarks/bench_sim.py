@@ -4,10 +4,11 @@ Generates one house, then drives the agent with the shortest-path follower (or r
 resolution, timing the simulator step (kinematics), the RGB-D render + read-back, the follower, and the full
 `VLNCEEnv.step` (which adds the geodesic distance in `info` and the observation conversion).
 
-    OMP_NUM_THREADS=1 LP_NUM_THREADS=1 python -m benchmarks.bench_sim --steps 1000 --resolutions 224,512
+    OMP_NUM_THREADS=1 LP_NUM_THREADS=0 python -m benchmarks.bench_sim --steps 1000 --resolutions 224,512
 
-LP_NUM_THREADS=1 keeps Mesa's llvmpipe on one core (the "one CPU core" figure); leave it unset to let it use
-every core, or run on a GPU machine where EGL is the NVIDIA driver.
+LP_NUM_THREADS=0 makes Mesa's llvmpipe rasterise in the calling thread (the "one CPU core" figure, and the fastest
+setting measured at 224x224); set it to N for N rasteriser threads, or run on a GPU machine where EGL is the NVIDIA
+driver.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def main(
     seed: int = typer.Option(0, help="house and episode seed"),
 ) -> None:
     """Print simulator throughput and build times as rich tables."""
-    os.environ.setdefault("LP_NUM_THREADS", "1")
+    os.environ.setdefault("LP_NUM_THREADS", "0")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from rich.console import Console
     from rich.table import Table

@@ -7,7 +7,10 @@ import os
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("LP_NUM_THREADS", "1")  # Mesa llvmpipe rendering threads
+os.environ.setdefault("LP_NUM_THREADS", "0")  # llvmpipe rasterises in the calling thread (fork-safe, one core)
+# Generated splits built by tests are tiny unless a test asks for more (the full presets take minutes).
+os.environ.setdefault("NAVILA_AGENT_GEN_HOUSES", "2")
+os.environ.setdefault("NAVILA_AGENT_GEN_EPISODES", "4")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

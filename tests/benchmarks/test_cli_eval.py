@@ -240,8 +240,16 @@ def test_slurm_script_requeues_on_usr1_and_needs_output(tmp_path: Path) -> None:
 # ------------------------------------------------------------ generated splits on the embedded simulator (real)
 
 
-def _real(monkeypatch: pytest.MonkeyPatch, houses: int | None, episodes: int | None) -> None:
+def _real(
+    monkeypatch: pytest.MonkeyPatch, houses: int | None, episodes: int | None, cache: Path | None = None
+) -> None:
+    """Real factories; generated split sizes from the arguments (None = the preset), in `cache` if given.
+
+    A complete generated split is reused whatever its size, so a test that needs a specific size uses its own cache.
+    """
     monkeypatch.setattr(runner, "DEFAULT_FACTORIES", runner.Factories())
+    if cache is not None:
+        monkeypatch.setenv("NAVILA_AGENT_CACHE", str(cache))
     for var, value in (("NAVILA_AGENT_GEN_HOUSES", houses), ("NAVILA_AGENT_GEN_EPISODES", episodes)):
         if value is None:
             monkeypatch.delenv(var, raising=False)
@@ -252,7 +260,7 @@ def _real(monkeypatch: pytest.MonkeyPatch, houses: int | None, episodes: int | N
 def test_oracle_and_replay_on_a_small_generated_split(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _real(monkeypatch, houses=1, episodes=3)
+    _real(monkeypatch, houses=1, episodes=3, cache=tmp_path / "cache")
     res = _invoke(
         "eval", "--agent", "oracle", "--split", "r2r_val_unseen", "--output", str(tmp_path / "oracle")
     )
