@@ -141,6 +141,14 @@ def register(app: typer.Typer) -> None:
         ),
         vocab_size: int = typer.Option(2048, help="Tokenizer size for a fresh --init model."),
         num_workers: int = typer.Option(0, help="DataLoader worker processes."),
+        cache_vision_features: str = typer.Option(
+            "auto",
+            help="Encode each stored frame once with the frozen tower and train on the cached features: "
+            "auto (when the tower is frozen), yes, no.",
+        ),
+        feature_cache_dir: Path = typer.Option(
+            None, help="Where cached tower features go (default: <cache>/vision_features, shared by runs)."
+        ),
         device: str = typer.Option("auto", help="auto (the GPU when there is one) or cpu."),
         seed: int = typer.Option(0, help="Seed of the data order and the fresh model's init."),
         report_to: str = typer.Option("none", help="none or wandb (offline unless WANDB_MODE=online)."),
@@ -196,6 +204,8 @@ def register(app: typer.Typer) -> None:
                 report_to=report_to,
                 run_name=run_name,
                 device=device,
+                cache_vision_features=cache_vision_features,
+                feature_cache_dir=str(feature_cache_dir or cache_dir() / "vision_features"),
             )
             encoder_config = EncoderConfig(action_token_weight=action_token_weight)
             dataset = MixtureDataset(entries)

@@ -128,6 +128,10 @@ class TrajectoryDataset(torch.utils.data.Dataset):
             self._cache.popitem(last=False)
         return frames
 
+    def frame_source(self, index: int) -> tuple[Path, str]:
+        """(shard folder, frames file name) of sample `index`: the trajectory whose frames it indexes."""
+        return self._shard_of[index], self.samples[index]["frames_file"]
+
     def frames_for(self, index: int) -> np.ndarray:
         """The sample's frames [N, H, W, 3] uint8, black where its index is -1."""
         sample = self.samples[index]
@@ -169,9 +173,14 @@ class MixtureDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def locate(self, index: int) -> tuple[int, int]:
+        """(dataset number, index within that dataset) of mixture index `index`."""
         k = int(np.searchsorted(self._offsets, index, side="right") - 1)
-        item = self.datasets[k][index - int(self._offsets[k])]
+        return k, index - int(self._offsets[k])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        k, i = self.locate(index)
+        item = self.datasets[k][i]
         item["dataset"] = self.entries[k].name
         return item
 
@@ -266,8 +275,8 @@ class SampleEncoder:
         return list(enc["input_ids"]), weights
 
     def encode(self, item: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """One sample: input_ids / labels / label_weights [L], images [N, 3, S, S]."""
-        from vlm.mm_utils import process_images, tokenizer_image_token
+        """One sample: input_ids / labels / label_weights [L], images [N, 3, S, S] (or features [N, tokens, C])."""
+        from vlm.mm_utils import tokenizer_image_token
 
         prompt_ids = tokenizer_image_token(self.prompt_text(item["prompt"]), self.tokenizer)
         answer_ids, answer_w = self._answer_tokens(item["answer"])
@@ -279,14 +288,10 @@ class SampleEncoder:
             raise ValueError(
                 f"sample {item.get('id')}: {len(input_ids)} text tokens exceed max_length={self.config.max_length}"
             )
-        if self._raw_pixels:
-            # Resize only (the processor's own PIL filter); scaling + normalising happen in `normalize`, on the GPU.
-            resized = np.stack(
-                [self.image_processor.resize(np.asarray(f)) for f in item["frames"]]
-            )  # [N, S, S, 3]
-            images = torch.from_numpy(resized).permute(0, 3, 1, 2).contiguous()  # [N, 3, S, S] uint8
+        if "features" in item:  # cached tower outputs (vlm/train/frame_features.py) instead of frames
+            images = torch.from_numpy(np.asarray(item["features"]))  # [N, tokens, C] float16
         else:
-            images = process_images(list(item["frames"]), self.image_processor, self.image_aspect_ratio)
+            images = self.pixels(item["frames"])
         return {
             "input_ids": torch.tensor(input_ids, dtype=torch.long),  # [L]
             "labels": torch.tensor(labels, dtype=torch.long),  # [L]
@@ -294,8 +299,20 @@ class SampleEncoder:
             "images": images,  # [N, 3, S, S]
         }
 
+    def pixels(self, frames: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
+        """Frames [N, H, W, 3] uint8 → the tower's input [N, 3, S, S]: resized uint8 when `uint8_images` (then
+        call `normalize` on the device), else the processor's full float preprocessing."""
+        from vlm.mm_utils import process_images
+
+        if self._raw_pixels:
+            # Resize only (the processor's own PIL filter); scaling + normalising happen in `normalize`.
+            resized = np.stack([self.image_processor.resize(np.asarray(f)) for f in frames])  # [N, S, S, 3]
+            return torch.from_numpy(resized).permute(0, 3, 1, 2).contiguous()  # [N, 3, S, S] uint8
+        return process_images(list(frames), self.image_processor, self.image_aspect_ratio)
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 pixels [N, 3, S, S] → the tower's normalised float input (a no-op for float batches)."""
+        """uint8 pixels [N, 3, S, S] → the tower's normalised float input (a no-op for float batches and for
+        cached features)."""
         if images.dtype != torch.uint8:
             return images
         mean = torch.tensor(self.image_processor.image_mean, device=images.device).view(1, 3, 1, 1)

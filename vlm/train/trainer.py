@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from vlm.train.dataset import MixtureDataset, SampleEncoder, sample_index_stream
+from vlm.train.frame_features import CachedFeatureDataset, CachedFeatureModel, precompute_features
 
 # Attribute names of the model's three parts (VILA's names).
 PART_NAMES = {"vision_tower": "vision_tower", "mm_projector": "mm_projector", "language_model": "llm"}
@@ -82,6 +83,10 @@ class TrainConfig:
     report_to: str = "none"  # "none" | "wandb" (offline unless WANDB_MODE says otherwise)
     run_name: str | None = None
     device: str = "auto"  # "auto" (accelerate's choice: GPU when there is one) | "cpu"
+    # Frozen tower: encode each stored frame once and train projector + LM on the cached features
+    # (vlm/train/frame_features.py). "auto" = on when the tower is frozen and the model has the VLM parts.
+    cache_vision_features: str = "auto"  # "auto" | "yes" | "no"
+    feature_cache_dir: str | None = None  # where the features go (None: OUTPUT/vision_features)
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu"):
@@ -96,6 +101,15 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"TrainConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.cache_vision_features not in ("auto", "yes", "no"):
+            raise ValueError(
+                f"TrainConfig.cache_vision_features: unknown value '{self.cache_vision_features}'; "
+                "available: auto, yes, no"
+            )
+        if self.cache_vision_features == "yes" and self.tune_vision_tower:
+            raise ValueError(
+                "--cache-vision-features needs a frozen tower (drop --tune-vision-tower / --stage1)"
+            )
         if self.bf16 not in ("auto", "yes", "no"):
             raise ValueError(f"TrainConfig.bf16: unknown value '{self.bf16}'; available: auto, yes, no")
         if self.report_to not in REPORT_TO:
@@ -229,34 +243,52 @@ class ActionWeightedLoss(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, images, labels, label_weights):
-        from types import SimpleNamespace
-
-        from vlm.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-
         spliced = self.model.prepare_inputs(input_ids, attention_mask, images, labels, padding_side="right")
         logits = self.model.llm(
             inputs_embeds=spliced.inputs_embeds,
             attention_mask=spliced.attention_mask,
             position_ids=spliced.position_ids,
         ).logits  # [B, L, V]
-        per_image = int(self.model.tokens_per_image)
-        # [B, L]: label weights expanded like the labels (image positions get 0)
-        weights = torch.zeros(spliced.attention_mask.shape, dtype=torch.float32, device=logits.device)
-        for b in range(input_ids.shape[0]):
-            keep = attention_mask[b].bool()
-            ids, w = input_ids[b][keep], label_weights[b][keep]  # [T_b]
-            is_image = ids == IMAGE_TOKEN_INDEX
-            reps = torch.where(is_image, per_image, 1)  # each image token spans per_image positions
-            row = torch.repeat_interleave(w.masked_fill(is_image, 0.0), reps)  # [L_b]
-            weights[b, : row.numel()] = row
-        ce = torch.nn.functional.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(),
-            spliced.labels[:, 1:].flatten(),
-            ignore_index=IGNORE_INDEX,
-            reduction="none",
-        ).view(logits.shape[0], -1)  # [B, L-1]
-        w = weights[:, 1:]
-        return SimpleNamespace(loss=(ce * w).sum() / w.sum().clamp(min=1e-8), logits=logits)
+        return weighted_answer_loss(
+            logits, spliced, input_ids, attention_mask, label_weights, int(self.model.tokens_per_image)
+        )
+
+
+def weighted_answer_loss(
+    logits: torch.Tensor,
+    spliced: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    label_weights: torch.Tensor,
+    per_image: int,
+) -> Any:
+    """Per-token weighted next-token cross-entropy over the spliced sequence → `.loss` (and `.logits`).
+
+    logits [B, L, V] over `spliced` (right padded); input_ids / attention_mask / label_weights [B, T] before the
+    splice: the weights are expanded like the labels (each IMAGE_TOKEN_INDEX becomes `per_image` zero-weight
+    positions). With unit weights over the answer this is exactly the model's own mean cross-entropy.
+    """
+    from types import SimpleNamespace
+
+    from vlm.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+
+    # [B, L]: label weights expanded like the labels (image positions get 0)
+    weights = torch.zeros(spliced.attention_mask.shape, dtype=torch.float32, device=logits.device)
+    for b in range(input_ids.shape[0]):
+        keep = attention_mask[b].bool()
+        ids, w = input_ids[b][keep], label_weights[b][keep]  # [T_b]
+        is_image = ids == IMAGE_TOKEN_INDEX
+        reps = torch.where(is_image, per_image, 1)  # each image token spans per_image positions
+        row = torch.repeat_interleave(w.masked_fill(is_image, 0.0), reps)  # [L_b]
+        weights[b, : row.numel()] = row
+    ce = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(),
+        spliced.labels[:, 1:].flatten(),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(logits.shape[0], -1)  # [B, L-1]
+    w = weights[:, 1:]
+    return SimpleNamespace(loss=(ce * w).sum() / w.sum().clamp(min=1e-8), logits=logits)
 
 
 class _Logger:
@@ -304,6 +336,59 @@ class TrainResult:
     samples_per_s: float  # training throughput of this call (checkpoint saves and evaluations excluded)
     data_share: float  # share of that training time spent waiting for batches (loading + encoding)
     evals: list[dict[str, Any]]
+
+
+def uses_feature_cache(model: torch.nn.Module, config: TrainConfig) -> bool:
+    """Whether this run trains on cached tower features: asked for, or "auto" with a frozen tower and a VLM."""
+    if config.cache_vision_features == "no" or config.tune_vision_tower:
+        return False
+    has_parts = all(hasattr(model, a) for a in ("vision_tower", "mm_projector", "llm", "tokens_per_image"))
+    if config.cache_vision_features == "yes" and not has_parts:
+        raise ValueError("--cache-vision-features needs a VLM with vision_tower, mm_projector and llm")
+    return has_parts
+
+
+def _cached_feature_dataset(
+    model: torch.nn.Module,
+    dataset: MixtureDataset,
+    encoder: SampleEncoder,
+    config: TrainConfig,
+    accelerator: Any,
+    show_progress: bool,
+) -> tuple[CachedFeatureDataset, dict[str, Any]]:
+    """Encode every stored frame once (main process; cached across runs) and wrap the dataset to read them."""
+    root = Path(config.feature_cache_dir or Path(config.output_dir) / "vision_features")
+    t0 = time.perf_counter()
+    if accelerator.is_main_process:
+        model.vision_tower.to(accelerator.device)
+        progress = None
+        if show_progress:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            progress = Progress(
+                TextColumn("vision features"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+            )
+            task = progress.add_task("features", total=None)
+            progress.start()
+        try:
+            index = precompute_features(
+                model,
+                dataset,
+                encoder,
+                root,
+                (lambda done, total: progress.update(task, completed=done, total=total))
+                if progress
+                else None,
+                batch_size=2 if accelerator.device.type == "cpu" else 64,
+            )
+        finally:
+            if progress is not None:
+                progress.stop()
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        index = precompute_features(model, dataset, encoder, root)  # everything cached: only builds the index
+    info = {"root": str(index.root), "seconds": round(time.perf_counter() - t0, 1)}
+    return CachedFeatureDataset(dataset, index), info
 
 
 def rank_batches(stream: Iterator[int], batch_size: int, world: int, rank: int) -> Iterator[list[int]]:
@@ -396,7 +481,13 @@ def train(
         start_step = int(state["step"])
 
     core = model  # the VLM itself: saved, and the source of the trainable state
-    if encoder.config.action_token_weight != 1.0 and not _wants_label_weights(model):
+    feature_info: dict[str, Any] = {}
+    if uses_feature_cache(core, config):
+        dataset, feature_info = _cached_feature_dataset(
+            core, dataset, encoder, config, accelerator, show_progress
+        )
+        model = CachedFeatureModel(core)  # projector + LM over the cached features, weighted loss
+    elif encoder.config.action_token_weight != 1.0 and not _wants_label_weights(model):
         model = ActionWeightedLoss(model)
     pass_weights = _wants_label_weights(model)
     # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it once per
@@ -409,7 +500,15 @@ def train(
     logger = _Logger(config, output_dir, main, {**(run_config or {}), "train": asdict(config), **counts})
     if main and resume is None:
         (output_dir / "train_config.json").write_text(
-            json.dumps({**(run_config or {}), "train": asdict(config), "parameters": counts}, indent=2)
+            json.dumps(
+                {
+                    **(run_config or {}),
+                    "train": asdict(config),
+                    "parameters": counts,
+                    "vision_features": feature_info,
+                },
+                indent=2,
+            )
         )
 
     progress = None

@@ -1,0 +1,123 @@
+"""Training on cached tower features gives the loss (and the training run) that pixels give."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import vlm
+from tests.vlm.train.fakes import write_collected
+from vlm.train.dataset import EncoderConfig, MixtureDataset, SampleEncoder
+from vlm.train.frame_features import (
+    CachedFeatureDataset,
+    CachedFeatureModel,
+    precompute_features,
+    tower_fingerprint,
+)
+from vlm.train.registry import DatasetEntry
+from vlm.train.trainer import ActionWeightedLoss, TrainConfig, train
+
+ANSWERS = [
+    "The next action is move forward 75 cm.",
+    "The next action is turn left 30 degrees.",
+    "The next action is turn right 15 degrees.",
+    "The next action is stop.",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    data = write_collected(tmp_path_factory.mktemp("d") / "d", {"a": ANSWERS, "b": ANSWERS[::-1]}, size=32)
+    tok = vlm.build_tokenizer([*ANSWERS, "Go a. Go b. <image>"], vocab_size=300)
+    return tok, MixtureDataset([DatasetEntry("d", data)])
+
+
+def _model(tok):
+    torch.manual_seed(0)
+    return vlm.build_model(vlm.tiny_config(vocab_size=len(tok)), tok)
+
+
+def test_loss_on_cached_features_equals_loss_on_pixels(tiny, tmp_path):
+    tok, ds = tiny
+    model = _model(tok).eval()
+    enc = SampleEncoder(tok, model.image_processor, EncoderConfig(action_token_weight=3.0))
+    index = precompute_features(model, ds, enc, tmp_path / "cache")
+    cached = CachedFeatureDataset(ds, index)
+    picks = [0, 1, 5, 7]  # includes samples with black padding frames (index -1)
+    assert any(f < 0 for f in ds.datasets[0].samples[0]["frames"])
+    pixel_batch = enc.collate([ds[i] for i in picks])
+    feature_batch = enc.collate([cached[i] for i in picks])
+    assert feature_batch["images"].shape[-1] == model.vision_tower.hidden_size  # [B*N, tokens, C]
+    pixel_batch["images"] = enc.normalize(pixel_batch["images"])
+    with torch.no_grad():
+        from_pixels = ActionWeightedLoss(model)(**pixel_batch).loss
+        from_features = CachedFeatureModel(model)(**feature_batch).loss
+    assert torch.allclose(from_pixels, from_features, atol=2e-3), (from_pixels, from_features)
+
+
+def test_precompute_resumes_and_is_keyed_by_the_tower(tiny, tmp_path):
+    tok, ds = tiny
+    model = _model(tok)
+    enc = SampleEncoder(tok, model.image_processor)
+    index = precompute_features(model, ds, enc, tmp_path / "cache")
+    files = sorted(index.root.rglob("*.npy"))
+    assert len(files) == 3  # two trajectories + the black frame
+    stamps = [f.stat().st_mtime_ns for f in files]
+    again = precompute_features(model, ds, enc, tmp_path / "cache")
+    assert [f.stat().st_mtime_ns for f in sorted(again.root.rglob("*.npy"))] == stamps  # nothing re-encoded
+    first = tower_fingerprint(model, enc)
+    with torch.no_grad():
+        next(model.vision_tower.parameters()).add_(0.1)
+    assert tower_fingerprint(model, enc) != first  # changed weights never read stale features
+    traj = np.load(files[0]) if "black" not in files[0].name else np.load(files[1])
+    assert traj.dtype == np.float16 and traj.ndim == 3
+
+
+def _run(tok, ds, tmp_path, name, cache):
+    model = _model(tok)
+    enc = SampleEncoder(tok, model.image_processor, EncoderConfig(action_token_weight=2.0))
+    cfg = TrainConfig(
+        output_dir=str(tmp_path / name),
+        steps=4,
+        batch_size=2,
+        lr=1e-3,
+        warmup_ratio=0.0,
+        log_every=1,
+        save_every=100,
+        cache_vision_features=cache,
+        device="cpu",
+    )
+    result = train(model, ds, enc, cfg, show_progress=False)
+    losses = [json.loads(x)["loss"] for x in (tmp_path / name / "train_log.jsonl").read_text().splitlines()]
+    return result, losses, model
+
+
+def test_training_on_cached_features_follows_the_pixel_run(tiny, tmp_path):
+    tok, ds = tiny
+    _, pixel_losses, _ = _run(tok, ds, tmp_path, "pixels", "no")
+    result, cached_losses, cached_model = _run(tok, ds, tmp_path, "cached", "yes")
+    assert np.allclose(pixel_losses, cached_losses, atol=5e-3), (pixel_losses, cached_losses)
+    saved = json.loads((tmp_path / "cached" / "train_config.json").read_text())
+    assert saved["vision_features"]["root"]
+    loaded = vlm.load(tmp_path / "cached")  # a normal VILA checkpoint, tower included
+    for a, b in zip(cached_model.llm.parameters(), loaded.llm.parameters(), strict=True):
+        assert torch.allclose(a.float(), b.float())
+    assert result.steps == 4
+
+
+def test_auto_turns_the_cache_on_for_a_frozen_tower_only():
+    from vlm.train.trainer import uses_feature_cache
+
+    tok = vlm.build_tokenizer(ANSWERS, vocab_size=300)
+    model = _model(tok)
+    assert uses_feature_cache(model, TrainConfig())
+    assert not uses_feature_cache(model, TrainConfig(tune_vision_tower=True))
+    assert not uses_feature_cache(model, TrainConfig(cache_vision_features="no"))
+    assert not uses_feature_cache(torch.nn.Linear(2, 2), TrainConfig())  # not a VLM: pixels as before
+    with pytest.raises(ValueError, match="frozen tower"):
+        TrainConfig(cache_vision_features="yes", tune_vision_tower=True)
+    with pytest.raises(ValueError, match="available: auto, yes, no"):
+        TrainConfig(cache_vision_features="maybe")

@@ -1,0 +1,222 @@
+"""Train from cached vision-tower features: with a frozen tower, each stored frame is encoded once, not per sample.
+
+Why: every training sample shows 8 frames, and consecutive samples of a trajectory share most of them, so a
+frozen tower re-encoding pixels spends most of each step (~60% measured on CPU with EfficientNet-Lite0)
+recomputing the same features. Here the tower runs once per stored frame (`precompute_features`), the
+features go to one fp16 `.npy` per trajectory ([T, tokens, C]), and training reads them back
+(`CachedFeatureDataset`) and runs only projector + language model (`CachedFeatureModel`).
+
+Equivalence: the frames go through exactly the training path (`SampleEncoder.pixels`: the processor's resize,
+then `normalize`), and a -1 (padding) frame gets the features of a black frame, so the loss on cached
+features equals the loss on pixels up to fp16 rounding of the features (tested).
+
+Cache layout: `ROOT/<tower fingerprint>/<dataset fingerprint>/<shard>/<frames file stem>.npy`. The tower
+fingerprint hashes the tower's weights and preprocessing, so a different tower never reads stale features.
+Files are written atomically (tmp + rename): an interrupted precompute resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vlm.train.dataset import FrameStore, MixtureDataset, SampleEncoder
+
+
+def tower_fingerprint(model: nn.Module, encoder: SampleEncoder) -> str:
+    """A short hash of the vision tower's weights and the image preprocessing (what the features depend on)."""
+    h = hashlib.sha1()
+    for name, tensor in sorted(model.vision_tower.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    ip = encoder.image_processor
+    h.update(
+        json.dumps(
+            {k: str(getattr(ip, k, None)) for k in ("size", "image_mean", "image_std", "crop_size")}
+        ).encode()
+    )
+    return h.hexdigest()[:16]
+
+
+def _dataset_fingerprint(root: Path) -> str:
+    return f"{root.name}-{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]}"
+
+
+@torch.no_grad()
+def encode_frames(
+    model: nn.Module, encoder: SampleEncoder, frames: np.ndarray, batch_size: int = 2
+) -> np.ndarray:
+    """Frames [T, H, W, 3] uint8 → tower features [T, tokens, C] float16, through the training preprocessing.
+
+    batch_size 2 on CPU: larger batches overflow the caches and cost ~2x per frame (measured, EfficientNet-Lite0).
+    """
+    tower = model.vision_tower
+    device = next(tower.parameters()).device
+    out = []
+    for start in range(0, len(frames), batch_size):
+        pixels = encoder.normalize(
+            encoder.pixels(frames[start : start + batch_size]).to(device)
+        )  # [b, 3, S, S]
+        out.append(tower(pixels).float().cpu().numpy().astype(np.float16))  # [b, tokens, C]
+    return np.concatenate(out)
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+class FeatureIndex:
+    """Where each trajectory's cached features live: `path(dataset_k, shard, frames_file)`, plus the black frame."""
+
+    def __init__(self, root: Path, dataset_roots: list[Path]) -> None:
+        self.root = root
+        self._folders = [root / _dataset_fingerprint(r) for r in dataset_roots]
+        self.black = np.load(root / "black.npy")  # [tokens, C] float16
+
+    def path(self, k: int, shard: Path, frames_file: str) -> Path:
+        return self._folders[k] / shard.name / (Path(frames_file).name.removesuffix(".npz") + ".npy")
+
+
+def precompute_features(
+    model: nn.Module,
+    dataset: MixtureDataset,
+    encoder: SampleEncoder,
+    cache_root: str | Path,
+    progress: Callable[[int, int], None] | None = None,
+    batch_size: int = 2,
+    part: tuple[int, int] = (0, 1),
+) -> FeatureIndex:
+    """Encode every trajectory's frames of `dataset` once (skipping files already cached); returns the index.
+
+    `progress(done, total)` is called after each trajectory file. `part=(i, n)` encodes only every n-th file
+    from the i-th (n processes filling one cache in parallel).
+    """
+    fingerprint = tower_fingerprint(model, encoder)
+    root = Path(cache_root) / fingerprint
+    was_training = model.vision_tower.training
+    model.vision_tower.eval()  # BatchNorm statistics frozen, as in the frozen-tower training path
+    try:
+        black_path = root / "black.npy"
+        if not black_path.is_file():
+            size = int(getattr(encoder.image_processor, "size", 224) or 224)
+            black = np.zeros((1, size, size, 3), dtype=np.uint8)
+            _atomic_save(black_path, encode_frames(model, encoder, black)[0])
+        index = FeatureIndex(root, [d.root for d in dataset.datasets])
+        jobs = []
+        for k, d in enumerate(dataset.datasets):
+            for shard, frames_file in sorted({d.frame_source(i) for i in range(len(d))}):
+                jobs.append((shard / frames_file, index.path(k, shard, frames_file)))
+        jobs = jobs[part[0] :: part[1]]
+        for done, (src, dst) in enumerate(jobs, 1):
+            if not dst.is_file():
+                store = FrameStore(src)
+                frames = np.stack([store.frame(i) for i in range(len(store))])  # [T, H, W, 3]
+                _atomic_save(dst, encode_frames(model, encoder, frames, batch_size))
+            if progress is not None:
+                progress(done, len(jobs))
+    finally:
+        model.vision_tower.train(was_training)
+    return index
+
+
+class CachedFeatureDataset(torch.utils.data.Dataset):
+    """The mixture's samples with `features` [N, tokens, C] float16 (cached tower outputs) instead of frames."""
+
+    def __init__(self, base: MixtureDataset, index: FeatureIndex, open_files: int = 64) -> None:
+        self.base = base
+        self.index = index
+        self.weights = base.weights
+        self.datasets = base.datasets
+        self.entries = base.entries
+        self._open: OrderedDict[Path, np.ndarray] = OrderedDict()
+        self._open_files = open_files
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def sizes(self) -> dict[str, int]:
+        return self.base.sizes()
+
+    def _features(self, path: Path) -> np.ndarray:
+        # Memory-mapped and LRU-bounded: the OS page cache keeps what is hot, without holding every file open.
+        if path in self._open:
+            self._open.move_to_end(path)
+            return self._open[path]
+        if not path.is_file():
+            raise ValueError(
+                f"cached features {path} are missing; rerun with the feature cache to rebuild them"
+            )
+        array = np.load(path, mmap_mode="r")  # [T, tokens, C] float16
+        self._open[path] = array
+        if len(self._open) > self._open_files:
+            self._open.popitem(last=False)
+        return array
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        k, i = self.base.locate(index)
+        d = self.base.datasets[k]
+        sample = d.samples[i]
+        shard, frames_file = d.frame_source(i)
+        cached = self._features(self.index.path(k, shard, frames_file))
+        feats = np.stack(
+            [cached[f] if f >= 0 else self.index.black for f in sample["frames"]]
+        )  # [N, tokens, C]
+        conv = sample["conversations"]
+        return {
+            "id": sample["id"],
+            "features": feats,
+            "prompt": conv[0]["value"],
+            "answer": conv[1]["value"],
+            "action": sample.get("action"),
+            "dataset": self.base.entries[k].name,
+        }
+
+
+class CachedFeatureModel(nn.Module):
+    """Projector + LM of a VLM over cached tower features, with the (action-)weighted answer loss.
+
+    forward(input_ids, attention_mask, images=features [N, tokens, C], labels, label_weights) — the trainer's
+    batch, where `images` holds tower features instead of pixels. The tower is not run (it must be frozen).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        for attr in ("mm_projector", "llm", "tokens_per_image", "get_input_embeddings"):
+            if not hasattr(model, attr):
+                raise ValueError(f"--cache-vision-features needs a model with '{attr}' (vlm.LlavaLlamaModel)")
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, images, labels, label_weights):
+        from vlm.splice import splice_image_features, unpad
+        from vlm.train.trainer import weighted_answer_loss
+
+        proj = self.model.mm_projector
+        dtype = next(proj.parameters()).dtype
+        feats = proj(images.to(dtype))  # [N, T', D]
+        spliced = splice_image_features(
+            unpad(input_ids, attention_mask),
+            list(feats),
+            self.model.get_input_embeddings(),
+            unpad(labels, attention_mask),
+            padding_side="right",
+        )
+        logits = self.model.llm(
+            inputs_embeds=spliced.inputs_embeds,
+            attention_mask=spliced.attention_mask,
+            position_ids=spliced.position_ids,
+        ).logits  # [B, L, V]
+        return weighted_answer_loss(
+            logits, spliced, input_ids, attention_mask, label_weights, int(self.model.tokens_per_image)
+        )
