@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 EPISODE ?= r2r_val_unseen
 ARGS ?= --limit 10
 
-.PHONY: setup setup-test run test test-slow lint clean
+.PHONY: setup setup-test run test test-fast test-slow lint clean
 
 # CPU torch comes first so that pip never pulls a multi-GB CUDA build on a machine without a GPU.
 $(BIN)/navila-agent: pyproject.toml
@@ -32,8 +32,12 @@ setup-test: setup
 run: setup
 	$(BIN)/navila-agent run --episode $(EPISODE) $(ARGS)
 
+# The whole suite, slow tests included (about 3 minutes on 2 cores); `pytest` alone skips the slow ones.
 test: setup-test
 	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+test-fast: setup-test
 	$(BIN)/python -m pytest -q
 
 test-slow: setup-test
