@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,60 @@ def make_eval_fn(split: str, limit: int | None, data_root: str | None, max_steps
     return eval_fn
 
 
+def make_sample_eval_fn(
+    samples: Path, limit: int, feature_cache_dir: str | None, console: Any = None
+) -> Callable[[Path], dict[str, Any]]:
+    """`eval_fn(checkpoint_dir) -> {kind_acc, exact_acc, recall_<kind>, share_<kind>}` on held-out samples.
+
+    Teacher-forced action accuracy on a collected folder (vlm/train/action_eval.py): seconds, not the minutes
+    of a benchmark run, and it shows a constant-action model at once (one `share_<kind>` near 1.0).
+    """
+
+    def eval_fn(checkpoint: Path) -> dict[str, Any]:
+        import numpy as np
+
+        import vlm
+        from vlm.train.action_eval import action_accuracy, format_confusion
+        from vlm.train.dataset import MixtureDataset, SampleEncoder
+        from vlm.train.frame_features import CachedFeatureDataset, precompute_features
+        from vlm.train.registry import DatasetEntry
+
+        model = vlm.load(checkpoint, device="cpu", dtype="float32")
+        data = MixtureDataset([DatasetEntry(samples.name, samples)])
+        encoder = SampleEncoder(model.tokenizer, model.image_processor)
+        dataset: Any = data
+        if feature_cache_dir:
+            dataset = CachedFeatureDataset(data, precompute_features(model, data, encoder, feature_cache_dir))
+        # An even spread over the folder (its samples are in trajectory order), the same samples at every eval.
+        picks = np.linspace(0, len(data) - 1, num=min(limit, len(data))).round().astype(int).tolist()
+        result = action_accuracy(model, dataset, encoder, picks)
+        if console is not None:
+            console.print(f"held-out samples at {Path(checkpoint).name}:\n{format_confusion(result)}")
+        out = {"kind_acc": result["kind_acc"], "exact_acc": result["exact_acc"]}
+        out.update({f"recall_{k}": v for k, v in result["per_kind"].items()})
+        out.update({f"share_{k}": v for k, v in result["predicted_share"].items()})
+        return out
+
+    return eval_fn
+
+
+def combine_eval_fns(
+    *fns: Callable[[Path], dict[str, Any]] | None,
+) -> Callable[[Path], dict[str, Any]] | None:
+    """One callback running each given `eval_fn` on the checkpoint and merging their metrics."""
+    present = [f for f in fns if f is not None]
+    if not present:
+        return None
+
+    def eval_fn(checkpoint: Path) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for f in present:
+            merged.update(f(checkpoint))
+        return merged
+
+    return eval_fn
+
+
 def register(app: typer.Typer) -> None:
     """Add `train` to the navila-agent app."""
 
@@ -134,7 +189,13 @@ def register(app: typer.Typer) -> None:
         log_every: int = typer.Option(10, help="Steps between log lines."),
         eval_every: int = typer.Option(0, help="Steps between evaluations (0 = none)."),
         eval_split: str = typer.Option("r2r_val_unseen", help="Split the evaluation callback runs."),
-        eval_limit: int = typer.Option(20, help="Episodes per evaluation."),
+        eval_limit: int = typer.Option(20, help="Episodes per evaluation (0 = no benchmark episodes)."),
+        eval_samples: Path = typer.Option(
+            None,
+            help="Collected folder of held-out samples: teacher-forced action accuracy and confusion at "
+            "every evaluation (fast; shows a constant-action model).",
+        ),
+        eval_samples_limit: int = typer.Option(400, help="Held-out samples scored per evaluation."),
         eval_max_steps: int = typer.Option(None, help="Step limit per evaluation episode (default: 500)."),
         data_root: Path = typer.Option(
             None, help="VLN-CE data folder for the evaluation (default: generated)."
@@ -232,8 +293,23 @@ def register(app: typer.Typer) -> None:
             encoder_config,
             image_aspect_ratio=getattr(net.config, "image_aspect_ratio", "resize") or "resize",
         )
+        if eval_samples is not None and not (eval_samples / "manifest.json").is_file():
+            raise _fail(f"--eval-samples {eval_samples}: not a collected folder (no manifest.json)")
+        use_features = cache_vision_features != "no" and not tune_vision_tower
         eval_fn = (
-            make_eval_fn(eval_split, eval_limit, str(data_root) if data_root else None, eval_max_steps)
+            combine_eval_fns(
+                make_eval_fn(eval_split, eval_limit, str(data_root) if data_root else None, eval_max_steps)
+                if eval_limit > 0
+                else None,
+                make_sample_eval_fn(
+                    eval_samples,
+                    eval_samples_limit,
+                    config.feature_cache_dir if use_features else None,
+                    console,
+                )
+                if eval_samples is not None
+                else None,
+            )
             if eval_every
             else None
         )

@@ -10,7 +10,7 @@ Equivalence: the frames go through exactly the training path (`SampleEncoder.pix
 then `normalize`), and a -1 (padding) frame gets the features of a black frame, so the loss on cached
 features equals the loss on pixels up to fp16 rounding of the features (tested).
 
-Cache layout: `ROOT/<tower fingerprint>/<dataset fingerprint>/<shard>/<frames file stem>.npy`. The tower
+Cache layout: `ROOT/<tower fingerprint>/frames/<frames file stem>-<hash of its resolved path>.npy`. The tower
 fingerprint hashes the tower's weights and preprocessing, so a different tower never reads stale features.
 Files are written atomically (tmp + rename): an interrupted precompute resumes where it stopped.
 """
@@ -47,10 +47,6 @@ def tower_fingerprint(model: nn.Module, encoder: SampleEncoder) -> str:
     return h.hexdigest()[:16]
 
 
-def _dataset_fingerprint(root: Path) -> str:
-    return f"{root.name}-{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]}"
-
-
 @torch.no_grad()
 def encode_frames(
     model: nn.Module, encoder: SampleEncoder, frames: np.ndarray, batch_size: int = 2
@@ -78,15 +74,20 @@ def _atomic_save(path: Path, array: np.ndarray) -> None:
 
 
 class FeatureIndex:
-    """Where each trajectory's cached features live: `path(dataset_k, shard, frames_file)`, plus the black frame."""
+    """Where each trajectory's cached features live (`path(frames_file)`), plus the black frame's features.
 
-    def __init__(self, root: Path, dataset_roots: list[Path]) -> None:
+    Keyed by the frames file's resolved path: a dataset folder that links to another's frames (a subset, a
+    mixture of the same data) reads the features already computed for them.
+    """
+
+    def __init__(self, root: Path) -> None:
         self.root = root
-        self._folders = [root / _dataset_fingerprint(r) for r in dataset_roots]
         self.black = np.load(root / "black.npy")  # [tokens, C] float16
 
-    def path(self, k: int, shard: Path, frames_file: str) -> Path:
-        return self._folders[k] / shard.name / (Path(frames_file).name.removesuffix(".npz") + ".npy")
+    def path(self, frames_file: Path) -> Path:
+        resolved = frames_file.resolve()
+        digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:12]
+        return self.root / "frames" / f"{resolved.stem}-{digest}.npy"
 
 
 def precompute_features(
@@ -113,12 +114,13 @@ def precompute_features(
             size = int(getattr(encoder.image_processor, "size", 224) or 224)
             black = np.zeros((1, size, size, 3), dtype=np.uint8)
             _atomic_save(black_path, encode_frames(model, encoder, black)[0])
-        index = FeatureIndex(root, [d.root for d in dataset.datasets])
-        jobs = []
-        for k, d in enumerate(dataset.datasets):
-            for shard, frames_file in sorted({d.frame_source(i) for i in range(len(d))}):
-                jobs.append((shard / frames_file, index.path(k, shard, frames_file)))
-        jobs = jobs[part[0] :: part[1]]
+        index = FeatureIndex(root)
+        sources = {}  # frames file -> None, in the datasets' sample order (an interrupted run has a prefix)
+        for d in dataset.datasets:
+            for i in range(len(d)):
+                shard, frames_file = d.frame_source(i)
+                sources.setdefault(shard / frames_file, None)
+        jobs = [(src, index.path(src)) for src in list(sources)[part[0] :: part[1]]]
         for done, (src, dst) in enumerate(jobs, 1):
             if not dst.is_file():
                 store = FrameStore(src)
@@ -169,7 +171,7 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
         d = self.base.datasets[k]
         sample = d.samples[i]
         shard, frames_file = d.frame_source(i)
-        cached = self._features(self.index.path(k, shard, frames_file))
+        cached = self._features(self.index.path(shard / frames_file))
         feats = np.stack(
             [cached[f] if f >= 0 else self.index.black for f in sample["frames"]]
         )  # [N, tokens, C]

@@ -1,0 +1,123 @@
+"""Per-action accuracy of a model on held-out samples: is it reading the images or predicting a constant action?
+
+The loss alone hides the failure this project's first attempt hit (a model that learns the answer sentence and
+always says "move forward"): a model that predicts the majority action still gets a low loss on the
+sentence. Here each held-out sample's answer is predicted teacher-forced (the argmax at every answer position,
+given the true prefix, one forward pass per batch), parsed into an action, and compared with the label:
+
+- `kind_acc`: the action kind (forward / left / right / stop) is right;
+- `exact_acc`: kind and amount are right ("turn left 30 degrees");
+- `per_kind`: recall of each kind, and `confusion[true][predicted]` counts (predicted "?" = unparseable);
+- `predicted_share`: how often each kind is predicted (a constant-action model shows one kind near 1.0).
+
+Works from cached tower features (`CachedFeatureDataset`) or from frames (the model's own tower).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from vlm.constants import IGNORE_INDEX
+
+KINDS = ("forward", "left", "right", "stop")
+_PARSE = re.compile(r"(move forward|turn left|turn right|stop)(?:\s+(\d+))?", re.IGNORECASE)
+
+
+def parse_action(text: str) -> tuple[str, int | None]:
+    """'The next action is turn left 30 degrees.' → ('left', 30); ('?', None) when no action is found."""
+    m = _PARSE.search(text)
+    if m is None:
+        return "?", None
+    kind = m.group(1).lower().split()[-1]
+    return kind, int(m.group(2)) if m.group(2) else None
+
+
+@torch.no_grad()
+def teacher_forced_answers(model: Any, batch: dict[str, torch.Tensor], from_features: bool) -> list[str]:
+    """The argmax token at every answer position (given the true prefix), decoded, one string per sample."""
+    from vlm.splice import splice_image_features, unpad
+
+    device = next(model.llm.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    if from_features:
+        dtype = next(model.mm_projector.parameters()).dtype
+        features = list(model.mm_projector(batch["images"].to(dtype)))  # N x [T', D]
+    else:
+        features = list(model.encode_images(batch["images"]))  # N x [T', D]
+    spliced = splice_image_features(
+        unpad(batch["input_ids"], batch["attention_mask"]),
+        features,
+        model.get_input_embeddings(),
+        unpad(batch["labels"], batch["attention_mask"]),
+        padding_side="right",
+    )
+    logits = model.llm(
+        inputs_embeds=spliced.inputs_embeds,
+        attention_mask=spliced.attention_mask,
+        position_ids=spliced.position_ids,
+    ).logits  # [B, L, V]
+    predicted = logits[:, :-1].argmax(-1)  # [B, L-1]: the prediction for position t + 1
+    targets = spliced.labels[:, 1:]  # [B, L-1]
+    out = []
+    for b in range(predicted.shape[0]):
+        answer = targets[b] != IGNORE_INDEX
+        out.append(model.tokenizer.decode(predicted[b][answer].tolist(), skip_special_tokens=True))
+    return out
+
+
+def action_accuracy(
+    model: Any, dataset: Any, encoder: Any, indices: Sequence[int] | None = None, batch_size: int = 16
+) -> dict[str, Any]:
+    """Kind / exact accuracy, per-kind recall, confusion and predicted shares over `indices` of `dataset`."""
+    indices = list(range(len(dataset))) if indices is None else list(indices)
+    if not indices:
+        raise ValueError("action_accuracy: no samples to score")
+    was_training = model.training
+    model.eval()
+    confusion: dict[str, Counter] = {k: Counter() for k in KINDS}
+    exact = kind_ok = 0
+    try:
+        for start in range(0, len(indices), batch_size):
+            items = [dataset[i] for i in indices[start : start + batch_size]]
+            from_features = "features" in items[0]
+            batch = encoder.collate(items)
+            batch.pop("label_weights")
+            batch["images"] = encoder.normalize(batch["images"])
+            for item, text in zip(items, teacher_forced_answers(model, batch, from_features), strict=True):
+                true_kind, true_amount = parse_action(item["answer"])
+                kind, amount = parse_action(text)
+                confusion.setdefault(true_kind, Counter())[kind] += 1
+                kind_ok += kind == true_kind
+                exact += kind == true_kind and amount == true_amount
+    finally:
+        model.train(was_training)
+    n = len(indices)
+    predicted = Counter()
+    for row in confusion.values():
+        predicted.update(row)
+    return {
+        "samples": n,
+        "kind_acc": kind_ok / n,
+        "exact_acc": exact / n,
+        "per_kind": {k: (row[k] / sum(row.values())) for k, row in confusion.items() if sum(row.values())},
+        "predicted_share": {k: predicted[k] / n for k in sorted(predicted)},
+        "confusion": {k: dict(row) for k, row in confusion.items() if row},
+    }
+
+
+def format_confusion(result: dict[str, Any]) -> str:
+    """A small text table of `action_accuracy`'s confusion (rows: true kind, columns: predicted kind)."""
+    cols = [*KINDS, "?"]
+    lines = [f"{'true/pred':>10} " + " ".join(f"{c:>8}" for c in cols) + "   recall"]
+    for kind, row in result["confusion"].items():
+        cells = " ".join(f"{row.get(c, 0):>8}" for c in cols)
+        lines.append(f"{kind:>10} {cells}   {result['per_kind'].get(kind, 0):.2f}")
+    lines.append(
+        f"kind acc {result['kind_acc']:.3f}  exact acc {result['exact_acc']:.3f}  (n={result['samples']})"
+    )
+    return "\n".join(lines)
