@@ -75,7 +75,10 @@ FOLLOWER_GOAL_RADIUS = 0.3
 class CollectConfig:
     split: str = "r2r_train"  # episode split to drive (generated, or real with data_root)
     output: str = "train_data/r2r_gen"  # output folder (created; resumed when it exists)
-    limit: int | None = None  # only the first N episodes of the split
+    limit: int | None = None  # only the first N episodes of the split (after `every`)
+    every: int = (
+        1  # every k-th episode of the split: a subset spread over all houses (splits are house-major)
+    )
     shards: int = 1  # episode i goes to shard i % shards
     shard_index: int | None = None  # collect only this shard (parallel collectors, one per shard); None = all
     rebalance: bool = False  # duplicate stop/turn samples by REBALANCE_FACTORS
@@ -98,6 +101,8 @@ class CollectConfig:
             raise ValueError(f"unknown --expert '{self.expert}'; available: {', '.join(EXPERTS)}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {self.limit}")
+        if self.every < 1:
+            raise ValueError(f"--every must be >= 1, got {self.every}")
         if self.shards < 1:
             raise ValueError(f"--shards must be >= 1, got {self.shards}")
         if self.shard_index is not None and not 0 <= self.shard_index < self.shards:
@@ -580,7 +585,8 @@ def collect(
         raise ValueError("collect: beta < 1 needs a policy")
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
-    selected = list(episodes)[: config.limit] if config.limit else list(episodes)
+    selected = list(episodes)[:: config.every]
+    selected = selected[: config.limit] if config.limit else selected
     shards = range(config.shards) if config.shard_index is None else [config.shard_index]
     writers = {s: ShardWriter(shard_folder(output, s)) for s in shards}
     todo = [(i, ep) for i, ep in enumerate(selected) if i % config.shards in writers]

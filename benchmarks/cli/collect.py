@@ -30,7 +30,11 @@ def register(app: typer.Typer) -> None:
     def collect_command(
         split: str = typer.Option("r2r_train", help="Split to drive, e.g. r2r_train, rxr_train."),
         output: Path = typer.Option(..., help="Output folder (created; rerun the same command to resume)."),
-        limit: int = typer.Option(None, help="Only the first N episodes of the split."),
+        limit: int = typer.Option(None, help="Only the first N episodes of the split (after --every)."),
+        every: int = typer.Option(
+            1,
+            help="Every k-th episode of the split (a subset spread over all houses; splits are house-major).",
+        ),
         shards: int = typer.Option(1, help="Split the output into S shards (episode i goes to shard i % S)."),
         shard_index: int = typer.Option(None, help="Collect only this shard (run S collectors in parallel)."),
         rebalance: bool = typer.Option(
@@ -74,6 +78,7 @@ def register(app: typer.Typer) -> None:
                 split=split,
                 output=str(output),
                 limit=limit,
+                every=every,
                 shards=shards,
                 shard_index=shard_index,
                 rebalance=rebalance,

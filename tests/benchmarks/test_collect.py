@@ -154,6 +154,18 @@ def test_collect_resumes_without_duplicates(tmp_path):
     assert len({s["id"] for s in samples}) == 18
 
 
+def test_every_spreads_the_subset_over_the_split(tmp_path):
+    episodes = [make_episode(i, [3, 0]) for i in range(7)]
+    driver = FakeDriver()
+    calls = []
+    driver.reset = lambda ep, _r=driver.reset: calls.append(ep.episode_id) or _r(ep)
+    cfg = CollectConfig(output=str(tmp_path / "c"), every=3, limit=2)
+    manifest = collect(cfg, episodes, driver, ReplayExpert(), prompt_fn)
+    assert calls == ["0", "3"] and manifest["trajectories"] == 2
+    with pytest.raises(ValueError, match="--every"):
+        CollectConfig(every=0)
+
+
 def test_rebalance_duplicates_stop_and_turns(tmp_path):
     manifest = collect(
         CollectConfig(output=str(tmp_path / "c"), rebalance=True),
