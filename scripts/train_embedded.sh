@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the shipped embedded model end to end: collect expert data -> train -> evaluate -> (optional) DAgger round.
 #
-#   scripts/train_embedded.sh                      # defaults below, about 2 hours on an 8-core laptop CPU
+#   scripts/train_embedded.sh                      # the shipped recipe: ~1 h of training on ~1.5 CPU cores
 #   STEPS=200 LIMIT=50 scripts/train_embedded.sh   # a quick dry run of the whole pipeline
 #   DAGGER=1 scripts/train_embedded.sh             # add one DAgger round (beta 0.5) after the first training
 #   INSTALL=1 scripts/train_embedded.sh            # copy the final model to models/navila-tiny (the shipped default)
@@ -21,13 +21,14 @@ navila() {
 }
 CACHE=${NAVILA_AGENT_CACHE:-$HOME/.cache/navila-agent}
 DATA=${DATA:-$CACHE/train_data}                        # the default registry (vlm/train/registry/default.yaml) reads here
-RUN=${RUN:-runs/embedded}
-STEPS=${STEPS:-4000}                                   # optimizer steps (batch 8): ~32k samples
-BATCH=${BATCH:-8}
-LR=${LR:-3e-4}
-LIMIT=${LIMIT:-}                                       # episodes per collected split (empty = the whole split)
+RUN=${RUN:-runs/navila-tiny}
+EVERY=${EVERY:-5}                                      # every 5th r2r_train episode: 400 episodes over all 40 houses
+STEPS=${STEPS:-1200}                                   # optimizer steps (batch 16): ~19k samples
+BATCH=${BATCH:-16}
+LR=${LR:-1e-3}
+ACTION_WEIGHT=${ACTION_WEIGHT:-5.0}                    # loss weight on the action word and amount tokens
+LIMIT=${LIMIT:-}                                       # episodes per collected split (empty = all, after EVERY)
 EVAL_LIMIT=${EVAL_LIMIT:-}                             # episodes per final evaluation (empty = the whole split)
-WORKERS=${WORKERS:-2}                                  # DataLoader workers
 EVAL=${EVAL:-1}                                         # 0: skip the final evaluations (pipeline smoke tests)
 DAGGER=${DAGGER:-0}
 INSTALL=${INSTALL:-0}
@@ -36,28 +37,35 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 limit_flag=(); [[ -n "$LIMIT" ]] && limit_flag=(--limit "$LIMIT")
 eval_flag=(); [[ -n "$EVAL_LIMIT" ]] && eval_flag=(--limit "$EVAL_LIMIT")
 
-echo "== 1. collect expert trajectories (ground-truth replay of the generated splits, stop/turn rebalanced)"
-navila collect --split r2r_train --output "$DATA/r2r_gen" --rebalance "${limit_flag[@]}"
-navila collect --split rxr_train --output "$DATA/rxr_gen" --rebalance "${limit_flag[@]}"
+echo "== 1. collect expert trajectories (shortest-path follower on the generated houses, stop/turn rebalanced)"
+navila collect --split r2r_train --output "$DATA/r2r_gen" --every "$EVERY" --rebalance --frame-codec npz "${limit_flag[@]}"
+# Held-out samples (houses seen in training, other episodes): per-action accuracy during training.
+navila collect --split r2r_val_seen --output "$DATA/r2r_val_seen_samples" --limit 30 --frame-codec npz
 
-echo "== 2. train the embedded architecture from scratch (ImageNet EfficientNet tower frozen; projector + LLM)"
-navila train --data-mixture r2r_gen+rxr_gen --init embedded --output "$RUN" \
-  --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-ratio 0.03 --action-token-weight 2.0 \
-  --save-every 500 --eval-every "$((EVAL * 1000))" --eval-split r2r_val_seen --eval-limit 20 --num-workers "$WORKERS"
+echo "== 2. train the embedded architecture from scratch (ImageNet EfficientNet-Lite0 tower frozen: its features"
+echo "      are computed once per stored frame and cached; projector + LLM train on them)"
+navila train --data-mixture r2r_gen --init embedded --output "$RUN" \
+  --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-ratio 0.05 --action-token-weight "$ACTION_WEIGHT" \
+  --save-every 200 --eval-every 200 --eval-limit 0 \
+  --eval-samples "$DATA/r2r_val_seen_samples" --eval-samples-limit 300 --device cpu
 
 if [[ "$EVAL" == 1 ]]; then
-  echo "== 3. evaluate on the held-out houses"
-  for split in r2r_val_unseen r2r_val_seen rxr_val_unseen; do
+  echo "== 3. evaluate on the held-out houses (and the seen ones), with the non-learned baselines"
+  for split in r2r_val_unseen r2r_val_seen; do
     navila eval --model "$RUN" --split "$split" --output "$RUN/eval_$split" "${eval_flag[@]}"
+    for agent in random forward oracle; do
+      navila eval --agent "$agent" --split "$split" --output "$RUN/eval_${agent}_$split" "${eval_flag[@]}"
+    done
   done
 fi
 
 FINAL=$RUN
 if [[ "$DAGGER" == 1 ]]; then
   echo "== 4. DAgger: the model acts half of the time, the expert labels every visited state"
-  navila collect --split r2r_train --output "$DATA/r2r_dagger" --policy "$RUN" --beta 0.5 "${limit_flag[@]}"
-  navila train --data-mixture r2r_gen+rxr_gen+r2r_dagger --model "$RUN" --output "${RUN}_dagger" \
-    --steps $((STEPS / 4)) --batch-size "$BATCH" --lr "$LR" --action-token-weight 2.0 --num-workers "$WORKERS"
+  navila collect --split r2r_train --output "$DATA/r2r_dagger" --every "$EVERY" --policy "$RUN" --beta 0.5 \
+    --frame-codec npz "${limit_flag[@]}"
+  navila train --data-mixture r2r_gen+r2r_dagger --model "$RUN" --output "${RUN}_dagger" \
+    --steps $((STEPS / 2)) --batch-size "$BATCH" --lr "$LR" --action-token-weight "$ACTION_WEIGHT" --device cpu
   navila eval --model "${RUN}_dagger" --split r2r_val_unseen --output "${RUN}_dagger/eval_r2r_val_unseen" \
     "${eval_flag[@]}"
   FINAL=${RUN}_dagger
