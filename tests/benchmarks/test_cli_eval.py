@@ -287,7 +287,7 @@ def test_oracle_and_replay_on_a_small_generated_split(
 def test_oracle_succeeds_on_the_generated_r2r_val_unseen(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _real(monkeypatch, houses=None, episodes=None)  # the full preset
+    _real(monkeypatch, houses=None, episodes=None, cache=tmp_path / "cache")  # the full preset, built here
     res = _invoke(
         "eval",
         "--agent",
