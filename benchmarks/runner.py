@@ -137,8 +137,12 @@ def env_backend(env: Any) -> Any:
 def load_model(path: str, device: str) -> Any:
     """The VILA-layout checkpoint at `path` on `device` ("auto": a GPU when there is one), loaded once per
     process: the K agents of a worker share one model replica (their batched calls go through it together)."""
+    from transformers.utils import logging as hf_logging
+
     import vlm
 
+    # transformers' per-tensor "Loading weights" bar would interleave with the run's own progress display.
+    hf_logging.disable_progress_bar()
     if device == "auto":
         import torch
 
