@@ -5,7 +5,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 EPISODE ?= r2r_val_unseen
-ARGS ?= --limit 10
+ARGS ?= --limit 3
 
 .PHONY: setup setup-test run test test-fast test-slow lint clean
 
