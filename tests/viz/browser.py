@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from viz.screenshot import CHROMIUM_ARGS, find_chromium
+
+__all__ = ["ARTIFACTS", "CHROMIUM_ARGS", "chromium_path"]
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "viz"
 
 
 def chromium_path() -> str | None:
     """Path of a usable chromium binary, or None (browser tests then skip with a reason)."""
-    env = os.environ.get("NAVILA_CHROMIUM")
-    if env and Path(env).is_file():
-        return env
-    for name in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
-        if Path(name).is_file():
-            return name
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        return find_chromium()
+    except ValueError:
+        return None
 
 
 def skip_reason() -> str | None:
