@@ -16,7 +16,8 @@ $(BIN)/navila-agent: pyproject.toml
 	@if command -v nvidia-smi >/dev/null 2>&1; then \
 	  $(BIN)/pip install -q torch; \
 	else \
-	  $(BIN)/pip install -q torch==2.13.0 || $(BIN)/pip install -q torch --index-url https://download.pytorch.org/whl/cpu; \
+	  $(BIN)/pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu --retries 0 --timeout 10 \
+	    || $(BIN)/pip install -q torch==2.13.0; \
 	fi
 	$(BIN)/pip install -q -e '.[dev,train]'
 	@touch $@
