@@ -283,46 +283,14 @@ class LiveSession:
 
 
 def env_topdown(env: Any) -> tuple[np.ndarray, dict[str, Any]] | None:
-    """Top-down map of the env's current scene with envs.topdown: (RGB image, map dict), or None.
+    """Top-down map of the env's current scene (`envs.topdown.env_topdown`), or None when there is none yet
+    (before the first reset) or the backend has no navigation grid; the page then draws the path on a blank map."""
+    from envs.topdown import env_topdown as scene_topdown
 
-    Uses the scene's semantics file (generated houses have one) and, when the backend exposes it, the
-    navigation grid so the map lines up with it cell for cell; a scene with a grid but no semantics gets a
-    plain navigable / blocked image; neither -> None (the page then draws the path on a blank map).
-    """
-    from envs.datasets.splits import semantics_path
-    from envs.scenes.semantics import HouseSemantics
-    from envs.topdown import map_transform_for, render_topdown
-
-    episode = getattr(env, "current_episode", None)
-    if episode is None:
-        return None
-    sim = getattr(env, "sim", None)
     try:
-        grid = getattr(sim, "nav_grid", None)
-    except RuntimeError:  # backend not reset yet
-        grid = None
-    try:
-        semantics = HouseSemantics.load(semantics_path(episode, getattr(env, "data_root", None)))
-    except (FileNotFoundError, ValueError):
-        semantics = None
-    if semantics is not None and grid is not None:
-        origin, res = grid.origin, grid.resolution
-        image = render_topdown(semantics, grid.navigable, origin, res)
-    elif semantics is not None:
-        transform, _ = map_transform_for(semantics, resolution=0.05)
-        origin, res = (transform.origin_x, transform.origin_z), 0.05
-        image = render_topdown(semantics, None, origin, res)
-    elif grid is not None:
-        origin, res = grid.origin, grid.resolution
-        image = np.where(grid.navigable[..., None], np.uint8(225), np.uint8(70)).repeat(3, axis=2)
-    else:
+        return scene_topdown(env)
+    except (ValueError, RuntimeError):
         return None
-    return image, {
-        "origin": [float(origin[0]), float(origin[1])],
-        "resolution": float(res),
-        "width": int(image.shape[1]),
-        "height": int(image.shape[0]),
-    }
 
 
 def _goal_radius(ep: Any) -> float:
