@@ -25,13 +25,9 @@ import numpy as np
 
 from benchmarks.store import ROLLOUTS_DIR, VIDEOS_DIR, atomic_write_json, json_safe
 from envs.datasets.episode import Episode
+from viz.run_folder import episode_dir_name  # the viewer reads records under the same name
 
 ROLLOUT_FORMAT = "navila-agent-rollout/1"
-
-
-def episode_dir_name(uid: str) -> str:
-    """Rollout folder name of an episode: its uid with ':' replaced by '__' (portable file names)."""
-    return uid.replace(":", "__").replace("/", "_")
 
 
 class EpisodeCallback(Protocol):

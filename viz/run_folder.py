@@ -45,8 +45,9 @@ class RunFolder:
 
 
 def episode_dir_name(uid: str) -> str:
-    """Folder name of an episode's record: the uid with ':' replaced by '__' (docs/rollout_format.md)."""
-    return uid.replace(":", "__")
+    """Folder name of an episode's record: the uid with ':' replaced by '__' and '/' by '_' (portable file
+    names; docs/rollout_format.md). The runner writes records under this name and the viewer reads them."""
+    return uid.replace(":", "__").replace("/", "_")
 
 
 def _read_json(path: Path) -> Any:
