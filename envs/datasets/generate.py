@@ -47,6 +47,7 @@ from envs.datasets.splits import (
     parse_split,
     scene_root,
 )
+from envs.follower import EXPERT_LATERAL_TOLERANCE_M
 from envs.scenes.semantics import HouseSemantics
 
 if TYPE_CHECKING:  # navigation pulls in scipy; imported where used
@@ -74,6 +75,7 @@ class SplitGenConfig:
     ref_spacing: float = 2.5  # metres between points of the sparse reference_path, at most
     goal_radius: float = SUCCESS_DISTANCE_M  # the episode's goal radius (success distance)
     expert_stop_distance: float = 0.3  # metres; the expert stops this close (geodesic) to the goal
+    expert_lateral_tolerance: float = EXPERT_LATERAL_TOLERANCE_M  # metres; see envs.follower (no 15° zig-zag)
     max_attempts: int = 40  # sampling attempts per episode before the house is declared exhausted
 
     def __post_init__(self) -> None:
@@ -298,9 +300,12 @@ def sample_path(
     # Expert: the follower through every target with the simulator's kinematics.
     sim_cfg = EmbeddedSimConfig()
     kin = sim_cfg.kinematics_config()
-    via_follower = ShortestPathFollower(grid, goal_radius=0.75, turn_angle=kin.turn_angle)
+    tolerance = cfg.expert_lateral_tolerance
+    via_follower = ShortestPathFollower(
+        grid, goal_radius=0.75, turn_angle=kin.turn_angle, lateral_tolerance=tolerance
+    )
     goal_follower = ShortestPathFollower(
-        grid, goal_radius=cfg.expert_stop_distance, turn_angle=kin.turn_angle
+        grid, goal_radius=cfg.expert_stop_distance, turn_angle=kin.turn_angle, lateral_tolerance=tolerance
     )
     yaw = float(rng.uniform(-math.pi, math.pi))
     state = AgentState(start.copy(), heading_to_quaternion(yaw))

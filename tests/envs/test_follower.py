@@ -105,6 +105,41 @@ def test_works_with_a_backend_exposing_shortest_path(grid):
 def test_goal_radius_validated(grid):
     with pytest.raises(ValueError, match="goal_radius"):
         ShortestPathFollower(grid, goal_radius=0.1)
+    with pytest.raises(ValueError, match="lateral_tolerance"):
+        ShortestPathFollower(grid, lateral_tolerance=-0.1)
+    with pytest.raises(ValueError, match="max_tolerated_angle"):
+        ShortestPathFollower(grid, max_tolerated_angle=95)
+
+
+def test_lateral_tolerance_walks_on_instead_of_correcting(grid):
+    """A goal 1 m ahead and 10° off: habitat's rule turns 15°; with a 0.3 m tolerance the line ahead passes it
+    within 0.17 m, so the expert walks on. 40° off is beyond the tolerated angle: it turns either way."""
+    pos = np.array([1.0, 0, 1.5])
+    for off_deg, tolerant_action in ((10.0, MOVE_FORWARD), (40.0, TURN_LEFT)):
+        off = math.radians(off_deg)
+        goal = pos + np.array([-math.sin(off), 0.0, -math.cos(off)])  # off_deg to the left of -z
+        strict = ShortestPathFollower(grid, goal_radius=0.3)
+        tolerant = ShortestPathFollower(grid, goal_radius=0.3, lateral_tolerance=0.3)
+        assert strict.next_action(pos, heading_to_quaternion(0.0), goal) == TURN_LEFT
+        assert tolerant.next_action(pos, heading_to_quaternion(0.0), goal) == tolerant_action
+
+
+def test_lateral_tolerance_fewer_small_corrections_same_success(grid):
+    """Random episodes: the tolerant expert still reaches every goal, with fewer decisions (no zig-zag)."""
+    rng = np.random.default_rng(3)
+    cells = np.argwhere(grid.navigable)
+    counts = {0.0: 0, 0.3: 0}
+    for _ in range(15):
+        a, b = (grid.cell_to_world(*cells[rng.integers(len(cells))]) for _ in range(2))
+        heading = rng.uniform(-3, 3)
+        for tol in counts:
+            f = ShortestPathFollower(grid, goal_radius=0.5, lateral_tolerance=tol)
+            s, actions = run(f, grid, a, heading, b)
+            assert actions[-1] == STOP and grid.geodesic_distance(s.position, b) <= 0.5
+            assert_no_turn_oscillation(actions)
+            # a direction change between consecutive actions = a new decision for NaVILA's labelling
+            counts[tol] += sum(x != y for x, y in itertools.pairwise(actions))
+    assert counts[0.3] < counts[0.0]
 
 
 @pytest.mark.slow
