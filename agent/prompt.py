@@ -31,6 +31,28 @@ def build_user_prompt(instruction: str, num_frames: int = DEFAULT_NUM_FRAMES) ->
     )
 
 
+# NaVILA's answers: "The next action is move forward 75 cm." (no trailing space: " move" stays a BPE word)
+ANSWER_PREFIX = "The next action is"
+
+
+def prompt_phrases(conv_mode: str = DEFAULT_CONV_MODE) -> list[str]:
+    """The fixed pieces of every prompt and answer (template words between the `<image>` markers and the
+    instruction, the system message, the answer prefix): what a small model's tokenizer makes single tokens
+    (`vlm.build_tokenizer(..., phrases=...)`). Derived from `build_user_prompt`, so they always match it."""
+    from vlm.conversation import get_conv_template
+
+    marker = "\x00INSTRUCTION\x00"
+    pieces = build_user_prompt(marker).replace(marker, DEFAULT_IMAGE_TOKEN).split(DEFAULT_IMAGE_TOKEN)
+    phrases = [p for p in pieces if p.strip()]
+    conv = get_conv_template(conv_mode)
+    if conv.system:
+        phrases.append(conv.system)
+    if conv_mode == "llama_3":  # role names inside the header tokens, spelled out byte by byte otherwise
+        phrases += ["system", *conv.roles]
+    phrases.append(ANSWER_PREFIX)
+    return phrases
+
+
 def build_prompt(
     instruction: str,
     conv_mode: str = DEFAULT_CONV_MODE,

@@ -87,9 +87,11 @@ def build_model(init: str, dataset, seed: int, pretrained: bool = False):
     import torch
 
     import vlm
+    from agent.prompt import prompt_phrases
     from benchmarks.cli.train import corpus_texts
 
-    tokenizer = vlm.build_tokenizer(corpus_texts(dataset, limit=2000), vocab_size=2048)
+    # As `navila-agent train` builds a fresh model's tokenizer (NaVILA's fixed prompt words as phrases).
+    tokenizer = vlm.build_tokenizer(corpus_texts(dataset, limit=2000), vocab_size=2048, phrases=prompt_phrases())
     torch.manual_seed(seed)
     config = (
         vlm.embedded_config(tokenizer) if init == "embedded" else vlm.tiny_config(vocab_size=len(tokenizer))

@@ -39,10 +39,11 @@ def build_model(checkpoint: str | None, device: str, dtype: str | None):
 
     if checkpoint:
         return vlm.load(checkpoint, device=device, dtype=dtype)
-    from agent.prompt import build_user_prompt
+    from agent.prompt import build_user_prompt, prompt_phrases
 
-    # Like the training data: answers plus whole user prompts (the NaVILA wording becomes a few BPE tokens).
-    tokenizer = vlm.build_tokenizer([*CORPUS, *(build_user_prompt(text) for text in CORPUS)] * 4, vocab_size=2048)
+    # Like `navila-agent train --init embedded`: answers plus whole user prompts, NaVILA's fixed words as phrases.
+    corpus = [*CORPUS, *(build_user_prompt(text) for text in CORPUS)] * 4
+    tokenizer = vlm.build_tokenizer(corpus, vocab_size=2048, phrases=prompt_phrases())
     torch.manual_seed(0)
     return vlm.build_model(vlm.embedded_config(tokenizer), tokenizer).to(device).eval()
 

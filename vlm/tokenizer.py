@@ -6,12 +6,19 @@ renders messages exactly like `vlm.conversation`'s llama_3 template. Byte-level 
 token, so instructions with words outside the training corpus still tokenise.
 
     tok = build_tokenizer(texts, vocab_size=2048)
+    tok = build_tokenizer(texts, vocab_size=2048, phrases=agent.prompt.prompt_phrases())  # the embedded model's
     tok.save_pretrained("checkpoint/llm")
+
+`phrases` become whole tokens, matched before the BPE: the fixed parts of a prompt template that every sample
+repeats. The words of NaVILA's ~130-word navigation prompt carry no information (they are identical in every
+call), yet cost ~90 of its ~135 text tokens with a word-level BPE; as phrases they cost 5, which makes a small
+model's training and prefill ~1.6× cheaper while the prompt text stays byte-exact.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 
 from transformers import PreTrainedTokenizerFast
 
@@ -30,13 +37,16 @@ LLAMA_3_CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_frequency: int = 1) -> PreTrainedTokenizerFast:
+def build_tokenizer(
+    texts: Iterable[str], vocab_size: int = 2048, min_frequency: int = 1, phrases: Sequence[str] = ()
+) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on `texts` and wrap it for transformers.
 
     `vocab_size` includes the 256 byte symbols and the special tokens; it must be at least 256 + 6. BOS is not added
-    automatically: the llama_3 prompt text already starts with `<|begin_of_text|>`.
+    automatically: the llama_3 prompt text already starts with `<|begin_of_text|>`. `phrases` (non-empty strings)
+    are added as single tokens on top of the BPE vocabulary: wherever one occurs in a text it is one token.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     minimum = 256 + len(SPECIAL_TOKENS)
     if vocab_size < minimum:
@@ -51,9 +61,20 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_frequency:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
+    for i, phrase in enumerate(phrases):
+        if not isinstance(phrase, str) or not phrase:
+            raise ValueError(f"build_tokenizer: phrases[{i}] must be a non-empty string, got {phrase!r}")
     # The template's fixed system message is in every prompt, so it always joins the corpus (few tokens per call).
-    corpus = [*texts, *[LLAMA_3_SYSTEM] * 16]
+    corpus: Iterable[str] = [*texts, *[LLAMA_3_SYSTEM] * 16]
+    if phrases:
+        # The BPE learns what is left between the phrases: that is all it will ever see of these texts.
+        pattern = re.compile("|".join(re.escape(p) for p in sorted(set(phrases), key=len, reverse=True)))
+        corpus = [piece for text in corpus for piece in pattern.split(text) if piece]
     tokenizer.train_from_iterator(corpus, trainer=trainer)
+    if phrases:
+        # Longest first: the added-token matcher must prefer a phrase over any shorter phrase inside it.
+        ordered = sorted(dict.fromkeys(phrases), key=len, reverse=True)
+        tokenizer.add_tokens([AddedToken(p, normalized=False, special=False) for p in ordered])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token=BEGIN_OF_TEXT,

@@ -41,8 +41,13 @@ def corpus_texts(dataset: Any, limit: int = 20000) -> list[str]:
     return texts
 
 
-def build_init_model(init: str, output: Path, dataset: Any, vocab_size: int, seed: int) -> Any:
-    """A fresh `init` model; its tokenizer is trained on the mixture once and kept in OUTPUT/init_tokenizer."""
+def build_init_model(
+    init: str, output: Path, dataset: Any, vocab_size: int, seed: int, prompt_phrases: bool = True
+) -> Any:
+    """A fresh `init` model; its tokenizer is trained on the mixture once and kept in OUTPUT/init_tokenizer.
+
+    prompt_phrases: the fixed words of NaVILA's prompt and answer become single tokens
+    (`agent.prompt.prompt_phrases`): ~80 instead of ~180 text tokens per sample, the same prompt text."""
     import torch
     from transformers import AutoTokenizer
 
@@ -55,7 +60,10 @@ def build_init_model(init: str, output: Path, dataset: Any, vocab_size: int, see
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
     else:
         # Every rank trains the same (deterministic) tokenizer; rank 0 alone writes it, atomically, for resumes.
-        tokenizer = vlm.build_tokenizer(corpus_texts(dataset), vocab_size=vocab_size)
+        from agent.prompt import prompt_phrases as phrases_of
+
+        phrases = phrases_of() if prompt_phrases else ()
+        tokenizer = vlm.build_tokenizer(corpus_texts(dataset), vocab_size=vocab_size, phrases=phrases)
         if int(os.environ.get("RANK", "0")) == 0:
             tmp = output / f"{TOKENIZER_FOLDER}.{os.getpid()}.tmp"
             tokenizer.save_pretrained(str(tmp))
@@ -201,6 +209,11 @@ def register(app: typer.Typer) -> None:
             None, help="VLN-CE data folder for the evaluation (default: generated)."
         ),
         vocab_size: int = typer.Option(2048, help="Tokenizer size for a fresh --init model."),
+        prompt_phrases: bool = typer.Option(
+            True,
+            help="Fresh --init model: NaVILA's fixed prompt/answer words become single tokens (~2x shorter "
+            "text, same prompt).",
+        ),
         num_workers: int = typer.Option(0, help="DataLoader worker processes."),
         cache_vision_features: str = typer.Option(
             "auto",
@@ -286,7 +299,7 @@ def register(app: typer.Typer) -> None:
         if model is not None:
             net = vlm.load(model, device="cpu", dtype="float32")  # accelerate moves it; bf16 is autocast
         else:
-            net = build_init_model(init, output, dataset, vocab_size, seed)
+            net = build_init_model(init, output, dataset, vocab_size, seed, prompt_phrases)
         encoder = SampleEncoder(
             net.tokenizer,
             net.image_processor,

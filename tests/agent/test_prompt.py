@@ -47,3 +47,24 @@ def test_frame_count_and_suffix() -> None:
 def test_unknown_template_lists_the_available_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown conversation template 'llama_9'; available: .*llama_3"):
         build_prompt(INSTRUCTION, conv_mode="llama_9")
+
+
+def test_prompt_phrases_cover_the_fixed_prompt_text() -> None:
+    """Every phrase occurs in every prompt; what is left between phrases, markers and the instruction is only
+    whitespace, role names and special tokens."""
+    import re
+
+    from agent.prompt import ANSWER_PREFIX, build_prompt, prompt_phrases
+    from vlm.constants import DEFAULT_IMAGE_TOKEN
+
+    phrases = prompt_phrases()
+    instruction = "Walk past the sofa."
+    prompt = build_prompt(instruction)
+    for phrase in phrases:
+        if phrase != ANSWER_PREFIX:
+            assert phrase in prompt, phrase
+    rest = prompt.replace(instruction, "").replace(DEFAULT_IMAGE_TOKEN, "")
+    for phrase in sorted(phrases, key=len, reverse=True):
+        rest = rest.replace(phrase, "")
+    assert re.sub(r"<\|[a-z_]+\|>", "", rest).strip() == ""
+    assert "The next action is move forward 75 cm.".startswith(ANSWER_PREFIX)
