@@ -3,6 +3,11 @@
     python -m benchmarks.bench_train                          # embedded model on CPU (and on the GPU if there is one)
     python -m benchmarks.bench_train --data DIR --steps 20    # on a collected folder instead of synthetic data
     python -m benchmarks.bench_train --init tiny --steps 5    # seconds-fast smoke run
+    python -m benchmarks.bench_train --paths cached           # only the frozen-tower cached-feature path
+
+Both training paths run by default: pixels (the tower in the loop, as when it is tuned) and cached features
+(the frozen tower's features encoded once per stored frame, what `navila-agent train` does by default), with
+the ratio between them and the one-off encoding rate.
 
 Synthetic data is written in the real collection format (blocky random 224×224 frames stored as PNG,
 60-step trajectories, the NaVILA prompt and answers), so the numbers include frame decoding, frame sampling,
@@ -101,8 +106,12 @@ def build_model(init: str, dataset, seed: int, pretrained: bool = False):
     return vlm.build_model(config, tokenizer, pretrained_vision=pretrained)
 
 
-def bench(device: str, args: argparse.Namespace, data: Path) -> dict:
-    """Train `warmup` then `steps` steps on `device`; throughput over the timed `steps` (final save excluded)."""
+def bench(device: str, args: argparse.Namespace, data: Path, cached: bool = False) -> dict:
+    """Train `warmup` then `steps` steps on `device`; throughput over the timed `steps` (final save excluded).
+
+    cached: train on cached tower features (`train --cache-vision-features`, the frozen-tower path the shipped
+    model uses); the one-off encoding of every stored frame is timed separately (`precompute_frames_per_s`).
+    """
     import torch
 
     from vlm.train.dataset import EncoderConfig, MixtureDataset, SampleEncoder
@@ -112,7 +121,16 @@ def bench(device: str, args: argparse.Namespace, data: Path) -> dict:
     dataset = MixtureDataset([DatasetEntry("bench", data)])
     model = build_model(args.init, dataset, args.seed, args.pretrained_tower)
     encoder = SampleEncoder(model.tokenizer, model.image_processor, EncoderConfig())
+    precompute_fps = None
     with tempfile.TemporaryDirectory() as out:
+        if cached:
+            from vlm.train.frame_features import precompute_features
+
+            # The trainer finds these files by the tower's fingerprint and does not encode anything again.
+            t0 = time.perf_counter()
+            index = precompute_features(model, dataset, encoder, f"{out}/features")
+            frames = sum(len(np.load(f, mmap_mode="r")) for f in (Path(index.root) / "frames").glob("*.npy"))
+            precompute_fps = frames / (time.perf_counter() - t0)
         common = dict(
             batch_size=args.batch_size,
             lr=1e-4,
@@ -123,6 +141,8 @@ def bench(device: str, args: argparse.Namespace, data: Path) -> dict:
             tune_vision_tower=args.tune_vision_tower,
             device="cpu" if device == "cpu" else "auto",
             gradient_checkpointing=args.gradient_checkpointing,
+            cache_vision_features="yes" if cached else "no",
+            feature_cache_dir=f"{out}/features" if cached else None,
         )
         if args.warmup:  # lazy inits, allocator warm-up, first-batch costs
             train(
@@ -144,6 +164,7 @@ def bench(device: str, args: argparse.Namespace, data: Path) -> dict:
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
     return {
         "device": device if device == "cpu" else torch.cuda.get_device_name(0),
+        "path": "cached features" if cached else "pixels",
         "init": args.init,
         "batch_size": args.batch_size,
         "steps": args.steps,
@@ -154,6 +175,7 @@ def bench(device: str, args: argparse.Namespace, data: Path) -> dict:
         "wall_s": round(wall, 1),
         "peak_gpu_gib": round(peak, 2) if peak is not None else None,
         "trainable_vision_tower": args.tune_vision_tower,
+        "precompute_frames_per_s": round(precompute_fps, 1) if precompute_fps is not None else None,
     }
 
 
@@ -179,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune-vision-tower", action="store_true")
     parser.add_argument("--pretrained-tower", action="store_true", help="ImageNet tower weights (same speed)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument(
+        "--paths",
+        default="pixels,cached",
+        help="comma list: pixels (tower in the loop) and/or cached (frozen-tower features encoded once)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object per device instead of a table"
@@ -204,7 +231,13 @@ def main(argv: list[str] | None = None) -> int:
             data = synthetic_dataset(
                 Path(tmp) / "synthetic", args.trajectories, 60, args.frame_size, args.seed, args.frame_codec
             )
-        rows = [bench(device, args, data) for device in devices]
+        paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+        unknown = sorted(set(paths) - {"pixels", "cached"})
+        if unknown or not paths:
+            parser.error(f"unknown --paths {unknown or args.paths!r}; available: pixels, cached")
+        if "cached" in paths and args.tune_vision_tower:
+            parser.error("--paths cached needs a frozen tower (drop --tune-vision-tower)")
+        rows = [bench(device, args, data, cached=p == "cached") for device in devices for p in paths]
     if args.json:
         for row in rows:
             print(json.dumps(row))
@@ -213,12 +246,21 @@ def main(argv: list[str] | None = None) -> int:
         f"training throughput: {args.init} model, batch {args.batch_size}, {args.steps} timed steps "
         f"(torch threads {torch.get_num_threads()})"
     )
-    print(f"{'device':<28} {'samples/s':>10} {'s/step':>8} {'data share':>11} {'loss':>7} {'peak GiB':>9}")
+    print(
+        f"{'device':<28} {'path':<16} {'samples/s':>10} {'s/step':>8} {'data share':>11} {'loss':>7} "
+        f"{'peak GiB':>9} {'precompute':>14}"
+    )
     for r in rows:
+        pre = f"{r['precompute_frames_per_s']:.1f} frames/s" if r["precompute_frames_per_s"] else "-"
         print(
-            f"{r['device']:<28} {r['samples_per_s']:>10.2f} {r['s_per_step'] or float('nan'):>8.2f} "
-            f"{r['data_share'] * 100:>10.1f}% {r['final_loss']:>7.3f} {r['peak_gpu_gib'] or '-':>9}"
+            f"{r['device']:<28} {r['path']:<16} {r['samples_per_s']:>10.2f} {r['s_per_step'] or float('nan'):>8.2f} "
+            f"{r['data_share'] * 100:>10.1f}% {r['final_loss']:>7.3f} {r['peak_gpu_gib'] or '-':>9} {pre:>14}"
         )
+    for device in dict.fromkeys(r["device"] for r in rows):
+        by_path = {r["path"]: r["samples_per_s"] for r in rows if r["device"] == device}
+        if len(by_path) == 2 and by_path["pixels"]:
+            ratio = by_path["cached features"] / by_path["pixels"]
+            print(f"{device}: cached features train {ratio:.1f}x the samples/s of pixels")
     return 0
 
 

@@ -37,3 +37,21 @@ def test_bench_vlm_embedded_runs(capsys) -> None:
 
     assert bench_vlm.main(["--calls", "2", "--batch", "2", "--new-tokens", "4"]) == 0
     assert "whole-call speed-up" in capsys.readouterr().out
+
+
+def test_bench_train_both_paths_report_and_agree(capsys) -> None:
+    """bench_train times pixels and cached features in one run on the same data and init: both rows, the
+    ratio, the precompute rate, and the same final loss (the cached path trains the same model)."""
+    from benchmarks import bench_train
+
+    argv = ["--init", "tiny", "--steps", "2", "--warmup", "1", "--trajectories", "2", "--frame-size", "32"]
+    assert bench_train.main([*argv, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [r["path"] for r in rows] == ["pixels", "cached features"]
+    assert rows[0]["precompute_frames_per_s"] is None and rows[1]["precompute_frames_per_s"] > 0
+    assert all(r["samples_per_s"] > 0 and 0 <= r["data_share"] <= 1 for r in rows)
+    assert rows[0]["final_loss"] == pytest.approx(rows[1]["final_loss"], abs=2e-3)
+    assert bench_train.main(argv) == 0
+    assert "cached features train" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench_train.main([*argv, "--paths", "pixels,bogus"])
