@@ -209,6 +209,11 @@ def register(app: typer.Typer) -> None:
             None, help="VLN-CE data folder for the evaluation (default: generated)."
         ),
         vocab_size: int = typer.Option(2048, help="Tokenizer size for a fresh --init model."),
+        stop_after: int = typer.Option(
+            None,
+            help="End this invocation after N optimizer steps (the schedule still spans --steps): the newest "
+            "checkpoint is the result; rerun without it to continue.",
+        ),
         prompt_phrases: bool = typer.Option(
             True,
             help="Fresh --init model: NaVILA's fixed prompt/answer words become single tokens (~2x shorter "
@@ -335,7 +340,11 @@ def register(app: typer.Typer) -> None:
             "action_token_weight": action_token_weight,
         }
         try:
-            result = train(net, dataset, encoder, config, eval_fn=eval_fn, run_config=run_config)
+            if stop_after is not None and stop_after < 1:
+                raise ValueError(f"--stop-after must be >= 1, got {stop_after}")
+            result = train(
+                net, dataset, encoder, config, eval_fn=eval_fn, run_config=run_config, stop_after=stop_after
+            )
         except ValueError as e:
             raise _fail(str(e)) from None
         except KeyboardInterrupt:
@@ -356,4 +365,14 @@ def register(app: typer.Typer) -> None:
             ),
             highlight=False,
         )
-        console.print(f"model saved to {output} (navila-agent eval --model {output})", highlight=False)
+        if result.steps < config.steps:
+            from vlm.train.trainer import find_resume_checkpoint
+
+            newest = find_resume_checkpoint(output)
+            console.print(
+                f"stopped after step {result.steps} of {config.steps} (--stop-after): newest checkpoint "
+                f"{newest} (navila-agent eval --model {newest}); rerun without --stop-after to continue",
+                highlight=False,
+            )
+        else:
+            console.print(f"model saved to {output} (navila-agent eval --model {output})", highlight=False)

@@ -167,3 +167,24 @@ def test_two_process_training_and_resume(tmp_path):
     assert [r["step"] for r in log] == [1, 2]  # one log line per step: only rank 0 writes
     out = launch(3)
     assert '"resumed_from": 2' in out.replace("\n", "") and (run / "checkpoints" / "checkpoint-3").is_dir()
+
+
+def test_stop_after_ends_early_on_a_checkpoint_and_rerun_continues(tiny_splits, tmp_path):
+    """`--stop-after N` stops a longer schedule after N steps (the newest checkpoint is the result, no final
+    model yet); the same command without it resumes there and finishes the schedule."""
+    data = tmp_path / "collected"
+    invoke(["collect", "--split", "r2r_train", "--output", str(data), "--limit", "1", "--frame-size", "32"])
+    run = tmp_path / "run"
+    args = ["train", "--data-mixture", str(data), "--init", "tiny", "--batch-size", "2", "--save-every", "2",
+            "--vocab-size", "400", "--output", str(run), "--steps", "4", "--eval-every", "0"]  # fmt: skip
+    result = invoke([*args, "--stop-after", "2"])
+    flat = result.output.replace("\n", "")
+    assert "stopped after step 2 of 4" in flat and "checkpoint-2" in flat
+    assert (
+        not (run / "config.json").exists()
+        and (run / "checkpoints" / "checkpoint-2" / "config.json").is_file()
+    )
+    result = invoke(args)
+    assert '"resumed_from": 2' in result.output.replace("\n", "") and (run / "config.json").is_file()
+    bad = CliRunner().invoke(app, [*args, "--stop-after", "0"])
+    assert bad.exit_code != 0 and "--stop-after must be >= 1" in bad.output
