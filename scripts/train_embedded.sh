@@ -87,4 +87,4 @@ if [[ "$INSTALL" == 1 ]]; then
   "$PYTHON" -c 'import sys, torch, vlm; vlm.load(sys.argv[1]).to(torch.float16).save_pretrained(sys.argv[2])' \
     "$FINAL" models/navila-tiny
 fi
-echo "done: model in $FINAL; fill docs/MODEL_CARD.md from $FINAL/eval_*/summary.json"
+echo "done: model in $FINAL; fill docs/MODEL_CARD.md from $RUN/train_config.json, $RUN/train_log.jsonl and $RUN/eval_*/summary.json"
