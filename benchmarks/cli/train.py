@@ -99,13 +99,18 @@ def make_eval_fn(split: str, limit: int | None, data_root: str | None, max_steps
 
 
 def make_sample_eval_fn(
-    samples: Path, limit: int, feature_cache_dir: str | None, console: Any = None
+    samples: Path, limit: int, feature_cache_dir: str | None, console: Any = None, mode: str = "generate"
 ) -> Callable[[Path], dict[str, Any]]:
     """`eval_fn(checkpoint_dir) -> {kind_acc, exact_acc, recall_<kind>, share_<kind>}` on held-out samples.
 
-    Teacher-forced action accuracy on a collected folder (vlm/train/action_eval.py): seconds, not the minutes
-    of a benchmark run, and it shows a constant-action model at once (one `share_<kind>` near 1.0).
+    Action accuracy on a collected folder (vlm/train/action_eval.py; `mode` generate = the agent's greedy answers,
+    teacher_forced = argmax given the true prefix): seconds, not the minutes of a benchmark run, and it shows a
+    constant-action model at once (one `share_<kind>` near 1.0).
     """
+    from vlm.train.action_eval import MODES
+
+    if mode not in MODES:
+        raise ValueError(f"--eval-samples-mode: unknown '{mode}'; available: {', '.join(MODES)}")
 
     def eval_fn(checkpoint: Path) -> dict[str, Any]:
         import numpy as np
@@ -124,7 +129,7 @@ def make_sample_eval_fn(
             dataset = CachedFeatureDataset(data, precompute_features(model, data, encoder, feature_cache_dir))
         # An even spread over the folder (its samples are in trajectory order), the same samples at every eval.
         picks = np.linspace(0, len(data) - 1, num=min(limit, len(data))).round().astype(int).tolist()
-        result = action_accuracy(model, dataset, encoder, picks)
+        result = action_accuracy(model, dataset, encoder, picks, mode=mode)
         if console is not None:
             console.print(f"held-out samples at {Path(checkpoint).name}:\n{format_confusion(result)}")
         out = {"kind_acc": result["kind_acc"], "exact_acc": result["exact_acc"]}
@@ -204,6 +209,11 @@ def register(app: typer.Typer) -> None:
             "every evaluation (fast; shows a constant-action model).",
         ),
         eval_samples_limit: int = typer.Option(400, help="Held-out samples scored per evaluation."),
+        eval_samples_mode: str = typer.Option(
+            "generate",
+            help="How held-out samples are answered: generate (greedy from the prompt, what the agent does) or "
+            "teacher_forced (argmax given the true prefix: one pass, lenient).",
+        ),
         eval_max_steps: int = typer.Option(None, help="Step limit per evaluation episode (default: 500)."),
         data_root: Path = typer.Option(
             None, help="VLN-CE data folder for the evaluation (default: generated)."
@@ -313,6 +323,10 @@ def register(app: typer.Typer) -> None:
         )
         if eval_samples is not None and not (eval_samples / "manifest.json").is_file():
             raise _fail(f"--eval-samples {eval_samples}: not a collected folder (no manifest.json)")
+        from vlm.train.action_eval import MODES
+
+        if eval_samples_mode not in MODES:
+            raise _fail(f"--eval-samples-mode: unknown '{eval_samples_mode}'; available: {', '.join(MODES)}")
         use_features = cache_vision_features != "no" and not tune_vision_tower
         eval_fn = (
             combine_eval_fns(
@@ -324,6 +338,7 @@ def register(app: typer.Typer) -> None:
                     eval_samples_limit,
                     config.feature_cache_dir if use_features else None,
                     console,
+                    eval_samples_mode,
                 )
                 if eval_samples is not None
                 else None,

@@ -188,3 +188,21 @@ def test_stop_after_ends_early_on_a_checkpoint_and_rerun_continues(tiny_splits, 
     assert '"resumed_from": 2' in result.output.replace("\n", "") and (run / "config.json").is_file()
     bad = CliRunner().invoke(app, [*args, "--stop-after", "0"])
     assert bad.exit_code != 0 and "--stop-after must be >= 1" in bad.output
+
+
+def test_held_out_samples_scored_by_generation_during_training(tiny_splits, tmp_path):
+    """`--eval-samples DIR`: every --eval-every steps the checkpoint answers held-out samples (greedy, as the
+    agent would) and kind accuracy / predicted shares land in the training log; a bad mode is refused."""
+    data = tmp_path / "collected"
+    invoke(["collect", "--split", "r2r_train", "--output", str(data), "--limit", "1", "--frame-size", "32"])
+    run = tmp_path / "run"
+    args = ["train", "--data-mixture", str(data), "--init", "tiny", "--batch-size", "2", "--save-every", "2",
+            "--vocab-size", "400", "--output", str(run), "--steps", "2", "--eval-every", "2",
+            "--eval-samples", str(data), "--eval-samples-limit", "3"]  # fmt: skip
+    bad = CliRunner().invoke(app, [*args, "--eval-samples-mode", "beam"])
+    assert bad.exit_code != 0 and "--eval-samples-mode: unknown 'beam'" in bad.output
+    invoke(args)
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    [scored] = [r for r in log if "eval/kind_acc" in r]
+    assert scored["step"] == 2 and 0.0 <= scored["eval/kind_acc"] <= 1.0
+    assert abs(sum(v for k, v in scored.items() if k.startswith("eval/share_")) - 1.0) < 1e-6

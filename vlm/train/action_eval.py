@@ -10,6 +10,11 @@ given the true prefix, one forward pass per batch), parsed into an action, and c
 - `per_kind`: recall of each kind, and `confusion[true][predicted]` counts (predicted "?" = unparseable);
 - `predicted_share`: how often each kind is predicted (a constant-action model shows one kind near 1.0).
 
+`mode="generate"` scores what the agent would actually answer instead: greedy generation from the prompt alone
+(no true prefix), stopped at the model's stop tokens. Teacher forcing is one forward pass and shows the token
+prior; generation is the agent's behaviour (a teacher-forced "?" — "turn" predicted where "move" was the label,
+then a mixed-up continuation — is a plain "turn" here).
+
 Works from cached tower features (`CachedFeatureDataset`) or from frames (the model's own tower).
 """
 
@@ -70,13 +75,59 @@ def teacher_forced_answers(model: Any, batch: dict[str, torch.Tensor], from_feat
     return out
 
 
+@torch.no_grad()
+def generated_answers(
+    model: Any, batch: dict[str, torch.Tensor], from_features: bool, max_new_tokens: int = 32
+) -> list[str]:
+    """Greedy answers from each sample's prompt (the tokens before its answer), left-padded, one string per sample."""
+    from vlm.generation import greedy_generate
+    from vlm.splice import splice_image_features, unpad
+
+    device = next(model.llm.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    if from_features:
+        dtype = next(model.mm_projector.parameters()).dtype
+        features = list(model.mm_projector(batch["images"].to(dtype)))  # N x [T', D]
+    else:
+        features = list(model.encode_images(batch["images"]))  # N x [T', D]
+    prompts = []
+    for ids, labels in zip(
+        unpad(batch["input_ids"], batch["attention_mask"]),
+        unpad(batch["labels"], batch["attention_mask"]),
+        strict=True,
+    ):
+        answer = (labels != IGNORE_INDEX).nonzero()
+        prompts.append(ids[: int(answer[0])] if len(answer) else ids)
+    inputs = splice_image_features(prompts, features, model.get_input_embeddings(), None, padding_side="left")
+    tok = model.tokenizer
+    stops = list(model.stop_token_ids()) if hasattr(model, "stop_token_ids") else [tok.eos_token_id]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
+    tokens = greedy_generate(model.llm, inputs, max_new_tokens, stops, pad)
+    return [tok.decode(t, skip_special_tokens=True).strip() for t in tokens]
+
+
+MODES = ("teacher_forced", "generate")
+
+
 def action_accuracy(
-    model: Any, dataset: Any, encoder: Any, indices: Sequence[int] | None = None, batch_size: int = 16
+    model: Any,
+    dataset: Any,
+    encoder: Any,
+    indices: Sequence[int] | None = None,
+    batch_size: int = 16,
+    mode: str = "teacher_forced",
 ) -> dict[str, Any]:
-    """Kind / exact accuracy, per-kind recall, confusion and predicted shares over `indices` of `dataset`."""
+    """Kind / exact accuracy, per-kind recall, confusion and predicted shares over `indices` of `dataset`.
+
+    mode: "teacher_forced" (argmax at every answer position given the true prefix; one forward pass) or
+    "generate" (greedy answers from the prompt alone, at most 32 tokens like the agent: its behaviour). Teacher
+    forcing is the lenient one: the true prefix can carry a half-right answer to a parseable string."""
+    if mode not in MODES:
+        raise ValueError(f"action_accuracy: unknown mode '{mode}'; available: {', '.join(MODES)}")
     indices = list(range(len(dataset))) if indices is None else list(indices)
     if not indices:
         raise ValueError("action_accuracy: no samples to score")
+    answers_of = teacher_forced_answers if mode == "teacher_forced" else generated_answers
     was_training = model.training
     model.eval()
     confusion: dict[str, Counter] = {k: Counter() for k in KINDS}
@@ -88,7 +139,7 @@ def action_accuracy(
             batch = encoder.collate(items)
             batch.pop("label_weights")
             batch["images"] = encoder.normalize(batch["images"])
-            for item, text in zip(items, teacher_forced_answers(model, batch, from_features), strict=True):
+            for item, text in zip(items, answers_of(model, batch, from_features), strict=True):
                 true_kind, true_amount = parse_action(item["answer"])
                 kind, amount = parse_action(text)
                 confusion.setdefault(true_kind, Counter())[kind] += 1
@@ -101,6 +152,7 @@ def action_accuracy(
     for row in confusion.values():
         predicted.update(row)
     return {
+        "mode": mode,
         "samples": n,
         "kind_acc": kind_ok / n,
         "exact_acc": exact / n,
@@ -118,6 +170,7 @@ def format_confusion(result: dict[str, Any]) -> str:
         cells = " ".join(f"{row.get(c, 0):>8}" for c in cols)
         lines.append(f"{kind:>10} {cells}   {result['per_kind'].get(kind, 0):.2f}")
     lines.append(
-        f"kind acc {result['kind_acc']:.3f}  exact acc {result['exact_acc']:.3f}  (n={result['samples']})"
+        f"kind acc {result['kind_acc']:.3f}  exact acc {result['exact_acc']:.3f}  (n={result['samples']}"
+        f"{', ' + result['mode'].replace('_', '-') if 'mode' in result else ''})"
     )
     return "\n".join(lines)

@@ -67,3 +67,32 @@ def test_memorising_model_scores_one_from_pixels_and_features(tmp_path):
     assert cached["exact_acc"] == 1.0
     assert after["per_kind"] == {"forward": 1.0, "left": 1.0, "right": 1.0, "stop": 1.0}
     assert "kind acc 1.000" in format_confusion(after)
+    # Free-running answers from pixels and from cached features agree (the same model, the same inputs).
+    generated = [
+        action_accuracy(model, data, enc, mode="generate")
+        for data in (ds, CachedFeatureDataset(ds, precompute_features(model, ds, enc, tmp_path / "c")))
+    ]
+    assert generated[0]["confusion"] == generated[1]["confusion"], format_confusion(generated[0])
+
+
+def test_generate_mode_equals_the_models_own_generation(tmp_path):
+    """Free-running scoring answers exactly what `generate_text` answers for the same frames and prompt."""
+    from collections import Counter
+
+    from vlm.media import Image
+
+    model, ds, enc = _setup(tmp_path)
+    result = action_accuracy(model, ds, enc, mode="generate")
+    assert result["samples"] == 4 and abs(sum(result["predicted_share"].values()) - 1.0) < 1e-9
+    d = ds.datasets[0]
+    texts = []
+    for i in range(len(d.samples)):
+        frames = [Image(f) for f in d.frames_for(i)]
+        prompt = d.samples[i]["conversations"][0]["value"]
+        assert prompt.count("<image>") == len(frames)
+        [text] = model.generate_text([(frames, enc.prompt_text(prompt))], max_new_tokens=32)
+        texts.append(parse_action(text)[0])
+    predicted = sum((Counter(row) for row in result["confusion"].values()), start=Counter())
+    assert predicted == Counter(texts)
+    with pytest.raises(ValueError, match="unknown mode"):
+        action_accuracy(model, ds, enc, mode="beam")
