@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the shipped embedded model end to end: collect expert data -> train -> evaluate -> (optional) DAgger round.
 #
-#   scripts/train_embedded.sh                      # the shipped recipe (docs/MODEL_CARD.md): ~25 min on 2 CPU cores
+#   scripts/train_embedded.sh                      # the shipped recipe (docs/MODEL_CARD.md): ~45 min on 2 CPU cores
 #                                                  # + evaluation (see the card)
 #   STEPS=200 LIMIT=50 scripts/train_embedded.sh   # a quick dry run of the whole pipeline
 #   DAGGER=1 scripts/train_embedded.sh             # add one DAgger round (beta 0.5) after the first training
@@ -25,8 +25,8 @@ DATA=${DATA:-$CACHE/train_data}                        # the default registry (v
 RUN=${RUN:-runs/navila-tiny}
 EVERY=${EVERY:-4}                                      # every 4th r2r_train episode: 500 episodes over all 40 houses
 STEPS=${STEPS:-3000}                                   # length of the cosine schedule (optimizer steps, batch 16)
-STOP_AFTER=${STOP_AFTER:-1200}                         # end there (the shipped run did: held-out accuracy stayed at
-                                                       # the prior); empty = run the whole schedule
+STOP_AFTER=${STOP_AFTER:-}                             # end after N steps on a checkpoint (empty = the whole schedule,
+                                                       # as the shipped model)
 BATCH=${BATCH:-16}
 LR=${LR:-5e-4}
 ACTION_WEIGHT=${ACTION_WEIGHT:-5.0}                    # loss weight on the action word and amount tokens
