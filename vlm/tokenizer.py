@@ -66,14 +66,14 @@ def build_tokenizer(
             raise ValueError(f"build_tokenizer: phrases[{i}] must be a non-empty string, got {phrase!r}")
     # The template's fixed system message is in every prompt, so it always joins the corpus (few tokens per call).
     corpus: Iterable[str] = [*texts, *[LLAMA_3_SYSTEM] * 16]
-    if phrases:
+    # Longest first: both the split below and the added-token matcher must prefer a phrase over a shorter one in it.
+    ordered = sorted(dict.fromkeys(phrases), key=len, reverse=True)
+    if ordered:
         # The BPE learns what is left between the phrases: that is all it will ever see of these texts.
-        pattern = re.compile("|".join(re.escape(p) for p in sorted(set(phrases), key=len, reverse=True)))
+        pattern = re.compile("|".join(re.escape(p) for p in ordered))
         corpus = [piece for text in corpus for piece in pattern.split(text) if piece]
     tokenizer.train_from_iterator(corpus, trainer=trainer)
-    if phrases:
-        # Longest first: the added-token matcher must prefer a phrase over any shorter phrase inside it.
-        ordered = sorted(dict.fromkeys(phrases), key=len, reverse=True)
+    if ordered:
         tokenizer.add_tokens([AddedToken(p, normalized=False, special=False) for p in ordered])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,

@@ -105,30 +105,30 @@ def make_sample_eval_fn(
 
     Action accuracy on a collected folder (vlm/train/action_eval.py; `mode` generate = the agent's greedy answers,
     teacher_forced = argmax given the true prefix): seconds, not the minutes of a benchmark run, and it shows a
-    constant-action model at once (one `share_<kind>` near 1.0).
+    constant-action model at once (one `share_<kind>` near 1.0). `mode` is checked by the command (and by
+    `action_accuracy`).
     """
-    from vlm.train.action_eval import MODES
 
-    if mode not in MODES:
-        raise ValueError(f"--eval-samples-mode: unknown '{mode}'; available: {', '.join(MODES)}")
+    import numpy as np
+
+    from vlm.train.dataset import MixtureDataset
+    from vlm.train.registry import DatasetEntry
+
+    data = MixtureDataset([DatasetEntry(samples.name, samples)])  # read once, scored at every evaluation
+    # An even spread over the folder (its samples are in trajectory order), the same samples at every eval.
+    picks = np.linspace(0, len(data) - 1, num=min(limit, len(data))).round().astype(int).tolist()
 
     def eval_fn(checkpoint: Path) -> dict[str, Any]:
-        import numpy as np
-
         import vlm
         from vlm.train.action_eval import action_accuracy, format_confusion
-        from vlm.train.dataset import MixtureDataset, SampleEncoder
+        from vlm.train.dataset import SampleEncoder
         from vlm.train.frame_features import CachedFeatureDataset, precompute_features
-        from vlm.train.registry import DatasetEntry
 
         model = vlm.load(checkpoint, device="cpu", dtype="float32")
-        data = MixtureDataset([DatasetEntry(samples.name, samples)])
         encoder = SampleEncoder(model.tokenizer, model.image_processor)
         dataset: Any = data
         if feature_cache_dir:
             dataset = CachedFeatureDataset(data, precompute_features(model, data, encoder, feature_cache_dir))
-        # An even spread over the folder (its samples are in trajectory order), the same samples at every eval.
-        picks = np.linspace(0, len(data) - 1, num=min(limit, len(data))).round().astype(int).tolist()
         result = action_accuracy(model, dataset, encoder, picks, mode=mode)
         if console is not None:
             console.print(f"held-out samples at {Path(checkpoint).name}:\n{format_confusion(result)}")
@@ -205,8 +205,8 @@ def register(app: typer.Typer) -> None:
         eval_limit: int = typer.Option(20, help="Episodes per evaluation (0 = no benchmark episodes)."),
         eval_samples: Path = typer.Option(
             None,
-            help="Collected folder of held-out samples: teacher-forced action accuracy and confusion at "
-            "every evaluation (fast; shows a constant-action model).",
+            help="Collected folder of held-out samples: action accuracy and confusion at every evaluation "
+            "(fast; shows a constant-action model; see --eval-samples-mode).",
         ),
         eval_samples_limit: int = typer.Option(400, help="Held-out samples scored per evaluation."),
         eval_samples_mode: str = typer.Option(

@@ -42,18 +42,25 @@ def parse_action(text: str) -> tuple[str, int | None]:
     return kind, int(m.group(2)) if m.group(2) else None
 
 
+def _on_device_with_features(
+    model: Any, batch: dict[str, torch.Tensor], from_features: bool
+) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """The batch on the model's device and its projected image features (N x [T', D]): from cached tower
+    features through the projector, or from pixels through the whole vision path."""
+    device = next(model.llm.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    if from_features:
+        dtype = next(model.mm_projector.parameters()).dtype
+        return batch, list(model.mm_projector(batch["images"].to(dtype)))
+    return batch, list(model.encode_images(batch["images"]))
+
+
 @torch.no_grad()
 def teacher_forced_answers(model: Any, batch: dict[str, torch.Tensor], from_features: bool) -> list[str]:
     """The argmax token at every answer position (given the true prefix), decoded, one string per sample."""
     from vlm.splice import splice_image_features, unpad
 
-    device = next(model.llm.parameters()).device
-    batch = {k: v.to(device) for k, v in batch.items()}
-    if from_features:
-        dtype = next(model.mm_projector.parameters()).dtype
-        features = list(model.mm_projector(batch["images"].to(dtype)))  # N x [T', D]
-    else:
-        features = list(model.encode_images(batch["images"]))  # N x [T', D]
+    batch, features = _on_device_with_features(model, batch, from_features)
     spliced = splice_image_features(
         unpad(batch["input_ids"], batch["attention_mask"]),
         features,
@@ -83,13 +90,7 @@ def generated_answers(
     from vlm.generation import greedy_generate
     from vlm.splice import splice_image_features, unpad
 
-    device = next(model.llm.parameters()).device
-    batch = {k: v.to(device) for k, v in batch.items()}
-    if from_features:
-        dtype = next(model.mm_projector.parameters()).dtype
-        features = list(model.mm_projector(batch["images"].to(dtype)))  # N x [T', D]
-    else:
-        features = list(model.encode_images(batch["images"]))  # N x [T', D]
+    batch, features = _on_device_with_features(model, batch, from_features)
     prompts = []
     for ids, labels in zip(
         unpad(batch["input_ids"], batch["attention_mask"]),
