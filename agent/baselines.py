@@ -155,10 +155,10 @@ FollowerFactory = Callable[[Any], Any]  # backend -> object with next_action(pos
 
 
 def _default_follower(backend: Any) -> Any:
-    from envs.follower import EXPERT_LATERAL_TOLERANCE_M, ShortestPathFollower
+    from envs.follower import expert_follower
 
-    # The same expert as the generated ground truth and `collect` (no 15° zig-zag near close corners).
-    return ShortestPathFollower(backend, lateral_tolerance=EXPERT_LATERAL_TOLERANCE_M)
+    # The same expert as the generated ground truth and `collect` (no 15° zig-zag).
+    return expert_follower(backend)
 
 
 class OracleAgent:

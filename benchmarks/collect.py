@@ -699,7 +699,7 @@ def collect_split(
     from agent.prompt import build_user_prompt
     from envs.datasets.splits import load_split
     from envs.env import VLNCEEnv
-    from envs.follower import EXPERT_LATERAL_TOLERANCE_M, ShortestPathFollower
+    from envs.follower import expert_follower
 
     episodes = load_split(config.split, data_root=config.data_root)
     if not episodes:
@@ -707,9 +707,7 @@ def collect_split(
     env = VLNCEEnv(episodes=list(episodes), data_root=config.data_root, max_steps=config.max_steps)
     dagger = config.beta < 1.0
     expert = make_expert(
-        config.expert, lambda _ep: ShortestPathFollower(
-            env.sim, goal_radius=FOLLOWER_GOAL_RADIUS, lateral_tolerance=EXPERT_LATERAL_TOLERANCE_M
-        ),
+        config.expert, lambda _ep: expert_follower(env.sim, goal_radius=FOLLOWER_GOAL_RADIUS),
         dagger,
     )
     policy = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-GENERATED_VERSION = "v2"  # bump when the house or episode generator changes its output
+GENERATED_VERSION = "v3"  # bump when the house or episode generator changes its output
 
 
 def cache_dir() -> Path:

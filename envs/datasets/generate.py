@@ -47,7 +47,7 @@ from envs.datasets.splits import (
     parse_split,
     scene_root,
 )
-from envs.follower import EXPERT_LATERAL_TOLERANCE_M
+from envs.follower import EXPERT_LATERAL_TOLERANCE_M, EXPERT_TURN_HYSTERESIS_DEG, expert_follower
 from envs.scenes.semantics import HouseSemantics
 
 if TYPE_CHECKING:  # navigation pulls in scipy; imported where used
@@ -76,6 +76,7 @@ class SplitGenConfig:
     goal_radius: float = SUCCESS_DISTANCE_M  # the episode's goal radius (success distance)
     expert_stop_distance: float = 0.3  # metres; the expert stops this close (geodesic) to the goal
     expert_lateral_tolerance: float = EXPERT_LATERAL_TOLERANCE_M  # metres; see envs.follower (no 15° zig-zag)
+    expert_turn_hysteresis: float = EXPERT_TURN_HYSTERESIS_DEG  # degrees; see envs.follower (no 15° zig-zag)
     max_attempts: int = 40  # sampling attempts per episode before the house is declared exhausted
 
     def __post_init__(self) -> None:
@@ -244,7 +245,6 @@ def sample_path(
 ) -> SampledPath | None:
     """One random expert path in the house, or None when this attempt failed (caller retries)."""
     from envs.embedded import EmbeddedSimConfig
-    from envs.follower import ShortestPathFollower
     from envs.geometry import heading_to_quaternion
     from envs.kinematics import AgentState, apply_action
 
@@ -300,13 +300,13 @@ def sample_path(
     # Expert: the follower through every target with the simulator's kinematics.
     sim_cfg = EmbeddedSimConfig()
     kin = sim_cfg.kinematics_config()
-    tolerance = cfg.expert_lateral_tolerance
-    via_follower = ShortestPathFollower(
-        grid, goal_radius=0.75, turn_angle=kin.turn_angle, lateral_tolerance=tolerance
-    )
-    goal_follower = ShortestPathFollower(
-        grid, goal_radius=cfg.expert_stop_distance, turn_angle=kin.turn_angle, lateral_tolerance=tolerance
-    )
+    expert = {
+        "turn_angle": kin.turn_angle,
+        "lateral_tolerance": cfg.expert_lateral_tolerance,
+        "turn_hysteresis": cfg.expert_turn_hysteresis,
+    }
+    via_follower = expert_follower(grid, goal_radius=0.75, **expert)
+    goal_follower = expert_follower(grid, goal_radius=cfg.expert_stop_distance, **expert)
     yaw = float(rng.uniform(-math.pi, math.pi))
     state = AgentState(start.copy(), heading_to_quaternion(yaw))
     locations = [state.position.tolist()]
