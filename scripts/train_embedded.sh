@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the shipped embedded model end to end: collect expert data -> train -> evaluate -> (optional) DAgger round.
 #
-#   scripts/train_embedded.sh                      # the shipped recipe (docs/MODEL_CARD.md): ~45 min on 2 CPU cores
+#   scripts/train_embedded.sh                      # the shipped recipe (docs/MODEL_CARD.md): ~70 min on 2 CPU cores
 #                                                  # + evaluation (see the card)
 #   STEPS=200 LIMIT=50 scripts/train_embedded.sh   # a quick dry run of the whole pipeline
 #   DAGGER=1 scripts/train_embedded.sh             # add one DAgger round (beta 0.5) after the first training
@@ -23,8 +23,8 @@ navila() {
 CACHE=${NAVILA_AGENT_CACHE:-$HOME/.cache/navila-agent}
 DATA=${DATA:-$CACHE/train_data}                        # the default registry (vlm/train/registry/default.yaml) reads here
 RUN=${RUN:-runs/navila-tiny}
-EVERY=${EVERY:-4}                                      # every 4th r2r_train episode: 500 episodes over all 40 houses
-STEPS=${STEPS:-3000}                                   # length of the cosine schedule (optimizer steps, batch 16)
+EVERY=${EVERY:-3}                                      # every 3rd r2r_train episode: 667 episodes over all 40 houses
+STEPS=${STEPS:-4000}                                   # length of the cosine schedule (optimizer steps, batch 16)
 STOP_AFTER=${STOP_AFTER:-}                             # end after N steps on a checkpoint (empty = the whole schedule,
                                                        # as the shipped model)
 BATCH=${BATCH:-16}
@@ -50,7 +50,7 @@ echo "== 2. train the embedded architecture from scratch (ImageNet EfficientNet-
 echo "      are computed once per stored frame and cached; projector + LLM train on them)"
 navila train --data-mixture "$DATA/r2r_gen" --init embedded --output "$RUN" \
   --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-ratio 0.03 --action-token-weight "$ACTION_WEIGHT" \
-  --save-every 100 --log-every 10 --eval-every 200 --eval-limit 0 \
+  --save-every 100 --log-every 10 --eval-every 500 --eval-limit 0 \
   --eval-samples "$DATA/r2r_val_seen_samples" --eval-samples-limit 300 --device cpu "${stop_flag[@]}"
 # The model: the finished run's folder, or (stopped early) its newest checkpoint.
 MODEL=$RUN
