@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from envs.constants import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
-from envs.follower import EXPERT_LATERAL_TOLERANCE_M, EXPERT_TURN_HYSTERESIS_DEG, ShortestPathFollower, expert_follower
+from envs.follower import (
+    EXPERT_LATERAL_TOLERANCE_M,
+    EXPERT_TURN_HYSTERESIS_DEG,
+    ShortestPathFollower,
+    expert_follower,
+)
 from envs.geometry import heading_to_quaternion
 from envs.kinematics import AgentState, KinematicsConfig, apply_action
 from envs.navigation import NavGrid
