@@ -37,6 +37,23 @@ def test_tokens_are_row_major_over_the_grid() -> None:
     assert torch.equal(tokens[0, 1], grid[0, :, 0, 1]) and torch.equal(tokens[0, 2], grid[0, :, 1, 0])
 
 
+def test_channels_last_gives_the_same_tokens_and_gradients() -> None:
+    """The tower runs its activations channels-last for speed; outputs and gradients equal the plain layout's."""
+    torch.manual_seed(0)
+    net = EfficientNetLite0(EfficientNetLiteConfig(image_size=64)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    results = {}
+    for fmt in (torch.channels_last, torch.contiguous_format):
+        net.memory_format = fmt
+        net.zero_grad()
+        out = net(x)
+        out.square().sum().backward()
+        results[fmt] = (out.detach(), net._conv_stem.weight.grad.clone())
+    (a, ga), (b, gb) = results.values()
+    assert a.is_contiguous() and a.shape == (2, 4, 1280)
+    assert torch.allclose(a, b, atol=1e-5) and torch.allclose(ga, gb, rtol=1e-4, atol=1e-4)
+
+
 def test_batchnorm_stays_frozen_in_train_mode() -> None:
     net = EfficientNetLite0(EfficientNetLiteConfig(image_size=64)).train()
     before = net._bn0.running_mean.clone()
