@@ -24,8 +24,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from envs.constants import MOVE_FORWARD, TURN_LEFT, TURN_RIGHT
-from envs.follower import EXPERT_LATERAL_TOLERANCE_M, EXPERT_TURN_HYSTERESIS_DEG
+from envs.follower import EXPERT_LATERAL_TOLERANCE_M, EXPERT_TURN_HYSTERESIS_DEG, count_zigzags
 
 SETTINGS: dict[str, dict[str, float]] = {
     "habitat rule": {"expert_lateral_tolerance": 0.0, "expert_turn_hysteresis": 0.0},
@@ -36,16 +35,6 @@ SETTINGS: dict[str, dict[str, float]] = {
     },
 }
 LABELS = ("forward 25", "forward 50", "forward 75", "turn 15", "turn 30", "turn 45", "stop")
-SHORT = {"forward 25": "fwd 25", "forward 50": "fwd 50", "forward 75": "fwd 75", "turn 15": "turn 15°",
-         "turn 30": "turn 30°", "turn 45": "turn 45°", "stop": "stop"}  # fmt: skip
-
-
-def zigzags(actions: list[int]) -> int:
-    """Count 'turn, one forward step, opposite turn' in a low-level action sequence."""
-    return sum(
-        {a, c} == {TURN_LEFT, TURN_RIGHT} and b == MOVE_FORWARD
-        for a, b, c in zip(actions, actions[1:], actions[2:], strict=False)
-    )
 
 
 def label_stats(action_lists: list[list[int]]) -> dict[str, Any]:
@@ -57,7 +46,7 @@ def label_stats(action_lists: list[list[int]]) -> dict[str, Any]:
     for actions in action_lists:
         merged = merge_low_level(actions)
         decisions += len(merged)
-        zig += zigzags(actions)
+        zig += count_zigzags(actions)
         for m in merged:
             kind = "turn" if m.kind in ("left", "right") else m.kind
             counts["stop" if kind == "stop" else f"{kind} {m.amount}"] += 1
@@ -73,11 +62,7 @@ def label_stats(action_lists: list[list[int]]) -> dict[str, Any]:
 def run(houses: int, paths: int, seed: int) -> dict[str, dict[str, Any]]:
     """Sample `paths` paths in each of the first `houses` r2r_train houses once per setting (same rng seeds)."""
     from envs.datasets.generate import PRESETS, _points_of_interest, ensure_house, sample_path
-    from envs.embedded import EmbeddedSimConfig
-    from envs.geometry import heading_to_quaternion
-    from envs.kinematics import AgentState, apply_action
 
-    kin = EmbeddedSimConfig().kinematics_config()
     built = [ensure_house(h) for h in range(houses)]
     out: dict[str, dict[str, Any]] = {}
     for name, overrides in SETTINGS.items():
@@ -96,10 +81,7 @@ def run(houses: int, paths: int, seed: int) -> dict[str, dict[str, Any]]:
                     continue
                 got += 1
                 action_lists.append(p.actions)
-                state = AgentState(np.asarray(p.start, float), heading_to_quaternion(p.yaw))
-                for a in p.actions:
-                    state, hit = apply_action(state, a, house.grid, kin)
-                    collisions += hit
+                collisions += p.collisions
         stats = label_stats(action_lists)
         stats["collisions_per_path"] = collisions / max(len(action_lists), 1)
         out[name] = stats
@@ -118,7 +100,7 @@ def main(
 
     results = run(houses, paths, seed)
     table = Table(title=f"expert labels, {houses} houses x {paths} paths (NaVILA's merged decisions)")
-    for col in ("setting", "decisions/path", "zig-zags/path", "collisions/path", *(SHORT[k] for k in LABELS)):
+    for col in ("setting", "decisions/path", "zig-zags/path", "collisions/path", *LABELS):
         table.add_column(col, justify="right" if col != "setting" else "left")
     for name, r in results.items():
         table.add_row(
@@ -128,7 +110,7 @@ def main(
             f"{r['collisions_per_path']:.2f}",
             *(f"{100 * r['label_share'][k]:.1f}%" for k in LABELS),
         )
-    Console(width=160).print(table)
+    Console(width=170).print(table)
     if json_out is not None:
         json_out.write_text(json.dumps(results, indent=2))
 

@@ -132,6 +132,15 @@ class ShortestPathFollower:
         return TURN_LEFT if delta > 0 else TURN_RIGHT
 
 
+def count_zigzags(actions: list[int]) -> int:
+    """'Turn, one forward step, opposite turn' patterns in a low-level action sequence: the 15° alternation that
+    `lateral_tolerance` and `turn_hysteresis` remove (a learner cannot tell its direction from the frames)."""
+    return sum(
+        {a, c} == {TURN_LEFT, TURN_RIGHT} and b == MOVE_FORWARD
+        for a, b, c in zip(actions, actions[1:], actions[2:], strict=False)
+    )
+
+
 def expert_follower(target, **kwargs) -> ShortestPathFollower:
     """The follower that labels data and drives the oracle: `ShortestPathFollower` with the experts' lateral
     tolerance and turn hysteresis (no 15° zig-zag); `kwargs` (goal_radius, turn_angle, ...) as the class takes."""

@@ -198,6 +198,7 @@ class SampledPath:
     reference_path: list[list[float]]  # sparse waypoints as stored in the file
     locations: list[list[float]]
     actions: list[int]
+    collisions: int = 0  # forward steps of the expert that hit (and slid along) an obstacle
 
 
 def _points_of_interest(house: House) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -311,13 +312,15 @@ def sample_path(
     state = AgentState(start.copy(), heading_to_quaternion(yaw))
     locations = [state.position.tolist()]
     actions: list[int] = []
+    collisions = 0
     for k, target in enumerate(targets):
         follower = goal_follower if k == len(targets) - 1 else via_follower
         while True:
             a = follower.next_action(state.position, state.rotation, target)
             if a == STOP:
                 break
-            state, _ = apply_action(state, a, grid, kin)
+            state, collided = apply_action(state, a, grid, kin)
+            collisions += collided
             actions.append(a)
             if a == MOVE_FORWARD:
                 locations.append(state.position.tolist())
@@ -335,6 +338,7 @@ def sample_path(
         reference_path=_sparse(polyline, cfg.ref_spacing),
         locations=locations,
         actions=actions,
+        collisions=collisions,
     )
 
 

@@ -11,11 +11,12 @@ from envs.constants import MOVE_FORWARD as F
 from envs.constants import STOP as S
 from envs.constants import TURN_LEFT as L
 from envs.constants import TURN_RIGHT as R
+from envs.follower import count_zigzags
 
 
 def test_zigzags_counts_turn_step_opposite_turn() -> None:
-    assert bench_expert.zigzags([L, F, R, F, L, F, F, S]) == 2  # L F R and R F L
-    assert bench_expert.zigzags([L, F, L, F, F, R, F, F, S]) == 0  # same-side corrections, two-step gaps
+    assert count_zigzags([L, F, R, F, L, F, F, S]) == 2  # L F R and R F L
+    assert count_zigzags([L, F, L, F, F, R, F, F, S]) == 0  # same-side corrections, two-step gaps
 
 
 def test_label_stats_merges_like_navila() -> None:

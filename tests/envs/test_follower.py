@@ -13,6 +13,7 @@ from envs.follower import (
     EXPERT_LATERAL_TOLERANCE_M,
     EXPERT_TURN_HYSTERESIS_DEG,
     ShortestPathFollower,
+    count_zigzags,
     expert_follower,
 )
 from envs.geometry import heading_to_quaternion
@@ -171,14 +172,6 @@ def test_expert_follower_settings_and_overrides(grid):
     assert g.goal_radius == 0.75 and g.turn_hysteresis == 0.0
 
 
-def zigzags(actions):
-    """'turn, one 25 cm step, opposite turn' patterns: the 15° alternation a learner cannot tell from the frames."""
-    return sum(
-        {a, c} == {TURN_LEFT, TURN_RIGHT} and b == MOVE_FORWARD
-        for a, b, c in zip(actions, actions[1:], actions[2:], strict=False)
-    )
-
-
 def test_expert_follower_no_zigzag_in_a_generated_house():
     """Random 5-15 m episodes in a generated house: the lateral tolerance alone still alternates 15° turns with
     single steps along hallways between two of the 15° headings; the experts' hysteresis all but removes that,
@@ -205,7 +198,7 @@ def test_expert_follower_no_zigzag_in_a_generated_house():
             s, actions = run(follower, g, a, heading, b, max_steps=600)
             assert actions[-1] == STOP and g.geodesic_distance(s.position, b) <= 0.3
             assert_no_turn_oscillation(actions)
-            zig += zigzags(actions)
+            zig += count_zigzags(actions)
             changes += sum(x != y for x, y in itertools.pairwise(actions))
         stats[name] = (zig, changes)
     assert stats["tolerance"][0] >= 10, stats  # the failure mode is real here
