@@ -212,6 +212,7 @@ class TimingListener:
     sim_s: float = 0.0
     model_s: float = 0.0
     other_s: float = 0.0
+    wait_s: float = 0.0  # batched runs: waiting for batch-mates (see benchmarks.runner.run_batched)
     steps: int = 0
     episodes: int = 0
 
@@ -223,6 +224,7 @@ class TimingListener:
         self.sim_s += float(t.get("sim_s", 0.0))
         self.model_s += float(t.get("model_s", 0.0))
         self.other_s += float(t.get("other_s", 0.0))
+        self.wait_s += float(t.get("wait_s", 0.0))
         self.steps += int((record.get("metrics") or {}).get("steps") or 0)
         self.episodes += 1
 
@@ -230,13 +232,15 @@ class TimingListener:
         pass
 
     def per_step_ms(self) -> dict[str, float]:
-        """Mean milliseconds per low-level step spent in the simulator, the agent/model, and the rest."""
+        """Mean milliseconds per low-level step spent in the simulator, the agent/model, the episode's own rest,
+        and (batched runs) waiting while the other episodes of its batch stepped."""
         n = max(self.steps, 1)
-        return {k: 1000.0 * getattr(self, f"{k}_s") / n for k in ("sim", "model", "other")}
+        return {k: 1000.0 * getattr(self, f"{k}_s") / n for k in ("sim", "model", "other", "wait")}
 
     def describe(self) -> str:
         ms = self.per_step_ms()
-        return f"per step: sim {ms['sim']:.1f} ms, model {ms['model']:.1f} ms, other {ms['other']:.1f} ms"
+        text = f"per step: sim {ms['sim']:.1f} ms, model {ms['model']:.1f} ms, other {ms['other']:.1f} ms"
+        return text + (f", waiting for the batch {ms['wait']:.1f} ms" if self.wait_s > 0 else "")
 
 
 def _fmt(x: Any, spec: str) -> str:

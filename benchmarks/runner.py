@@ -195,6 +195,9 @@ class _Trajectory:
     collisions: int = 0
     sim_s: float = 0.0
     model_s: float = 0.0
+    # Batched runs: time this episode spent waiting while its batch-mates stepped (and for the part of each
+    # batched model call that is charged to them), so that "other" is this episode's own overhead only.
+    wait_s: float = 0.0
 
 
 def _position(info: dict[str, Any]) -> list[float]:
@@ -286,7 +289,8 @@ def _finish(
     record["timings"] = {
         "sim_s": traj.sim_s,
         "model_s": traj.model_s,
-        "other_s": max(wall - traj.sim_s - traj.model_s, 0.0),
+        "wait_s": traj.wait_s,
+        "other_s": max(wall - traj.sim_s - traj.model_s - traj.wait_s, 0.0),
         "wall_s": wall,
     }
     return record
@@ -301,7 +305,10 @@ def _failed(
     except Exception:
         stats = {}
     record = _record(
-        episode, stats, {"sim_s": 0.0, "model_s": 0.0, "other_s": time.perf_counter() - t0}, worker
+        episode,
+        stats,
+        {"sim_s": 0.0, "model_s": 0.0, "wait_s": 0.0, "other_s": time.perf_counter() - t0},
+        worker,
     )
     record.update(status="error", error=error)
     for cb in callbacks:
@@ -391,6 +398,7 @@ def run_batched(
         begin(i)
     while active:
         ids = sorted(active)
+        batch = {i: active[i] for i in ids}
         t = time.perf_counter()
         try:
             actions = act_all([slots[i].agent for i in ids], [active[i].obs for i in ids])
@@ -400,15 +408,24 @@ def run_batched(
                 end(i, error)
             continue
         share = (time.perf_counter() - t) / len(ids)  # model time split evenly over the batch
+        own: dict[int, float] = {}  # each episode's own step time (env step + its callbacks)
         for i, action in zip(ids, actions, strict=True):
-            active[i].model_s += share
+            traj = batch[i]
+            traj.model_s += share
+            t_step = time.perf_counter()
             try:
-                _step(slots[i].env, active[i], action, slots[i].callbacks)
+                _step(slots[i].env, traj, action, slots[i].callbacks)
             except Exception:
                 end(i, traceback.format_exc())
                 continue
-            if active[i].done:
+            own[i] = time.perf_counter() - t_step
+            if traj.done:
+                traj.wait_s += max(time.perf_counter() - t - own[i] - share, 0.0)  # its round so far
                 end(i)
+        round_s = time.perf_counter() - t
+        for i, traj in batch.items():
+            if active.get(i) is traj:  # still running (not ended, not replaced by the slot's next episode)
+                traj.wait_s += max(round_s - own[i] - share, 0.0)
 
 
 # ------------------------------------------------------------------------------------------------ a worker's job

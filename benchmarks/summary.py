@@ -25,7 +25,7 @@ def summarize(records: Sequence[dict[str, Any]], dtw: str, selected: int | None 
     summary = aggregate([r.get("metrics") or {} for r in ok])
     timings = {
         k: sum(float((r.get("timings") or {}).get(k, 0.0)) for r in records)
-        for k in ("sim_s", "model_s", "other_s")
+        for k in ("sim_s", "model_s", "other_s", "wait_s")
     }
     steps = sum(int((r.get("metrics") or {}).get("steps") or 0) for r in ok)
     summary.update(
@@ -59,7 +59,8 @@ def markdown(summary: dict[str, Any], title: str) -> str:
         "- time per low-level step: "
         + ", ".join(
             f"{k[:-2]} {1000 * float(t.get(k, 0.0)) / n:.1f} ms" for k in ("sim_s", "model_s", "other_s")
-        ),
+        )
+        + (f", waiting for the batch {1000 * float(t['wait_s']) / n:.1f} ms" if t.get("wait_s") else ""),
     ]
     return "\n".join(lines) + "\n"
 

@@ -34,7 +34,8 @@ def test_run_episode_oracle_reaches_the_goal_and_reports_a_full_record() -> None
     assert m["sr"] == 1.0 and m["os"] == 1.0 and m["ne"] < 3.0 and m["spl"] > 0.5
     assert m["steps"] == rec["decisions"] == agent.t  # one decision per step for the fake
     assert rec["uid"] == "r2r_val_unseen:3" and rec["split"] == "r2r_val_unseen"
-    assert set(rec["timings"]) == {"sim_s", "model_s", "other_s", "wall_s"}
+    assert set(rec["timings"]) == {"sim_s", "model_s", "wait_s", "other_s", "wall_s"}
+    assert rec["timings"]["wait_s"] == 0.0  # one episode at a time: nothing to wait for
     assert episode_line(rec).startswith("r2r_val_unseen:3  SR 1  SPL")
 
 
@@ -192,7 +193,31 @@ def test_timing_listener_breakdown(tmp_path: Path) -> None:
     timing = TimingListener()
     runner.evaluate(_config(tmp_path, agent="oracle", limit=2), factories=FAKE, listeners=[timing])
     assert timing.episodes == 2 and timing.steps > 0
-    assert set(timing.per_step_ms()) == {"sim", "model", "other"} and "per step" in timing.describe()
+    assert set(timing.per_step_ms()) == {"sim", "model", "other", "wait"} and "per step" in timing.describe()
+    assert "waiting" not in timing.describe()  # one env per worker: no batch to wait for
+
+
+def test_batched_timings_count_the_wait_for_batch_mates_apart_from_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With K envs stepped in turn, an episode spends most of its wall time waiting while the other K-1 step;
+    that is "wait", not the episode's own overhead ("other"), and the parts still add up to the wall time."""
+    monkeypatch.setenv("NAVILA_FAKE_STEP_S", "0.004")
+    episodes = fakes.fake_episodes(4)
+    slots = []
+    for _ in range(4):
+        env = fakes.FakeEnv(episodes)
+        slots.append(runner.Slot(env, fakes.FakeAgent("forward", env)))
+    records: list[dict] = []
+    runner.run_batched(slots, episodes, seed=0, emit=records.append)
+    for rec in records:
+        t = rec["timings"]
+        assert t["wait_s"] > 2 * t["sim_s"] > 0  # three batch-mates step for each of its own steps
+        assert t["other_s"] < 0.5 * t["sim_s"]  # the fake env's own overhead is tiny
+        parts = t["sim_s"] + t["model_s"] + t["wait_s"] + t["other_s"]
+        assert parts == pytest.approx(t["wall_s"], rel=0.05)
+    timing = TimingListener()
+    for rec in records:
+        timing.on_result(rec)
+    assert "waiting for the batch" in timing.describe()
 
 
 # ----------------------------------------------------------------- the real env (embedded simulator) + real agents
