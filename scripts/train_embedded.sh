@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Train the shipped embedded model end to end: collect expert data -> train -> evaluate -> (optional) DAgger round.
+# Train the shipped embedded model end to end: collect expert data -> train -> evaluate -> (optional) DAgger rounds.
 #
 #   scripts/train_embedded.sh                      # the shipped recipe (docs/MODEL_CARD.md): ~70 min on 2 CPU cores
 #                                                  # + evaluation (see the card)
 #   STEPS=200 LIMIT=50 scripts/train_embedded.sh   # a quick dry run of the whole pipeline
-#   DAGGER=1 scripts/train_embedded.sh             # add one DAgger round (beta 0.5) after the first training
+#   DAGGER=2 scripts/train_embedded.sh             # then two DAgger rounds (session 4's runs E1, E2; no SR gain yet)
 #   INSTALL=1 scripts/train_embedded.sh            # copy the final model to models/navila-tiny (the shipped default)
 #
 # Without an installed `navila-agent` the CLI runs through $PYTHON (default: python).
@@ -33,7 +33,11 @@ ACTION_WEIGHT=${ACTION_WEIGHT:-5.0}                    # loss weight on the acti
 LIMIT=${LIMIT:-}                                       # episodes per collected split (empty = all, after EVERY)
 EVAL_LIMIT=${EVAL_LIMIT:-}                             # episodes per final evaluation (empty = the whole split)
 EVAL=${EVAL:-1}                                         # 0: skip the final evaluations (pipeline smoke tests)
-DAGGER=${DAGGER:-0}
+DAGGER=${DAGGER:-0}                                    # DAgger rounds after the first training (shipped: none)
+DAGGER_EVERY=${DAGGER_EVERY:-6}                        # every 6th r2r_train episode per round: 334 episodes
+read -r -a DAGGER_BETAS <<< "${DAGGER_BETAS:-0.5 0.3}" # P(expert acts) per round; later rounds reuse the last
+read -r -a DAGGER_STEPS <<< "${DAGGER_STEPS:-2000 800}"
+read -r -a DAGGER_LRS <<< "${DAGGER_LRS:-3e-4 2e-4}"
 INSTALL=${INSTALL:-0}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}           # the shipped run: 2 torch threads on a shared 2-core VM
 
@@ -69,16 +73,38 @@ if [[ "$EVAL" == 1 ]]; then
 fi
 
 FINAL=$MODEL
-if [[ "$DAGGER" == 1 ]]; then
-  echo "== 4. DAgger: the model acts half of the time, the expert labels every visited state"
-  navila collect --split r2r_train --output "$DATA/r2r_dagger" --every "$EVERY" --policy "$MODEL" --beta 0.5 \
-    --frame-codec npz "${limit_flag[@]}"
-  navila train --data-mixture "$DATA/r2r_gen+$DATA/r2r_dagger" --model "$MODEL" --output "${RUN}_dagger" \
-    --steps $((STEPS / 2)) --batch-size "$BATCH" --lr "$LR" --action-token-weight "$ACTION_WEIGHT" --device cpu
-  navila eval --model "${RUN}_dagger" --split r2r_val_unseen --output "${RUN}_dagger/eval_r2r_val_unseen" \
-    "${eval_flag[@]}"
-  FINAL=${RUN}_dagger
-fi
+mixture="$DATA/r2r_gen"
+pick() { local -n list=$1; local i=$2; echo "${list[$(( i < ${#list[@]} ? i : ${#list[@]} - 1 ))]}"; }
+for ((round = 1; round <= DAGGER; round++)); do
+  beta=$(pick DAGGER_BETAS $((round - 1))); steps=$(pick DAGGER_STEPS $((round - 1)))
+  lr=$(pick DAGGER_LRS $((round - 1)))
+  echo "== 4.$round DAgger: the expert acts with probability $beta, $FINAL otherwise; the expert labels every state"
+  # Two shards in parallel (one per core); shard k flips its coins with seed k (as session 4's runs did).
+  pids=()
+  for shard in 0 1; do
+    navila collect --split r2r_train --output "$DATA/r2r_dagger$round" --every "$DAGGER_EVERY" --rebalance \
+      --policy "$FINAL" --beta "$beta" --shards 2 --shard-index "$shard" --seed "$shard" \
+      --frame-codec npz "${limit_flag[@]}" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done  # a failed shard stops the script (set -e); the last one to end
+                                                 # writes the manifest over both shards
+  mixture="$mixture+$DATA/r2r_dagger$round"
+  # Fine-tune the current model on the expert data and every DAgger round so far (aggregation).
+  navila train --data-mixture "$mixture" --model "$FINAL" --output "${RUN}_dagger$round" \
+    --steps "$steps" --batch-size "$BATCH" --lr "$lr" --warmup-ratio 0.03 --action-token-weight "$ACTION_WEIGHT" \
+    --save-every 500 --log-every 10 --eval-every "$steps" --eval-limit 0 \
+    --eval-samples "$DATA/r2r_val_seen_samples" --eval-samples-limit 300 --device cpu "${stop_flag[@]}"
+  FINAL=${RUN}_dagger$round
+  if [[ ! -f "$FINAL/config.json" ]]; then
+    FINAL=$(ls -d "$FINAL"/checkpoints/checkpoint-* | sort -t- -k2 -n | tail -n 1)
+  fi
+  if [[ "$EVAL" == 1 ]]; then
+    for split in r2r_val_unseen r2r_val_seen; do
+      navila eval --model "$FINAL" --split "$split" --output "${RUN}_dagger$round/eval_$split" "${eval_flag[@]}"
+    done
+  fi
+done
 
 if [[ "$INSTALL" == 1 ]]; then
   echo "== install $FINAL as the shipped model (models/navila-tiny)"
