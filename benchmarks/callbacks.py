@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from benchmarks.store import ROLLOUTS_DIR, VIDEOS_DIR, atomic_write_json, json_safe
+from benchmarks.summary import step_times_text
 from envs.datasets.episode import Episode
 from viz.run_folder import episode_dir_name  # the viewer reads records under the same name
 
@@ -238,9 +239,8 @@ class TimingListener:
         return {k: 1000.0 * getattr(self, f"{k}_s") / n for k in ("sim", "model", "other", "wait")}
 
     def describe(self) -> str:
-        ms = self.per_step_ms()
-        text = f"per step: sim {ms['sim']:.1f} ms, model {ms['model']:.1f} ms, other {ms['other']:.1f} ms"
-        return text + (f", waiting for the batch {ms['wait']:.1f} ms" if self.wait_s > 0 else "")
+        totals = {f"{k}_s": getattr(self, f"{k}_s") for k in ("sim", "model", "other", "wait")}
+        return "per step: " + step_times_text(totals, self.steps)
 
 
 def _fmt(x: Any, spec: str) -> str:

@@ -20,6 +20,11 @@ navila() {
   if command -v navila-agent >/dev/null 2>&1; then navila-agent "$@"
   else "$PYTHON" -c 'from benchmarks.cli import main; main()' "$@"; fi
 }
+# A training run's model: its folder when the schedule finished, else (--stop-after) its newest checkpoint.
+finished_model() {
+  if [[ -f "$1/config.json" ]]; then echo "$1"
+  else ls -d "$1"/checkpoints/checkpoint-* | sort -t- -k2 -n | tail -n 1; fi
+}
 CACHE=${NAVILA_AGENT_CACHE:-$HOME/.cache/navila-agent}
 DATA=${DATA:-$CACHE/train_data}                        # the default registry (vlm/train/registry/default.yaml) reads here
 RUN=${RUN:-runs/navila-tiny}
@@ -56,11 +61,7 @@ navila train --data-mixture "$DATA/r2r_gen" --init embedded --output "$RUN" \
   --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-ratio 0.03 --action-token-weight "$ACTION_WEIGHT" \
   --save-every 100 --log-every 10 --eval-every 500 --eval-limit 0 \
   --eval-samples "$DATA/r2r_val_seen_samples" --eval-samples-limit 300 --device cpu "${stop_flag[@]}"
-# The model: the finished run's folder, or (stopped early) its newest checkpoint.
-MODEL=$RUN
-if [[ ! -f "$RUN/config.json" ]]; then
-  MODEL=$(ls -d "$RUN"/checkpoints/checkpoint-* | sort -t- -k2 -n | tail -n 1)
-fi
+MODEL=$(finished_model "$RUN")
 
 if [[ "$EVAL" == 1 ]]; then
   echo "== 3. evaluate on the held-out houses (and the seen ones), with the non-learned baselines"
@@ -95,10 +96,7 @@ for ((round = 1; round <= DAGGER; round++)); do
     --steps "$steps" --batch-size "$BATCH" --lr "$lr" --warmup-ratio 0.03 --action-token-weight "$ACTION_WEIGHT" \
     --save-every 500 --log-every 10 --eval-every "$steps" --eval-limit 0 \
     --eval-samples "$DATA/r2r_val_seen_samples" --eval-samples-limit 300 --device cpu "${stop_flag[@]}"
-  FINAL=${RUN}_dagger$round
-  if [[ ! -f "$FINAL/config.json" ]]; then
-    FINAL=$(ls -d "$FINAL"/checkpoints/checkpoint-* | sort -t- -k2 -n | tail -n 1)
-  fi
+  FINAL=$(finished_model "${RUN}_dagger$round")
   if [[ "$EVAL" == 1 ]]; then
     for split in r2r_val_unseen r2r_val_seen; do
       navila eval --model "$FINAL" --split "$split" --output "${RUN}_dagger$round/eval_$split" "${eval_flag[@]}"

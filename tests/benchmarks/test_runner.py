@@ -84,12 +84,18 @@ def test_same_seed_same_metrics_across_reruns_workers_and_batching(tmp_path: Pat
     assert _metrics(other_seed.run_dir) != expected  # the seed matters for the random agent
 
 
+def _fake_slots(episodes: list, k: int, policy: str) -> list[runner.Slot]:
+    """K fake envs over `episodes`, each with its own fake agent, as a batched worker holds them."""
+    slots = []
+    for _ in range(k):
+        env = fakes.FakeEnv(episodes)
+        slots.append(runner.Slot(env, fakes.FakeAgent(policy, env)))
+    return slots
+
+
 def test_batched_loop_uses_one_act_batch_per_round(tmp_path: Path) -> None:
     episodes = fakes.fake_episodes(5)
-    slots = []
-    for _ in range(3):
-        env = fakes.FakeEnv(episodes)
-        slots.append(runner.Slot(env, fakes.FakeAgent("oracle", env)))
+    slots = _fake_slots(episodes, 3, "oracle")
     records: list[dict] = []
     runner.run_batched(slots, episodes, seed=0, emit=records.append)
     assert sorted(r["uid"] for r in records) == sorted(ep.uid for ep in episodes)
@@ -202,10 +208,7 @@ def test_batched_timings_count_the_wait_for_batch_mates_apart_from_other(monkeyp
     that is "wait", not the episode's own overhead ("other"), and the parts still add up to the wall time."""
     monkeypatch.setenv("NAVILA_FAKE_STEP_S", "0.004")
     episodes = fakes.fake_episodes(4)
-    slots = []
-    for _ in range(4):
-        env = fakes.FakeEnv(episodes)
-        slots.append(runner.Slot(env, fakes.FakeAgent("forward", env)))
+    slots = _fake_slots(episodes, 4, "forward")
     records: list[dict] = []
     runner.run_batched(slots, episodes, seed=0, emit=records.append)
     for rec in records:
