@@ -36,6 +36,12 @@ A samples.jsonl line:
                                              {"from": "gpt", "value": "The next action is turn left 30 degrees."}],
      "action": "left", "amount": 30, "low_level": [2, 2], "executed_by": "expert", "copy": 0}
 
+Episodes that share a path (R2R has ~3 instructions per path; the generated r2r splits 2) drive the same expert
+trajectory: without DAgger, an episode whose path (`path_key`: trajectory id, scene, start pose, goals, ground-truth
+actions) was already collected in the same shard is not driven again — its samples (with its own instruction)
+reference the first episode's frames file, and its trajectories.jsonl line names it in `"shares_frames_with"`.
+Frames and tower features are then stored and computed once per path; the manifest's `frames` counts stored frames.
+
 Rebalancing (`--rebalance`): NaVILA duplicates the rare stop and turn samples; the paper gives no factors, so
 ours are `REBALANCE_FACTORS` (stop ×4, turns ×2, forward ×1), which brings the generated splits' label
 histogram close to uniform over {forward, turn, stop} mass. Duplicates are extra lines with `"copy": k > 0`.
@@ -43,6 +49,7 @@ histogram close to uniform over {forward, turn, stop} mass. Duplicates are extra
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -314,6 +321,40 @@ def trajectory_key(episode: Episode) -> str:
     return episode.uid.replace(":", "__").replace("/", "_")
 
 
+def path_key(episode: Episode) -> str:
+    """What makes two episodes' expert trajectories identical: one path (trajectory id, scene, start pose, goals)
+    and the same ground-truth actions. R2R's several instructions per path share it; nothing else does."""
+    gt = episode.gt.actions if episode.gt is not None else None
+    parts = [
+        episode.dataset,
+        str(episode.trajectory_id),
+        episode.scene_id,
+        [round(float(v), 4) for v in episode.start_position],
+        [round(float(v), 4) for v in episode.start_rotation],
+        [[round(float(v), 4) for v in g.position] for g in episode.goals],
+        list(gt) if gt is not None else None,
+    ]
+    return json.dumps(parts, separators=(",", ":"))
+
+
+def shared_trajectory(episode: Episode, source: dict[str, Any]) -> Trajectory:
+    """The trajectory of `episode` when an episode with the same path was collected already (`source`, its
+    trajectories.jsonl line): the same actions and expert labels, no frames of its own."""
+    actions = [int(a) for a in source["low_level_actions"]]
+    decisions = decision_points(actions)
+    outcome = {k: source[k] for k in ("final_distance", "success") if k in source}
+    return Trajectory(
+        trajectory_key(episode),
+        episode,
+        [],
+        actions,
+        decisions,
+        ["expert"] * len(decisions),
+        ended_with_stop=bool(source["ended_with_stop"]),
+        outcome=outcome,
+    )
+
+
 def run_expert(driver: EpisodeDriver, expert: Expert, episode: Episode, max_steps: int) -> Trajectory:
     """The expert drives the whole episode; labels come from NaVILA's merge of its actions afterwards."""
     frames = [driver.reset(episode)]
@@ -481,12 +522,28 @@ def write_frames(path: Path, frames: np.ndarray, codec: str) -> None:
 
 
 class ShardWriter:
-    """Appends finished trajectories to one shard folder; on open, drops samples of unfinished ones."""
+    """Appends finished trajectories to one shard folder; on open, drops samples of unfinished ones.
+
+    Holds an exclusive lock on the shard (`.lock`, released by `close` or when the process ends): two collectors
+    appending to one shard would interleave lines and collect episodes twice, so the second one fails at once.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         (folder / "frames").mkdir(parents=True, exist_ok=True)
-        self.done = {r["traj"] for r in read_jsonl(folder / TRAJECTORIES_FILE)}
+        self._lock = open(folder / ".lock", "a+")  # noqa: SIM115 - held for the writer's lifetime
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise RuntimeError(
+                f"another collector is writing {folder} (its lock {folder / '.lock'} is held); "
+                "run one collector per shard (--shards S --shard-index K)"
+            ) from None
+        records = read_jsonl(folder / TRAJECTORIES_FILE)
+        self.done = {r["traj"] for r in records}
+        # path_key -> the line of the trajectory that owns the frames (older collections have no path_key)
+        self.paths = {r["path_key"]: r for r in records if "path_key" in r and "shares_frames_with" not in r}
         samples = read_jsonl(folder / SAMPLES_FILE)
         kept = [s for s in samples if s["traj"] in self.done]
         if len(kept) != len(samples) or (folder / SAMPLES_FILE).is_file():
@@ -495,20 +552,36 @@ class ShardWriter:
             tmp.write_text("".join(json.dumps(s) + "\n" for s in kept), encoding="utf-8")
             os.replace(tmp, folder / SAMPLES_FILE)
 
+    def close(self) -> None:
+        """Release the shard's lock."""
+        self._lock.close()
+
     def write(
-        self, traj: Trajectory, samples: list[dict[str, Any]], frames: np.ndarray, codec: str = "png"
+        self,
+        traj: Trajectory,
+        samples: list[dict[str, Any]],
+        frames: np.ndarray | None,
+        codec: str = "png",
+        path: str | None = None,
+        shares_frames_with: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Frames file (atomic rename), then the samples, then the trajectory line that marks it finished."""
-        frames_path = self.folder / "frames" / f"{traj.key}.npz"
-        tmp = frames_path.with_suffix(f".{os.getpid()}.tmp.npz")
-        write_frames(tmp, frames, codec)
-        os.replace(tmp, frames_path)
+        """Frames file (atomic rename), then the samples, then the trajectory line that marks it finished.
+
+        `path`: the episode's `path_key` (recorded so later episodes of the path can share these frames);
+        `shares_frames_with`: the line of the trajectory whose frames this one uses (then `frames` is None)."""
+        if shares_frames_with is None:
+            if frames is None:
+                raise ValueError(f"trajectory {traj.key}: no frames to write")
+            frames_path = self.folder / "frames" / f"{traj.key}.npz"
+            tmp = frames_path.with_suffix(f".{os.getpid()}.tmp.npz")
+            write_frames(tmp, frames, codec)
+            os.replace(tmp, frames_path)
         _append_lines(self.folder / SAMPLES_FILE, samples)
         record = {
             "traj": traj.key,
             "episode_uid": traj.episode.uid,
             "scene_id": traj.episode.scene_id,
-            "frames": int(frames.shape[0]),
+            "frames": int(shares_frames_with["frames"] if shares_frames_with else frames.shape[0]),
             "steps": len(traj.actions),
             "decisions": len(traj.decisions),
             "samples": len(samples),
@@ -518,8 +591,15 @@ class ShardWriter:
             "ended_with_stop": traj.ended_with_stop,
             **traj.outcome,
         }
+        if path is not None:
+            record["path_key"] = path
+            record["low_level_actions"] = list(traj.actions)
+        if shares_frames_with is not None:
+            record["shares_frames_with"] = shares_frames_with["traj"]
         _append_lines(self.folder / TRAJECTORIES_FILE, [record])
         self.done.add(traj.key)
+        if path is not None and shares_frames_with is None:
+            self.paths[path] = record
         return record
 
 
@@ -547,7 +627,8 @@ def write_manifest(output: Path, config: CollectConfig) -> dict[str, Any]:
         "trajectories": len(trajectories),
         "samples": sum(r["samples"] for r in trajectories),
         "decisions": sum(r["decisions"] for r in trajectories),
-        "frames": sum(r["frames"] for r in trajectories),
+        "frames": sum(r["frames"] for r in trajectories if "shares_frames_with" not in r),  # stored
+        "sharing_frames": sum(1 for r in trajectories if "shares_frames_with" in r),
         "actions": {k: actions.get(k, 0) for k in ("forward", "left", "right", "stop")},
         "ended_with_stop": sum(1 for r in trajectories if r["ended_with_stop"]),
         # Share of trajectories that end in VLN-CE success (STOP within 3 m): ~1.0 for a sound expert.
@@ -588,31 +669,51 @@ def collect(
     selected = list(episodes)[:: config.every]
     selected = selected[: config.limit] if config.limit else selected
     shards = range(config.shards) if config.shard_index is None else [config.shard_index]
-    writers = {s: ShardWriter(shard_folder(output, s)) for s in shards}
-    todo = [(i, ep) for i, ep in enumerate(selected) if i % config.shards in writers]
-    for n, (i, episode) in enumerate(todo):
-        writer = writers[i % config.shards]
-        key = trajectory_key(episode)
-        if key in writer.done:
+    writers: dict[int, ShardWriter] = {}
+    try:
+        for s in shards:
+            writers[s] = ShardWriter(shard_folder(output, s))
+        todo = [(i, ep) for i, ep in enumerate(selected) if i % config.shards in writers]
+        for n, (i, episode) in enumerate(todo):
+            writer = writers[i % config.shards]
+            key = trajectory_key(episode)
+            if key in writer.done:
+                if progress:
+                    progress(n + 1, len(todo))
+                continue
+            expert_only = policy is None or config.beta >= 1.0
+            pkey = (
+                path_key(episode) if expert_only else None
+            )  # DAgger's coin flips make every drive different
+            source = writer.paths.get(pkey) if pkey is not None else None
+            if source is not None:
+                traj = shared_trajectory(episode, source)
+                frames_file = f"frames/{source['traj']}.npz"
+                samples = build_samples(traj, prompt_fn, config.num_frames, config.rebalance, frames_file)
+                writer.write(traj, samples, None, path=pkey, shares_frames_with=source)
+                if progress:
+                    progress(n + 1, len(todo))
+                continue
+            rng = random.Random(f"{config.seed}:{key}")  # per episode, so a resumed run flips the same coins
+            failures_before = getattr(policy, "parse_failures", 0)
+            if expert_only:
+                traj = run_expert(driver, expert, episode, config.max_steps)
+            else:
+                traj = run_dagger(driver, expert, policy, episode, config.beta, rng, config.max_steps)
+            traj.policy_parse_failures = getattr(policy, "parse_failures", 0) - failures_before
+            if hasattr(driver, "outcome"):
+                traj.outcome = driver.outcome()
+            if not traj.frames:
+                raise RuntimeError(f"episode {episode.uid}: the expert produced no action")
+            frames = np.stack([_resize(f, config.frame_size) for f in traj.frames])  # [T, H, W, 3] uint8
+            samples = build_samples(traj, prompt_fn, config.num_frames, config.rebalance, f"frames/{key}.npz")
+            writer.write(traj, samples, frames, config.frame_codec, path=pkey)
             if progress:
                 progress(n + 1, len(todo))
-            continue
-        rng = random.Random(f"{config.seed}:{key}")  # per episode, so a resumed run flips the same coins
-        failures_before = getattr(policy, "parse_failures", 0)
-        if policy is None or config.beta >= 1.0:
-            traj = run_expert(driver, expert, episode, config.max_steps)
-        else:
-            traj = run_dagger(driver, expert, policy, episode, config.beta, rng, config.max_steps)
-        traj.policy_parse_failures = getattr(policy, "parse_failures", 0) - failures_before
-        if hasattr(driver, "outcome"):
-            traj.outcome = driver.outcome()
-        if not traj.frames:
-            raise RuntimeError(f"episode {episode.uid}: the expert produced no action")
-        frames = np.stack([_resize(f, config.frame_size) for f in traj.frames])  # [T, H, W, 3] uint8
-        samples = build_samples(traj, prompt_fn, config.num_frames, config.rebalance, f"frames/{key}.npz")
-        writer.write(traj, samples, frames, config.frame_codec)
-        if progress:
-            progress(n + 1, len(todo))
+    finally:
+        for writer in writers.values():
+            writer.close()
+
     return write_manifest(output, config)
 
 
@@ -707,7 +808,8 @@ def collect_split(
     env = VLNCEEnv(episodes=list(episodes), data_root=config.data_root, max_steps=config.max_steps)
     dagger = config.beta < 1.0
     expert = make_expert(
-        config.expert, lambda _ep: expert_follower(env.sim, goal_radius=FOLLOWER_GOAL_RADIUS),
+        config.expert,
+        lambda _ep: expert_follower(env.sim, goal_radius=FOLLOWER_GOAL_RADIUS),
         dagger,
     )
     policy = None

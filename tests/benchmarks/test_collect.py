@@ -12,6 +12,7 @@ import pytest
 from benchmarks.collect import (
     CollectConfig,
     ReplayExpert,
+    ShardWriter,
     collect,
     decision_points,
     expert_label,
@@ -177,6 +178,96 @@ def test_rebalance_duplicates_stop_and_turns(tmp_path):
     assert manifest["actions"] == {"forward": 3, "left": 2, "right": 2, "stop": 4}
     samples = read_jsonl(tmp_path / "c" / "shard-00000" / "samples.jsonl")
     assert sorted(s["copy"] for s in samples if s["action"] == "stop") == [0, 1, 2, 3]
+
+
+def _same_path(i: int, text: str) -> Episode:
+    """Episode i on path 7: R2R's several instructions for one trajectory."""
+    ep = make_episode(i, HAND)
+    ep.trajectory_id = 7
+    ep.instruction = Instruction(text)
+    return ep
+
+
+def test_episodes_of_one_path_share_frames_and_keep_their_instructions(tmp_path):
+    episodes = [_same_path(0, "walk on"), make_episode(1, [3, 0]), _same_path(2, "go ahead then stop")]
+    out = tmp_path / "c"
+    driver = FakeDriver()
+    calls = []
+    driver.reset = lambda ep, _r=driver.reset: calls.append(ep.episode_id) or _r(ep)
+    manifest = collect(CollectConfig(output=str(out)), episodes, driver, ReplayExpert(), prompt_fn)
+    assert calls == ["0", "1"]  # episode 2 is path 7 again: not driven
+    assert manifest["trajectories"] == 3 and manifest["sharing_frames"] == 1
+    assert manifest["frames"] == 10 + 2  # stored frames: path 7 once
+    assert sorted(p.name for p in (out / "shard-00000" / "frames").iterdir()) == [
+        "r2r_train__0.npz",
+        "r2r_train__1.npz",
+    ]
+    samples = read_jsonl(out / "shard-00000" / "samples.jsonl")
+    first = [s for s in samples if s["traj"] == "r2r_train__0"]
+    second = [s for s in samples if s["traj"] == "r2r_train__2"]
+    assert [s["frames_file"] for s in second] == ["frames/r2r_train__0.npz"] * 6
+    assert [(s["t"], s["action"], s["frames"]) for s in second] == [
+        (s["t"], s["action"], s["frames"]) for s in first
+    ]
+    assert {s["instruction"] for s in second} == {"go ahead then stop"}
+    assert "go ahead then stop" in second[0]["conversations"][0]["value"]
+    assert manifest["samples"] == len(samples) == 6 + 2 + 6
+    lines = {r["traj"]: r for r in read_jsonl(out / "shard-00000" / "trajectories.jsonl")}
+    assert lines["r2r_train__2"]["shares_frames_with"] == "r2r_train__0"
+    assert lines["r2r_train__2"]["frames"] == 10 and lines["r2r_train__2"]["ended_with_stop"]
+    # Resuming (a new episode of path 7 appended) still shares with the frames written by the first run.
+    calls.clear()
+    manifest = collect(
+        CollectConfig(output=str(out)),
+        [*episodes, _same_path(3, "stop by the door")],
+        driver,
+        ReplayExpert(),
+        prompt_fn,
+    )
+    assert calls == [] and manifest["sharing_frames"] == 2 and manifest["frames"] == 12
+
+
+def test_sharing_needs_the_same_path_and_no_dagger(tmp_path):
+    other_actions = _same_path(1, "b")
+    other_actions.gt = GroundTruth([[0, 0, 0]], [3, 3, 0], 0)  # same trajectory id, other ground truth
+    driver = FakeDriver()
+    calls = []
+    driver.reset = lambda ep, _r=driver.reset: calls.append(ep.episode_id) or _r(ep)
+    collect(
+        CollectConfig(output=str(tmp_path / "a")),
+        [_same_path(0, "a"), other_actions],
+        driver,
+        ReplayExpert(),
+        prompt_fn,
+    )
+    assert calls == ["0", "1"]
+    calls.clear()
+    collect(  # DAgger: every drive differs (coin flips, the model), so nothing is shared
+        CollectConfig(output=str(tmp_path / "d"), beta=0.5, policy="fake", max_steps=4),
+        [_same_path(0, "a"), _same_path(1, "b")],
+        driver,
+        HeadingExpert(),
+        prompt_fn,
+        policy=AlwaysRight(),
+    )
+    assert calls == ["0", "1"]
+
+
+def test_a_shard_has_one_collector_at_a_time(tmp_path):
+    first = ShardWriter(tmp_path / "shard-00000")
+    with pytest.raises(RuntimeError, match=r"another collector is writing .*shard-00000"):
+        collect(
+            CollectConfig(output=str(tmp_path)),
+            [make_episode(0, HAND)],
+            FakeDriver(),
+            ReplayExpert(),
+            prompt_fn,
+        )
+    first.close()  # released: collecting works, and releases the lock again when done
+    collect(
+        CollectConfig(output=str(tmp_path)), [make_episode(0, HAND)], FakeDriver(), ReplayExpert(), prompt_fn
+    )
+    ShardWriter(tmp_path / "shard-00000").close()
 
 
 def test_config_validation():
