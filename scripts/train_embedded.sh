@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Train the shipped embedded model end to end: collect expert data -> train -> evaluate -> (optional) DAgger rounds.
 #
-#   scripts/train_embedded.sh                      # the shipped recipe (docs/MODEL_CARD.md): ~70 min on 2 CPU cores
-#                                                  # + evaluation (see the card)
+#   scripts/train_embedded.sh                      # the shipped recipe (docs/MODEL_CARD.md): ~95 min on 2 CPU cores
+#                                                  # (collect 4, tower features 13, training 76) + evaluation
 #   STEPS=200 LIMIT=50 scripts/train_embedded.sh   # a quick dry run of the whole pipeline
 #   DAGGER=2 scripts/train_embedded.sh             # then two DAgger rounds (session 4's runs E1, E2; no SR gain yet)
 #   INSTALL=1 scripts/train_embedded.sh            # copy the final model to models/navila-tiny (the shipped default)
@@ -28,8 +28,10 @@ finished_model() {
 CACHE=${NAVILA_AGENT_CACHE:-$HOME/.cache/navila-agent}
 DATA=${DATA:-$CACHE/train_data}                        # the default registry (vlm/train/registry/default.yaml) reads here
 RUN=${RUN:-runs/navila-tiny}
-EVERY=${EVERY:-3}                                      # every 3rd r2r_train episode: 667 episodes over all 40 houses
-STEPS=${STEPS:-4000}                                   # length of the cosine schedule (optimizer steps, batch 16)
+EVERY=${EVERY:-1}                                      # every r2r_train episode: 2000 episodes, 1000 paths (the two
+                                                       # instructions of a path share its frames); session 3's run D
+                                                       # used EVERY=3 STEPS=4000
+STEPS=${STEPS:-5000}                                   # length of the cosine schedule (optimizer steps, batch 16)
 STOP_AFTER=${STOP_AFTER:-}                             # end after N steps on a checkpoint (empty = the whole schedule,
                                                        # as the shipped model)
 BATCH=${BATCH:-16}
@@ -59,7 +61,7 @@ echo "== 2. train the embedded architecture from scratch (ImageNet EfficientNet-
 echo "      are computed once per stored frame and cached; projector + LLM train on them)"
 navila train --data-mixture "$DATA/r2r_gen" --init embedded --output "$RUN" \
   --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-ratio 0.03 --action-token-weight "$ACTION_WEIGHT" \
-  --save-every 100 --log-every 10 --eval-every 500 --eval-limit 0 \
+  --save-every 100 --log-every 10 --eval-every 1000 --eval-limit 0 \
   --eval-samples "$DATA/r2r_val_seen_samples" --eval-samples-limit 300 --device cpu "${stop_flag[@]}"
 MODEL=$(finished_model "$RUN")
 
