@@ -321,6 +321,11 @@ def trajectory_key(episode: Episode) -> str:
     return episode.uid.replace(":", "__").replace("/", "_")
 
 
+def frames_file(key: str) -> str:
+    """Where trajectory `key` stores its frames, relative to its shard (samples' `frames_file`)."""
+    return f"frames/{key}.npz"
+
+
 def path_key(episode: Episode) -> str:
     """What makes two episodes' expert trajectories identical: one path (trajectory id, scene, start pose, goals)
     and the same ground-truth actions. R2R's several instructions per path share it; nothing else does."""
@@ -572,7 +577,7 @@ class ShardWriter:
         if shares_frames_with is None:
             if frames is None:
                 raise ValueError(f"trajectory {traj.key}: no frames to write")
-            frames_path = self.folder / "frames" / f"{traj.key}.npz"
+            frames_path = self.folder / frames_file(traj.key)
             tmp = frames_path.with_suffix(f".{os.getpid()}.tmp.npz")
             write_frames(tmp, frames, codec)
             os.replace(tmp, frames_path)
@@ -669,6 +674,9 @@ def collect(
     selected = list(episodes)[:: config.every]
     selected = selected[: config.limit] if config.limit else selected
     shards = range(config.shards) if config.shard_index is None else [config.shard_index]
+    expert_only = (
+        policy is None or config.beta >= 1.0
+    )  # else DAgger: its drives all differ, nothing is shared
     writers: dict[int, ShardWriter] = {}
     try:
         for s in shards:
@@ -676,45 +684,51 @@ def collect(
         todo = [(i, ep) for i, ep in enumerate(selected) if i % config.shards in writers]
         for n, (i, episode) in enumerate(todo):
             writer = writers[i % config.shards]
-            key = trajectory_key(episode)
-            if key in writer.done:
-                if progress:
-                    progress(n + 1, len(todo))
-                continue
-            expert_only = policy is None or config.beta >= 1.0
-            pkey = (
-                path_key(episode) if expert_only else None
-            )  # DAgger's coin flips make every drive different
-            source = writer.paths.get(pkey) if pkey is not None else None
-            if source is not None:
-                traj = shared_trajectory(episode, source)
-                frames_file = f"frames/{source['traj']}.npz"
-                samples = build_samples(traj, prompt_fn, config.num_frames, config.rebalance, frames_file)
-                writer.write(traj, samples, None, path=pkey, shares_frames_with=source)
-                if progress:
-                    progress(n + 1, len(todo))
-                continue
-            rng = random.Random(f"{config.seed}:{key}")  # per episode, so a resumed run flips the same coins
-            failures_before = getattr(policy, "parse_failures", 0)
-            if expert_only:
-                traj = run_expert(driver, expert, episode, config.max_steps)
-            else:
-                traj = run_dagger(driver, expert, policy, episode, config.beta, rng, config.max_steps)
-            traj.policy_parse_failures = getattr(policy, "parse_failures", 0) - failures_before
-            if hasattr(driver, "outcome"):
-                traj.outcome = driver.outcome()
-            if not traj.frames:
-                raise RuntimeError(f"episode {episode.uid}: the expert produced no action")
-            frames = np.stack([_resize(f, config.frame_size) for f in traj.frames])  # [T, H, W, 3] uint8
-            samples = build_samples(traj, prompt_fn, config.num_frames, config.rebalance, f"frames/{key}.npz")
-            writer.write(traj, samples, frames, config.frame_codec, path=pkey)
+            if trajectory_key(episode) not in writer.done:
+                _collect_episode(config, episode, writer, driver, expert, prompt_fn, policy, expert_only)
             if progress:
                 progress(n + 1, len(todo))
     finally:
         for writer in writers.values():
             writer.close()
-
     return write_manifest(output, config)
+
+
+def _collect_episode(
+    config: CollectConfig,
+    episode: Episode,
+    writer: ShardWriter,
+    driver: EpisodeDriver,
+    expert: Expert,
+    prompt_fn: Callable[[str, int], str],
+    policy: DecisionPolicy | None,
+    expert_only: bool,
+) -> None:
+    """One episode into `writer`: without DAgger, the frames of its path when that is collected; else a drive."""
+    key = trajectory_key(episode)
+    pkey = path_key(episode) if expert_only else None
+    source = writer.paths.get(pkey) if pkey is not None else None
+    if source is not None:
+        traj = shared_trajectory(episode, source)
+        samples = build_samples(
+            traj, prompt_fn, config.num_frames, config.rebalance, frames_file(source["traj"])
+        )
+        writer.write(traj, samples, None, path=pkey, shares_frames_with=source)
+        return
+    rng = random.Random(f"{config.seed}:{key}")  # per episode, so a resumed run flips the same coins
+    failures_before = getattr(policy, "parse_failures", 0)
+    if expert_only:
+        traj = run_expert(driver, expert, episode, config.max_steps)
+    else:
+        traj = run_dagger(driver, expert, policy, episode, config.beta, rng, config.max_steps)
+    traj.policy_parse_failures = getattr(policy, "parse_failures", 0) - failures_before
+    if hasattr(driver, "outcome"):
+        traj.outcome = driver.outcome()
+    if not traj.frames:
+        raise RuntimeError(f"episode {episode.uid}: the expert produced no action")
+    frames = np.stack([_resize(f, config.frame_size) for f in traj.frames])  # [T, H, W, 3] uint8
+    samples = build_samples(traj, prompt_fn, config.num_frames, config.rebalance, frames_file(key))
+    writer.write(traj, samples, frames, config.frame_codec, path=pkey)
 
 
 # ---------------------------------------------------------------------------------------------------------------
