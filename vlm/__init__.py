@@ -16,6 +16,7 @@ _LAZY = {
     "load": "vlm.checkpoint",
     "build_model": "vlm.checkpoint",
     "save_checkpoint": "vlm.checkpoint",
+    "save_compact": "vlm.checkpoint",
     "register_auto_classes": "vlm.checkpoint",
     "LlavaLlamaModel": "vlm.model",
     "LlavaLlamaConfig": "vlm.configuration",

@@ -161,3 +161,28 @@ def test_wrong_model_type_and_bad_options(saved: Path, tmp_path: Path) -> None:
         vlm.load(saved, attn_implementation="fast")
     with pytest.raises(FileNotFoundError, match="checkpoint folder not found"):
         vlm.load(tmp_path / "nowhere")
+
+
+def test_save_compact_halves_lm_and_projector_keeps_tower_exact(tmp_path: Path, tokenizer) -> None:
+    from safetensors.torch import load_file
+
+    torch.manual_seed(2)
+    model = vlm.build_model(vlm.tiny_config(vocab_size=len(tokenizer), tower="efficientnet"), tokenizer, pretrained_vision=False).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    vlm.save_compact(model, tmp_path / "compact")
+    assert all(v.dtype == before[k].dtype and torch.equal(v, before[k]) for k, v in model.state_dict().items())  # caller's model untouched
+
+    def stored_dtypes(part: str) -> set[torch.dtype]:
+        stored = load_file(str(tmp_path / "compact" / part / "model.safetensors"))
+        return {v.dtype for v in stored.values() if v.is_floating_point()}
+
+    assert stored_dtypes("llm") == {torch.float16} and stored_dtypes("mm_projector") == {torch.float16}
+    assert stored_dtypes("vision_tower") == {torch.float32}
+    loaded = vlm.load(tmp_path / "compact")
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    tower_before = {k: v for k, v in model.vision_tower.state_dict().items()}
+    assert all(torch.equal(v, tower_before[k]) for k, v in loaded.vision_tower.state_dict().items())
+    frames, prompt = make_frames(3), make_prompt(3)
+    expected, got = _logits(model, tokenizer, frames, prompt), _logits(loaded, loaded.tokenizer, frames, prompt)
+    assert not torch.equal(expected, got)  # the LM really went through float16
+    assert torch.allclose(expected, got, atol=0.05)
