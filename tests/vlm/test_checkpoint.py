@@ -180,7 +180,7 @@ def test_save_compact_halves_lm_and_projector_keeps_tower_exact(tmp_path: Path, 
     assert stored_dtypes("vision_tower") == {torch.float32}
     loaded = vlm.load(tmp_path / "compact")
     assert {p.dtype for p in loaded.parameters()} == {torch.float32}
-    tower_before = {k: v for k, v in model.vision_tower.state_dict().items()}
+    tower_before = model.vision_tower.state_dict()
     assert all(torch.equal(v, tower_before[k]) for k, v in loaded.vision_tower.state_dict().items())
     frames, prompt = make_frames(3), make_prompt(3)
     expected, got = _logits(model, tokenizer, frames, prompt), _logits(loaded, loaded.tokenizer, frames, prompt)
