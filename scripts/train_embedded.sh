@@ -5,7 +5,8 @@
 #                                                  # (collect 4, tower features 13, training 76) + evaluation
 #   STEPS=200 LIMIT=50 scripts/train_embedded.sh   # a quick dry run of the whole pipeline
 #   DAGGER=2 scripts/train_embedded.sh             # then two DAgger rounds (session 4's runs E1, E2; no SR gain yet)
-#   INSTALL=1 scripts/train_embedded.sh            # copy the final model to models/navila-tiny (the shipped default)
+#   INSTALL=1 scripts/train_embedded.sh            # install the final model as models/navila-tiny (the shipped default)
+#                                                  # with its training files (config, log, data manifest, eval summaries)
 #
 # Without an installed `navila-agent` the CLI runs through $PYTHON (default: python).
 # Every step is resumable: rerun the script after an interruption and each command continues where it stopped
@@ -112,5 +113,16 @@ if [[ "$INSTALL" == 1 ]]; then
   # vlm.save_compact); vlm.load casts everything back to float32 on CPU.
   rm -rf models/navila-tiny
   "$PYTHON" -c 'import sys, vlm; vlm.save_compact(vlm.load(sys.argv[1]), sys.argv[2])' "$FINAL" models/navila-tiny
+  # Provenance beside the weights (what docs/MODEL_CARD.md quotes): the installed run's config and log, the
+  # collected data's manifest, and every evaluation summary of the installed model.
+  final_run=${FINAL%/checkpoints/checkpoint-*}                # a --stop-after checkpoint belongs to its run folder
+  mkdir -p models/navila-tiny/training/eval
+  cp "$final_run/train_config.json" "$final_run/train_log.jsonl" models/navila-tiny/training/
+  cp "$DATA/r2r_gen/manifest.json" models/navila-tiny/training/data_manifest.json
+  for summary in "$final_run"/eval_r2r_*/summary.json; do
+    [[ -f "$summary" ]] || continue
+    split=$(basename "$(dirname "$summary")"); cp "$summary" "models/navila-tiny/training/eval/summary_${split#eval_}.json"
+  done
+  echo "installed models/navila-tiny with its training files in models/navila-tiny/training/"
 fi
 echo "done: model in $FINAL; fill docs/MODEL_CARD.md from $RUN/train_config.json, $RUN/train_log.jsonl and $RUN/eval_*/summary.json"

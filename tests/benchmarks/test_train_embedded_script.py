@@ -1,0 +1,42 @@
+"""scripts/train_embedded.sh end to end at toy size: collect -> train -> install with provenance."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow  # collect 2 episodes, build the embedded model, 20 steps, install: ~35 s on the 2-core CI box
+def test_dry_run_installs_compact_model_with_its_training_files(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "STEPS": "20", "LIMIT": "2", "EVAL": "0", "INSTALL": "1", "OMP_NUM_THREADS": "1",
+           "PYTHON": sys.executable, "PYTHONPATH": str(REPO), "NAVILA_AGENT_CACHE": str(tmp_path / "cache"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
+    done = subprocess.run(["bash", str(REPO / "scripts" / "train_embedded.sh")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=420)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    installed = tmp_path / "models" / "navila-tiny"  # relative to the working directory, not the repository
+    dtypes = {part: {v.dtype for v in load_file(str(installed / part / "model.safetensors")).values() if v.is_floating_point()}
+              for part in ("llm", "mm_projector", "vision_tower")}  # fmt: skip
+    assert dtypes == {"llm": {_dtype("float16")}, "mm_projector": {_dtype("float16")}, "vision_tower": {_dtype("float32")}}
+    training = installed / "training"
+    config = json.loads((training / "train_config.json").read_text())
+    assert config["train"]["steps"] == 20 and config["init"] == "embedded"
+    assert len((training / "train_log.jsonl").read_text().splitlines()) >= 2
+    manifest = json.loads((training / "data_manifest.json").read_text())
+    assert manifest["trajectories"] >= 1 and manifest["split"] == "r2r_train"
+    assert not list((training / "eval").iterdir())  # EVAL=0: no summaries to copy
+
+
+def _dtype(name: str):
+    import torch
+
+    return getattr(torch, name)
