@@ -674,9 +674,8 @@ def collect(
     selected = list(episodes)[:: config.every]
     selected = selected[: config.limit] if config.limit else selected
     shards = range(config.shards) if config.shard_index is None else [config.shard_index]
-    expert_only = (
-        policy is None or config.beta >= 1.0
-    )  # else DAgger: its drives all differ, nothing is shared
+    # Without DAgger the expert drives alone and episodes of one path share frames; DAgger's drives all differ.
+    expert_only = policy is None or config.beta >= 1.0
     writers: dict[int, ShardWriter] = {}
     try:
         for s in shards:

@@ -9,14 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from tests.vlm.conftest import stored_float_dtypes
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow  # collect 2 episodes, build the embedded model, 20 steps, install: ~35 s on the 2-core CI box
 def test_dry_run_installs_compact_model_with_its_training_files(tmp_path: Path) -> None:
-    from safetensors.torch import load_file
-
     env = {**os.environ, "STEPS": "20", "LIMIT": "2", "EVAL": "0", "INSTALL": "1", "OMP_NUM_THREADS": "1",
            "PYTHON": sys.executable, "PYTHONPATH": str(REPO), "NAVILA_AGENT_CACHE": str(tmp_path / "cache"),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
@@ -24,9 +25,8 @@ def test_dry_run_installs_compact_model_with_its_training_files(tmp_path: Path) 
                           capture_output=True, text=True, timeout=420)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     installed = tmp_path / "models" / "navila-tiny"  # relative to the working directory, not the repository
-    dtypes = {part: {v.dtype for v in load_file(str(installed / part / "model.safetensors")).values() if v.is_floating_point()}
-              for part in ("llm", "mm_projector", "vision_tower")}  # fmt: skip
-    assert dtypes == {"llm": {_dtype("float16")}, "mm_projector": {_dtype("float16")}, "vision_tower": {_dtype("float32")}}
+    dtypes = stored_float_dtypes(installed)
+    assert dtypes == {"llm": {torch.float16}, "mm_projector": {torch.float16}, "vision_tower": {torch.float32}}
     training = installed / "training"
     config = json.loads((training / "train_config.json").read_text())
     assert config["train"]["steps"] == 20 and config["init"] == "embedded"
@@ -34,9 +34,3 @@ def test_dry_run_installs_compact_model_with_its_training_files(tmp_path: Path) 
     manifest = json.loads((training / "data_manifest.json").read_text())
     assert manifest["trajectories"] >= 1 and manifest["split"] == "r2r_train"
     assert not list((training / "eval").iterdir())  # EVAL=0: no summaries to copy
-
-
-def _dtype(name: str):
-    import torch
-
-    return getattr(torch, name)

@@ -45,3 +45,11 @@ def make_prompt(n_images: int, instruction: str = "Walk past the table and stop 
 def make_frames(n: int, episode: str = "ep", seed: int = 0, size: tuple[int, int] = (40, 48)) -> list[Image]:
     rng = np.random.default_rng(seed)
     return [Image(rng.integers(0, 256, (*size, 3), dtype=np.uint8), key=(episode, i)) for i in range(n)]
+
+
+def stored_float_dtypes(folder) -> dict[str, set[torch.dtype]]:
+    """The floating-point dtypes stored in each part (llm, mm_projector, vision_tower) of a VILA-layout folder."""
+    from safetensors.torch import load_file
+
+    parts = ("llm", "mm_projector", "vision_tower")
+    return {p: {v.dtype for v in load_file(str(folder / p / "model.safetensors")).values() if v.is_floating_point()} for p in parts}

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import vlm
-from tests.vlm.conftest import make_frames, make_prompt
+from tests.vlm.conftest import make_frames, make_prompt, stored_float_dtypes
 from vlm.mm_utils import tokenizer_image_token
 
 
@@ -164,20 +164,15 @@ def test_wrong_model_type_and_bad_options(saved: Path, tmp_path: Path) -> None:
 
 
 def test_save_compact_halves_lm_and_projector_keeps_tower_exact(tmp_path: Path, tokenizer) -> None:
-    from safetensors.torch import load_file
-
     torch.manual_seed(2)
     model = vlm.build_model(vlm.tiny_config(vocab_size=len(tokenizer), tower="efficientnet"), tokenizer, pretrained_vision=False).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     vlm.save_compact(model, tmp_path / "compact")
     assert all(v.dtype == before[k].dtype and torch.equal(v, before[k]) for k, v in model.state_dict().items())  # caller's model untouched
 
-    def stored_dtypes(part: str) -> set[torch.dtype]:
-        stored = load_file(str(tmp_path / "compact" / part / "model.safetensors"))
-        return {v.dtype for v in stored.values() if v.is_floating_point()}
-
-    assert stored_dtypes("llm") == {torch.float16} and stored_dtypes("mm_projector") == {torch.float16}
-    assert stored_dtypes("vision_tower") == {torch.float32}
+    stored = stored_float_dtypes(tmp_path / "compact")
+    assert stored["llm"] == {torch.float16} and stored["mm_projector"] == {torch.float16}
+    assert stored["vision_tower"] == {torch.float32}
     loaded = vlm.load(tmp_path / "compact")
     assert {p.dtype for p in loaded.parameters()} == {torch.float32}
     tower_before = model.vision_tower.state_dict()
