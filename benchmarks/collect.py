@@ -86,7 +86,7 @@ class CollectConfig:
     every: int = (
         1  # every k-th episode of the split: a subset spread over all houses (splits are house-major)
     )
-    shards: int = 1  # episode i goes to shard i % shards
+    shards: int = 1  # path p (DAgger: episode i) goes to shard p % shards; see shard_assignment
     shard_index: int | None = None  # collect only this shard (parallel collectors, one per shard); None = all
     rebalance: bool = False  # duplicate stop/turn samples by REBALANCE_FACTORS
     policy: str | None = None  # DAgger: VILA-layout checkpoint that acts with probability 1 - beta
@@ -680,10 +680,13 @@ def collect(
     try:
         for s in shards:
             writers[s] = ShardWriter(shard_folder(output, s))
-        todo = [(i, ep) for i, ep in enumerate(selected) if i % config.shards in writers]
+        shard = shard_assignment(selected, config.shards, by_path=expert_only)
+        done_elsewhere = _done_in_other_shards(output, writers)
+        todo = [(i, ep) for i, ep in enumerate(selected) if shard[i] in writers]
         for n, (i, episode) in enumerate(todo):
-            writer = writers[i % config.shards]
-            if trajectory_key(episode) not in writer.done:
+            writer = writers[shard[i]]
+            key = trajectory_key(episode)
+            if key not in writer.done and key not in done_elsewhere:
                 _collect_episode(config, episode, writer, driver, expert, prompt_fn, policy, expert_only)
             if progress:
                 progress(n + 1, len(todo))
@@ -691,6 +694,31 @@ def collect(
         for writer in writers.values():
             writer.close()
     return write_manifest(output, config)
+
+
+def shard_assignment(episodes: Sequence[Episode], shards: int, by_path: bool) -> list[int]:
+    """Shard of each episode: `i % shards`, or with `by_path` (no DAgger) the same shard for every episode of a
+    path (its paths numbered in order of first appearance, `% shards`).
+
+    Why: the episodes of one path share its stored frames only inside one shard. Splitting R2R's instruction
+    pairs by episode index sent the two halves of every path to different shards, storing (and encoding for
+    training) every path's frames twice.
+    """
+    if not by_path:
+        return [i % shards for i in range(len(episodes))]
+    group: dict[str, int] = {}
+    return [group.setdefault(path_key(ep), len(group)) % shards for ep in episodes]
+
+
+def _done_in_other_shards(output: Path, writers: dict[int, ShardWriter]) -> set[str]:
+    """Trajectories finished in shard folders this collector does not write (when it started): skipped, so a
+    collection made with another shard assignment resumes without duplicates."""
+    mine = {w.folder.resolve() for w in writers.values()}
+    done: set[str] = set()
+    for folder in sorted(output.glob("shard-*")):
+        if folder.resolve() not in mine:
+            done |= {r["traj"] for r in read_jsonl(folder / TRAJECTORIES_FILE)}
+    return done
 
 
 def _collect_episode(

@@ -35,7 +35,11 @@ def register(app: typer.Typer) -> None:
             1,
             help="Every k-th episode of the split (a subset spread over all houses; splits are house-major).",
         ),
-        shards: int = typer.Option(1, help="Split the output into S shards (episode i goes to shard i % S)."),
+        shards: int = typer.Option(
+            1,
+            help="Split the output into S shards (path p goes to shard p % S: the episodes of one path share its "
+            "frames; under DAgger episode i goes to shard i % S).",
+        ),
         shard_index: int = typer.Option(None, help="Collect only this shard (run S collectors in parallel)."),
         rebalance: bool = typer.Option(
             False, help="Duplicate stop (x4) and turn (x2) samples, as NaVILA does."

@@ -51,6 +51,14 @@ def build(
     episodes: Annotated[
         int | None, typer.Option(min=1, help="Override the preset's episodes per house.")
     ] = None,
+    first_house: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Override the index of the split's first house, e.g. 40 to build r2r_train in houses 40..79 "
+            "(more distinct training houses; keep below 1000, where the unseen houses start).",
+        ),
+    ] = None,
     workers: Annotated[
         int, typer.Option(min=0, help="Processes building houses in parallel (0 = CPU count, at most 8).")
     ] = 0,
@@ -61,7 +69,13 @@ def build(
 
     from rich.console import Console
 
-    from envs.datasets.generate import build_split, is_built, manifest_path, preset_config
+    from envs.datasets.generate import (
+        UNSEEN_FIRST_HOUSE,
+        build_split,
+        is_built,
+        manifest_path,
+        preset_config,
+    )
 
     console = Console(stderr=True)
     for name in split:
@@ -73,6 +87,15 @@ def build(
             cfg = replace(cfg, num_houses=houses)
         if episodes is not None:
             cfg = replace(cfg, episodes_per_house=episodes)
+        if first_house is not None:
+            cfg = replace(cfg, first_house=first_house)
+        seen = cfg.first_house < UNSEEN_FIRST_HOUSE
+        if seen and cfg.first_house + cfg.num_houses > UNSEEN_FIRST_HOUSE:
+            raise _fail(
+                f"--first-house/--houses: {name} would use houses {cfg.first_house}..."
+                f"{cfg.first_house + cfg.num_houses - 1}, which overlap the unseen houses "
+                f"({UNSEEN_FIRST_HOUSE}+) of the val_unseen splits"
+            )
         cached = not force and is_built(name, cfg)
         path = build_split(name, force=force, config=cfg, workers=workers)
         stats = json.loads(manifest_path(name).read_text())["stats"]

@@ -111,3 +111,20 @@ def test_bad_input_exits_2_with_message(sample_dir, args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_build_first_house_moves_a_split_to_other_houses(tmp_path, monkeypatch):
+    """`--first-house` builds a training split in houses no other split uses (more distinct training houses)."""
+    from envs.datasets.splits import load_split
+
+    monkeypatch.setenv("NAVILA_AGENT_CACHE", str(tmp_path))  # its own cache: the shared r2r_train stays as it is
+    args = ["data", "build", "--split", "r2r_train", "--houses", "1", "--episodes", "2", "--workers", "1"]
+    result = invoke(*args, "--first-house", "40")
+    assert result.exit_code == 0, result.output
+    assert "2 episodes in 1 houses" in result.output
+    assert {ep.scene_id for ep in load_split("r2r_train")} == {"gen/house_0040/house_0040.glb"}
+    # a training split must not reach into the held-out houses of the val_unseen splits
+    bad = invoke("data", "build", "--split", "r2r_train", "--houses", "2", "--first-house", "999")
+    assert bad.exit_code == 2
+    assert "--first-house/--houses" in bad.output and "houses 999...1000" in bad.output
+    assert "overlap the unseen houses (1000+)" in bad.output

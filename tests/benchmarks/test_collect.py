@@ -20,6 +20,7 @@ from benchmarks.collect import (
     read_jsonl,
     run_dagger,
     sample_frame_indices,
+    shard_assignment,
     write_frames,
 )
 from envs.constants import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
@@ -225,6 +226,63 @@ def test_episodes_of_one_path_share_frames_and_keep_their_instructions(tmp_path)
         prompt_fn,
     )
     assert calls == [] and manifest["sharing_frames"] == 2 and manifest["frames"] == 12
+
+
+def _pairs() -> list[Episode]:
+    """R2R's layout: two instructions per path, consecutive in the split (paths 10, 11, 12)."""
+    out = []
+    for i in range(6):
+        ep = make_episode(i, HAND if i // 2 != 1 else [3, 3, 0])
+        ep.trajectory_id = 10 + i // 2
+        out.append(ep)
+    return out
+
+
+def test_parallel_shards_keep_the_episodes_of_a_path_together(tmp_path):
+    episodes = _pairs()
+    assert shard_assignment(episodes, 2, by_path=True) == [0, 0, 1, 1, 0, 0]
+    assert shard_assignment(episodes, 2, by_path=False) == [0, 1, 0, 1, 0, 1]  # DAgger: every drive differs
+    out = tmp_path / "c"
+    driver = FakeDriver()
+    calls = []
+    driver.reset = lambda ep, _r=driver.reset: calls.append(ep.episode_id) or _r(ep)
+    for k in (0, 1):  # two collectors, one per shard
+        manifest = collect(
+            CollectConfig(output=str(out), shards=2, shard_index=k),
+            episodes,
+            driver,
+            ReplayExpert(),
+            prompt_fn,
+        )
+    assert calls == ["0", "4", "2"]  # one drive per path
+    assert manifest["trajectories"] == 6 and manifest["sharing_frames"] == 3
+    assert manifest["frames"] == 10 + 10 + 3  # each path's frames stored once, not once per shard
+    shard1 = read_jsonl(out / "shard-00001" / "trajectories.jsonl")
+    assert [r["traj"] for r in shard1] == ["r2r_train__2", "r2r_train__3"]
+
+
+def test_resume_skips_trajectories_finished_in_another_shard(tmp_path):
+    """A collection sharded by episode index (before path sharding) resumes without collecting anything twice."""
+    episodes = _pairs()
+    out = tmp_path / "c"
+    out.mkdir()
+    driver = FakeDriver()
+    # the old layout's shard 1 (episodes 1, 3, 5 by i % 2): collected alone, then moved into place
+    collect(CollectConfig(output=str(tmp_path / "old")), episodes[1::2], driver, ReplayExpert(), prompt_fn)
+    (tmp_path / "old" / "shard-00000").rename(out / "shard-00001")
+    calls = []
+    driver.reset = lambda ep, _r=driver.reset: calls.append(ep.episode_id) or _r(ep)
+    manifest = collect(
+        CollectConfig(output=str(out), shards=2, shard_index=0), episodes, driver, ReplayExpert(), prompt_fn
+    )
+    assert calls == ["0", "4"]  # episode 1 (path 10) and 5 (path 12) are done in shard 1: skipped
+    assert (
+        manifest["trajectories"] == 5
+    )  # 0, 4 (shard 0) + 1, 3, 5 (shard 1); episode 2 waits for collector 1
+    keys = [
+        r["traj"] for f in ("shard-00000", "shard-00001") for r in read_jsonl(out / f / "trajectories.jsonl")
+    ]
+    assert len(keys) == len(set(keys))
 
 
 def test_sharing_needs_the_same_path_and_no_dagger(tmp_path):
