@@ -41,6 +41,8 @@ trajectory: without DAgger, an episode whose path (`path_key`: trajectory id, sc
 actions) was already collected in the same shard is not driven again — its samples (with its own instruction)
 reference the first episode's frames file, and its trajectories.jsonl line names it in `"shares_frames_with"`.
 Frames and tower features are then stored and computed once per path; the manifest's `frames` counts stored frames.
+Parallel collectors (`--shards S --shard-index K`) therefore split the split by path, not by episode
+(`shard_assignment`): every episode of a path lands in the path's shard.
 
 Rebalancing (`--rebalance`): NaVILA duplicates the rare stop and turn samples; the paper gives no factors, so
 ours are `REBALANCE_FACTORS` (stop ×4, turns ×2, forward ×1), which brings the generated splits' label

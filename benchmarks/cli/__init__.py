@@ -34,6 +34,9 @@ from benchmarks.cli import train as _train  # noqa: E402  (train)
 
 _collect.register(app)
 _train.register(app)
+from benchmarks.cli import compare as _compare  # noqa: E402  (compare)
+
+_compare.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,47 @@
+"""`navila-agent compare RUN_A RUN_B`: paired comparison of two evaluation runs (benchmarks/compare.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `compare` command to the `navila-agent` app."""
+    app.command("compare")(compare_command)
+
+
+def compare_command(
+    run_a: Annotated[
+        Path, typer.Argument(help="Run folder of the baseline (A), e.g. the shipped model's eval.")
+    ],
+    run_b: Annotated[
+        Path, typer.Argument(help="Run folder of the candidate (B), on the same split and episodes.")
+    ],
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the comparison as JSON (atomically) to this file."),
+    ] = None,
+) -> None:
+    """Compare two evaluation runs episode by episode: B - A per metric with 95% intervals, McNemar's test on
+    success. Tells a real difference between checkpoints from the noise of a few hundred episodes."""
+    import json
+
+    from rich.console import Console
+
+    from benchmarks.compare import compare_runs, format_comparison
+    from benchmarks.store import RunFolderError, atomic_write_text, json_safe
+
+    try:
+        cmp = compare_runs(run_a, run_b)
+    except RunFolderError as e:
+        from rich.markup import escape
+
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        raise typer.Exit(2) from None
+    Console().print(format_comparison(cmp))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json_out, json.dumps(json_safe(cmp.to_json()), indent=1) + "\n")

@@ -1,0 +1,104 @@
+"""Paired comparison of two run folders (`benchmarks/compare.py`, `navila-agent compare`)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from benchmarks.cli import app
+from benchmarks.compare import compare_runs, mcnemar_exact, paired_metric, wilson_interval
+from benchmarks.store import RunFolderError
+
+
+def write_run(folder: Path, episodes: dict[int, tuple[float, float] | None]) -> Path:
+    """A run folder whose results.jsonl holds episode k with (sr, spl), or a crashed record for None."""
+    folder.mkdir(parents=True)
+    lines = []
+    for k, value in episodes.items():
+        uid = f"r2r_val_unseen:{k}"
+        if value is None:
+            lines.append({"uid": uid, "status": "error", "error": "boom"})
+        else:
+            sr, spl = value
+            lines.append({"uid": uid, "status": "ok", "metrics": {"sr": sr, "spl": spl, "ne": 5.0 - 2 * sr}})
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return folder
+
+
+def test_mcnemar_exact_matches_the_binomial_tail():
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(0, 5) == pytest.approx(2 / 32)  # 2 * P(X <= 0), X ~ Bin(5, 1/2)
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * 11 / 1024) == mcnemar_exact(9, 1)
+    assert mcnemar_exact(11, 19) == pytest.approx(0.2005, abs=1e-4)  # run G vs F in the training log
+    assert mcnemar_exact(7, 7) == 1.0
+    with pytest.raises(ValueError, match="counts must be >= 0"):
+        mcnemar_exact(-1, 2)
+
+
+def test_wilson_interval():
+    low, high = wilson_interval(25, 200)  # the shipped model: 25 successes in 200 episodes
+    assert (round(100 * low, 1), round(100 * high, 1)) == (8.6, 17.8)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and 0.25 < high < 0.35
+
+
+def test_paired_metric_mean_and_standard_error():
+    a = [{"spl": 0.0}, {"spl": 0.5}, {"spl": 1.0}, {"spl": float("nan")}]
+    b = [{"spl": 0.5}, {"spl": 0.5}, {"spl": 0.5}, {"spl": 0.9}]
+    m = paired_metric("spl", a, b)
+    assert m.n == 3  # the non-finite pair is left out, not counted as 0
+    assert m.diff == pytest.approx(0.0) and m.mean_a == pytest.approx(0.5) and m.mean_b == pytest.approx(0.5)
+    assert m.se == pytest.approx(math.sqrt((0.25 + 0 + 0.25) / 2 / 3))  # diffs +0.5, 0, -0.5
+    assert m.low == pytest.approx(-1.96 * m.se, rel=1e-3) and m.high == pytest.approx(1.96 * m.se, rel=1e-3)
+
+
+def test_compare_pairs_by_episode_and_names_what_it_left_out(tmp_path):
+    a = write_run(
+        tmp_path / "a", {1: (1, 0.8), 2: (1, 0.9), 3: (0, 0), 4: (0, 0), 5: (1, 0.5), 6: (0, 0), 7: None}
+    )
+    b = write_run(
+        tmp_path / "b", {1: (1, 0.9), 2: (0, 0), 3: (1, 0.7), 4: (1, 0.6), 5: (1, 0.5), 7: (1, 1), 8: (0, 0)}
+    )
+    cmp = compare_runs(a, b)
+    assert cmp.paired == 5  # 1..5: 6 is only in A, 8 only in B, 7 crashed in A
+    assert cmp.only_in_a == ["r2r_val_unseen:6"] and cmp.only_in_b == ["r2r_val_unseen:8"]
+    assert cmp.not_ok == ["r2r_val_unseen:7"]
+    assert cmp.success == {"both": 2, "only_a": 1, "only_b": 2, "neither": 0}
+    assert cmp.mcnemar_p == pytest.approx(1.0)
+    spl = next(m for m in cmp.metrics if m.key == "spl")
+    assert spl.n == 5 and spl.diff == pytest.approx((0.1 - 0.9 + 0.7 + 0.6 + 0) / 5)
+    assert [m.key for m in cmp.metrics] == ["ne", "sr", "spl"]  # METRIC_KEYS order, only keys present
+
+
+def test_compare_refuses_runs_without_common_episodes(tmp_path):
+    a = write_run(tmp_path / "a", {1: (1, 1.0)})
+    b = write_run(tmp_path / "b", {2: (1, 1.0)})
+    with pytest.raises(RunFolderError, match="no finished episode in common"):
+        compare_runs(a, b)
+    with pytest.raises(RunFolderError, match="no such run folder"):
+        compare_runs(a, tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunFolderError, match="no recorded episodes"):
+        compare_runs(a, tmp_path / "empty")
+
+
+def test_cli_compare_prints_the_tables_and_writes_json(tmp_path):
+    a = write_run(tmp_path / "a", {k: (float(k % 4 == 0), 0.5 * (k % 4 == 0)) for k in range(1, 41)})
+    b = write_run(tmp_path / "b", {k: (float(k % 2 == 0), 0.6 * (k % 2 == 0)) for k in range(1, 41)})
+    out = tmp_path / "cmp" / "a_vs_b.json"
+    runner = CliRunner()
+    result = runner.invoke(app, ["compare", str(a), str(b), "--json", str(out)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "40 paired episodes" in result.output
+    assert "both 10, only A 0, only B 10, neither 20; McNemar exact p = 0.002" in result.output
+    assert "SR %" in result.output and "+25.0" in result.output
+    saved = json.loads(out.read_text())
+    assert saved["paired"] == 40 and saved["success"]["only_b"] == 10
+    assert saved["mcnemar_p"] == pytest.approx(2 / 1024)
+    bad = runner.invoke(app, ["compare", str(a), str(tmp_path / "nope")], env={"COLUMNS": "200"})
+    assert bad.exit_code == 2 and "no such run folder" in bad.output
