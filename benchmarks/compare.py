@@ -22,6 +22,7 @@ counted and named, never averaged in.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -144,13 +145,12 @@ def compare_runs(run_a: Path, run_b: Path) -> Comparison:
         )
     a = [ok_a[u].get("metrics") or {} for u in common]
     b = [ok_b[u].get("metrics") or {} for u in common]
-    succ_a = [bool(_is_finite_number(m.get("sr")) and m["sr"] > 0.5) for m in a]
-    succ_b = [bool(_is_finite_number(m.get("sr")) and m["sr"] > 0.5) for m in b]
+    cells = Counter((_succeeded(x), _succeeded(y)) for x, y in zip(a, b, strict=True))
     table = {
-        "both": sum(x and y for x, y in zip(succ_a, succ_b, strict=True)),
-        "only_a": sum(x and not y for x, y in zip(succ_a, succ_b, strict=True)),
-        "only_b": sum(y and not x for x, y in zip(succ_a, succ_b, strict=True)),
-        "neither": sum(not x and not y for x, y in zip(succ_a, succ_b, strict=True)),
+        "both": cells[True, True],
+        "only_a": cells[True, False],
+        "only_b": cells[False, True],
+        "neither": cells[False, False],
     }
     return Comparison(
         run_a=str(run_a),
@@ -161,10 +161,15 @@ def compare_runs(run_a: Path, run_b: Path) -> Comparison:
         not_ok=sorted(not_ok, key=_uid_order),
         success=table,
         mcnemar_p=mcnemar_exact(table["only_a"], table["only_b"]),
-        sr_a_interval=wilson_interval(sum(succ_a), len(common)),
-        sr_b_interval=wilson_interval(sum(succ_b), len(common)),
+        sr_a_interval=wilson_interval(table["both"] + table["only_a"], len(common)),
+        sr_b_interval=wilson_interval(table["both"] + table["only_b"], len(common)),
         metrics=[paired_metric(k, a, b) for k in METRIC_KEYS if any(k in m for m in a + b)],
     )
+
+
+def _succeeded(metrics: Mapping[str, Any]) -> bool:
+    """The episode's `sr` (0 or 1) as a bool; a missing or non-finite value is no success."""
+    return bool(_is_finite_number(metrics.get("sr")) and metrics["sr"] > 0.5)
 
 
 def _uid_order(uid: str) -> tuple[str, int, str]:

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from benchmarks.cli.data import _fail  # the same error line as `data` (message escaped, exit 2)
+
 
 def register(app: typer.Typer) -> None:
     """Add the `compare` command to the `navila-agent` app."""
@@ -37,10 +39,7 @@ def compare_command(
     try:
         cmp = compare_runs(run_a, run_b)
     except RunFolderError as e:
-        from rich.markup import escape
-
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
-        raise typer.Exit(2) from None
+        raise _fail(str(e)) from None
     Console().print(format_comparison(cmp))
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
