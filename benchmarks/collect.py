@@ -104,6 +104,7 @@ class CollectConfig:
     expert: str = (
         "auto"  # "auto" (replay ground truth when the episode has it, else follower) | "replay" | "follower"
     )
+    scene_qa_every: int = 0  # > 0: a scene QA sample every K frames of each expert path (benchmarks/scene_qa.py)
 
     def __post_init__(self) -> None:
         if self.expert not in EXPERTS:
@@ -130,6 +131,10 @@ class CollectConfig:
             raise ValueError(f"--frame-size must be >= 8 pixels, got {self.frame_size}")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.scene_qa_every < 0:
+            raise ValueError(f"--scene-qa-every must be >= 0 (0 = off), got {self.scene_qa_every}")
+        if self.scene_qa_every and self.beta < 1.0:
+            raise ValueError("--scene-qa-every works on expert drives only; it cannot be combined with --policy/--beta")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -316,6 +321,8 @@ class Trajectory:
     outcome: dict[str, Any] = field(
         default_factory=dict
     )  # the driver's final_distance / success, when it knows
+    poses: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # expert drives: (position,
+    # rotation) at frame t, for scene QA
 
 
 def trajectory_key(episode: Episode) -> str:
@@ -367,9 +374,11 @@ def run_expert(driver: EpisodeDriver, expert: Expert, episode: Episode, max_step
     frames = [driver.reset(episode)]
     expert.reset(episode)
     actions: list[int] = []
+    poses: list[tuple[np.ndarray, np.ndarray]] = []
     done = False
     while not done and len(actions) < max_steps:
         position, rotation = driver.pose()
+        poses.append((position, rotation))
         action = expert.next_action(position, rotation, len(actions))
         actions.append(action)
         frame, done = driver.step(action)
@@ -385,6 +394,7 @@ def run_expert(driver: EpisodeDriver, expert: Expert, episode: Episode, max_step
         decisions,
         ["expert"] * len(decisions),
         ended_with_stop=bool(actions) and actions[-1] == STOP,
+        poses=poses[: len(frames)],
     )
 
 
@@ -592,7 +602,8 @@ class ShardWriter:
             "steps": len(traj.actions),
             "decisions": len(traj.decisions),
             "samples": len(samples),
-            "actions": dict(Counter(s["action"] for s in samples)),
+            "actions": dict(Counter(s["action"] for s in samples if s.get("task") != "scene_qa")),
+            "scene_qa": sum(1 for s in samples if s.get("task") == "scene_qa"),
             "policy_decisions": traj.executed_by.count("policy"),
             "policy_parse_failures": traj.policy_parse_failures,
             "ended_with_stop": traj.ended_with_stop,
@@ -637,6 +648,7 @@ def write_manifest(output: Path, config: CollectConfig) -> dict[str, Any]:
         "frames": sum(r["frames"] for r in trajectories if "shares_frames_with" not in r),  # stored
         "sharing_frames": sum(1 for r in trajectories if "shares_frames_with" in r),
         "actions": {k: actions.get(k, 0) for k in ("forward", "left", "right", "stop")},
+        "scene_qa": sum(r.get("scene_qa", 0) for r in trajectories),
         "ended_with_stop": sum(1 for r in trajectories if r["ended_with_stop"]),
         # Share of trajectories that end in VLN-CE success (STOP within 3 m): ~1.0 for a sound expert.
         "success_rate": _mean([float(r["success"]) for r in trajectories if "success" in r]),
@@ -757,7 +769,30 @@ def _collect_episode(
         raise RuntimeError(f"episode {episode.uid}: the expert produced no action")
     frames = np.stack([_resize(f, config.frame_size) for f in traj.frames])  # [T, H, W, 3] uint8
     samples = build_samples(traj, prompt_fn, config.num_frames, config.rebalance, frames_file(key))
+    if config.scene_qa_every:
+        samples += scene_qa_for(traj, driver, config)
     writer.write(traj, samples, frames, config.frame_codec, path=pkey)
+
+
+def scene_qa_for(traj: Trajectory, driver: Any, config: CollectConfig) -> list[dict[str, Any]]:
+    """Scene QA samples over an expert trajectory's frames (once per path: the frames are the path's)."""
+    from benchmarks.scene_qa import qa_samples, scene_facts
+    from envs.geometry import quaternion_to_heading
+
+    scene = getattr(driver, "scene", None)
+    if scene is None:
+        raise ValueError("--scene-qa-every needs a driver that knows the scene's semantics and navigation grid")
+    semantics, grid = scene(traj.episode)
+    facts = [scene_facts(semantics, grid, p, quaternion_to_heading(r)) for p, r in traj.poses]
+    return qa_samples(
+        traj.key,
+        traj.episode.uid,
+        facts,
+        config.scene_qa_every,
+        config.num_frames,
+        frames_file(traj.key),
+        sample_frame_indices,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -767,9 +802,11 @@ def _collect_episode(
 class EnvDriver:
     """`EpisodeDriver` over a `envs.VLNCEEnv` (any gymnasium env with its obs/info keys)."""
 
-    def __init__(self, env: Any) -> None:
+    def __init__(self, env: Any, data_root: str | None = None) -> None:
         self.env = env
+        self.data_root = data_root
         self._info: dict[str, Any] = {}
+        self._semantics: dict[str, Any] = {}  # semantics file -> HouseSemantics
 
     def reset(self, episode: Episode) -> np.ndarray:
         obs, self._info = self.env.reset(options={"episode_id": episode.episode_id})
@@ -783,6 +820,21 @@ class EnvDriver:
         return np.asarray(self._info["position"], dtype=np.float64), np.asarray(
             self._info["rotation"], dtype=np.float64
         )
+
+    def scene(self, episode: Episode) -> tuple[Any, Any]:
+        """(HouseSemantics, NavGrid) of the episode's house, for scene QA; generated houses only."""
+        from envs.datasets.splits import semantics_path
+        from envs.scenes.semantics import HouseSemantics
+
+        path = semantics_path(episode, self.data_root)
+        if not path.is_file():
+            raise ValueError(
+                f"--scene-qa-every: episode {episode.uid} has no house semantics ({path} not found); scene QA "
+                "needs generated houses"
+            )
+        if str(path) not in self._semantics:
+            self._semantics[str(path)] = HouseSemantics.load(path)
+        return self._semantics[str(path)], self.env.sim.nav_grid
 
     def outcome(self) -> dict[str, Any]:
         """How the trajectory ended: geodesic distance to the goal and VLN-CE success (a check on the expert)."""
@@ -861,6 +913,7 @@ def collect_split(
 
         policy = ModelPolicy(vlm.load(config.policy, device=device), config.num_frames)
     try:
-        return collect(config, episodes, EnvDriver(env), expert, build_user_prompt, policy, progress)
+        driver = EnvDriver(env, config.data_root)
+        return collect(config, episodes, driver, expert, build_user_prompt, policy, progress)
     finally:
         env.close()

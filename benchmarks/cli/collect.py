@@ -61,6 +61,12 @@ def register(app: typer.Typer) -> None:
         num_frames: int = typer.Option(8, help="Frames per sample (7 history + current)."),
         seed: int = typer.Option(0, help="Seed of DAgger's coin flips."),
         max_steps: int = typer.Option(500, help="Low-level step limit per trajectory."),
+        scene_qa_every: int = typer.Option(
+            0,
+            help="Also write a scene question-answer sample (room, nearest object in view, free distance ahead; "
+            "auxiliary grounding data, as NaVILA mixes in ScanQA) every K frames of each expert path; generated "
+            "houses only. 0 = off.",
+        ),
         device: str = typer.Option("cpu", help="Device of the DAgger policy model: cpu, cuda, auto."),
     ) -> None:
         """Record expert trajectories as LLaVA-style training samples (frames stored once per trajectory)."""
@@ -95,6 +101,7 @@ def register(app: typer.Typer) -> None:
                 seed=seed,
                 expert=expert,
                 max_steps=max_steps,
+                scene_qa_every=scene_qa_every,
             )
             from envs.datasets.splits import parse_split
 
@@ -126,6 +133,8 @@ def register(app: typer.Typer) -> None:
             console.print(f"interrupted: rerun the same command to resume ({output})")
             raise typer.Exit(130) from None
         acts = ", ".join(f"{k} {v}" for k, v in manifest["actions"].items())
+        if manifest.get("scene_qa"):
+            acts += f", scene QA {manifest['scene_qa']}"
         console.print(
             f"{manifest['trajectories']} trajectories, {manifest['samples']} samples ({acts}), "
             f"{manifest['frames']} frames -> {output}",

@@ -13,7 +13,8 @@ Encoding (`SampleEncoder`), as in LLaVA/VILA supervised fine-tuning:
 - `labels` = IGNORE_INDEX over the prompt, the target ids over the answer;
 - `label_weights` = 1 over the answer, `action_token_weight` over the tokens that overlap the action words and
   the amount ("move forward", "turn left", "75", "stop"), 0 elsewhere — an optional extra push on the part
-  of the answer that matters (1.0 = plain cross-entropy).
+  of the answer that matters (1.0 = plain cross-entropy). Samples of another task (`"task": "scene_qa"`,
+  `benchmarks/scene_qa.py`) have no action: plain weight 1 over their answer.
 
 The mixture (`MixtureDataset`) concatenates datasets; each sample carries its dataset's sampling weight, and
 `sample_index_stream` draws a deterministic, resumable order from those weights.
@@ -151,6 +152,7 @@ class TrajectoryDataset(torch.utils.data.Dataset):
             "prompt": conv[0]["value"],
             "answer": conv[1]["value"],
             "action": sample.get("action"),
+            "task": sample.get("task", "navigation"),
         }
 
 
@@ -261,9 +263,9 @@ class SampleEncoder:
         conv.append_message(conv.roles[1], None)
         return conv.get_prompt()
 
-    def _answer_tokens(self, answer: str) -> tuple[list[int], list[float]]:
+    def _answer_tokens(self, answer: str, weighted: bool = True) -> tuple[list[int], list[float]]:
         target = answer + EOT
-        w = self.config.action_token_weight
+        w = self.config.action_token_weight if weighted else 1.0
         if w == 1.0:
             ids = self.tokenizer(target, add_special_tokens=False).input_ids
             return ids, [1.0] * len(ids)
@@ -279,7 +281,8 @@ class SampleEncoder:
         from vlm.mm_utils import tokenizer_image_token
 
         prompt_ids = tokenizer_image_token(self.prompt_text(item["prompt"]), self.tokenizer)
-        answer_ids, answer_w = self._answer_tokens(item["answer"])
+        # Only navigation answers carry an action to weight (a scene QA answer's "2 meters" is not one).
+        answer_ids, answer_w = self._answer_tokens(item["answer"], item.get("task", "navigation") == "navigation")
         input_ids = prompt_ids + answer_ids
         labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
         weights = [0.0] * len(prompt_ids) + answer_w

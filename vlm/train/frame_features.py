@@ -182,6 +182,7 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
             "prompt": conv[0]["value"],
             "answer": conv[1]["value"],
             "action": sample.get("action"),
+            "task": sample.get("task", "navigation"),
             "dataset": self.base.entries[k].name,
         }
 

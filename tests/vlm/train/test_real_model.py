@@ -53,6 +53,19 @@ def test_action_weights_change_the_loss(tiny):
     assert torch.isfinite(weighted) and not torch.allclose(plain, weighted)
 
 
+def test_scene_qa_answers_are_not_action_weighted(tiny):
+    model, tok, _ = tiny
+    enc = SampleEncoder(tok, model.image_processor, EncoderConfig(action_token_weight=5.0))
+    frames = torch.zeros(1, 8, 8, 3, dtype=torch.uint8).numpy()
+    nav = enc.encode({"prompt": "Go a. <image>", "answer": ANSWERS[0], "frames": frames})
+    qa = enc.encode(
+        {"prompt": "Go a. <image>", "answer": "About 2 meters.", "frames": frames, "task": "scene_qa"}
+    )
+    assert nav["label_weights"].max() == 5.0  # "move forward" and "75"
+    answer = qa["labels"] != -100
+    assert torch.equal(qa["label_weights"][answer], torch.ones(int(answer.sum())))  # the "2" is not an amount
+
+
 def test_tiny_model_trains_and_checkpoint_loads(tiny, tmp_path):
     _, tok, ds = tiny
     torch.manual_seed(0)
