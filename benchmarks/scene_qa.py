@@ -119,6 +119,8 @@ def answer(kind: str, facts: SceneFacts, max_clearance: float = 3.0) -> str:
         c = facts.clearance
         if c < 0.25:
             return "I cannot move forward: the way is blocked."
+        if c < 0.5:
+            return "Less than half a meter."
         if c >= max_clearance - 1e-6:
             return f"At least {max_clearance:g} meters."
         half = math.floor(c * 2) / 2  # whole half metres, rounded down: never promise more room than there is

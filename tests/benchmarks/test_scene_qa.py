@@ -97,6 +97,7 @@ def test_answers():
     assert answer("clearance", _facts()) == "About 1 meter."  # rounded down to half metres
     assert answer("clearance", _facts(clearance=1.6)) == "About 1.5 meters."
     assert answer("clearance", _facts(clearance=0.1)) == "I cannot move forward: the way is blocked."
+    assert answer("clearance", _facts(clearance=0.4)) == "Less than half a meter."
     assert answer("clearance", _facts(clearance=3.0)) == "At least 3 meters."
     with pytest.raises(ValueError, match="unknown scene QA kind 'colour'"):
         answer("colour", _facts())
