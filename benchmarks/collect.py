@@ -44,6 +44,11 @@ Frames and tower features are then stored and computed once per path; the manife
 Parallel collectors (`--shards S --shard-index K`) therefore split the split by path, not by episode
 (`shard_assignment`): every episode of a path lands in the path's shard.
 
+Scene QA (`--scene-qa-every K`, generated houses, expert drives only): every K-th frame of a path also becomes an
+auxiliary question-answer sample over the same stored frames — the room, the nearest object in view, the free
+distance ahead (`benchmarks/scene_qa.py`) — marked `"task": "scene_qa"`, `"action": null`; the manifest counts
+them under `scene_qa`. NaVILA mixes ScanQA into its navigation data the same way.
+
 Rebalancing (`--rebalance`): NaVILA duplicates the rare stop and turn samples; the paper gives no factors, so
 ours are `REBALANCE_FACTORS` (stop ×4, turns ×2, forward ×1), which brings the generated splits' label
 histogram close to uniform over {forward, turn, stop} mass. Duplicates are extra lines with `"copy": k > 0`.

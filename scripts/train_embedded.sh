@@ -5,6 +5,7 @@
 #                                                  # (collect 4, tower features 13, training 76) + evaluation
 #   STEPS=200 LIMIT=50 scripts/train_embedded.sh   # a quick dry run of the whole pipeline
 #   DAGGER=2 scripts/train_embedded.sh             # then two DAgger rounds (session 4's runs E1, E2; no SR gain yet)
+#   SCENE_QA=2 scripts/train_embedded.sh           # + scene QA samples every 2nd frame (session 8's run J)
 #   INSTALL=1 scripts/train_embedded.sh            # install the final model as models/navila-tiny (the shipped default)
 #                                                  # with its training files (config, log, data manifest, eval summaries)
 #
@@ -46,21 +47,26 @@ DAGGER_EVERY=${DAGGER_EVERY:-6}                        # every 6th r2r_train epi
 read -r -a DAGGER_BETAS <<< "${DAGGER_BETAS:-0.5 0.3}" # P(expert acts) per round; later rounds reuse the last
 read -r -a DAGGER_STEPS <<< "${DAGGER_STEPS:-2000 800}"
 read -r -a DAGGER_LRS <<< "${DAGGER_LRS:-3e-4 2e-4}"
+SCENE_QA=${SCENE_QA:-0}                                # > 0: also a scene QA sample every K frames of each path
+                                                       # (collect --scene-qa-every; session 8's run J used 2)
 INSTALL=${INSTALL:-0}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}           # the shipped run: 2 torch threads on a shared 2-core VM
 
 limit_flag=(); [[ -n "$LIMIT" ]] && limit_flag=(--limit "$LIMIT")
+qa_flag=(); NAV_DATA="$DATA/r2r_gen"                   # a separate folder per setting: collect resumes into it
+if [[ "$SCENE_QA" != 0 ]]; then qa_flag=(--scene-qa-every "$SCENE_QA"); NAV_DATA="$DATA/r2r_gen_qa$SCENE_QA"; fi
 eval_flag=(); [[ -n "$EVAL_LIMIT" ]] && eval_flag=(--limit "$EVAL_LIMIT")
 stop_flag=(); [[ -n "$STOP_AFTER" ]] && stop_flag=(--stop-after "$STOP_AFTER")
 
 echo "== 1. collect expert trajectories (shortest-path follower on the generated houses, stop/turn rebalanced)"
-navila collect --split r2r_train --output "$DATA/r2r_gen" --every "$EVERY" --rebalance --frame-codec npz "${limit_flag[@]}"
+navila collect --split r2r_train --output "$NAV_DATA" --every "$EVERY" --rebalance --frame-codec npz \
+  "${qa_flag[@]}" "${limit_flag[@]}"
 # Held-out samples (houses seen in training, other episodes): per-action accuracy during training.
 navila collect --split r2r_val_seen --output "$DATA/r2r_val_seen_samples" --limit 30 --frame-codec npz
 
 echo "== 2. train the embedded architecture from scratch (ImageNet EfficientNet-Lite0 tower frozen: its features"
 echo "      are computed once per stored frame and cached; projector + LLM train on them)"
-navila train --data-mixture "$DATA/r2r_gen" --init embedded --output "$RUN" \
+navila train --data-mixture "$NAV_DATA" --init embedded --output "$RUN" \
   --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-ratio 0.03 --action-token-weight "$ACTION_WEIGHT" \
   --save-every 100 --log-every 10 --eval-every 1000 --eval-limit 0 \
   --eval-samples "$DATA/r2r_val_seen_samples" --eval-samples-limit 300 --device cpu "${stop_flag[@]}"
@@ -77,7 +83,7 @@ if [[ "$EVAL" == 1 ]]; then
 fi
 
 FINAL=$MODEL
-mixture="$DATA/r2r_gen"
+mixture="$NAV_DATA"
 pick() { local -n list=$1; local i=$2; echo "${list[$(( i < ${#list[@]} ? i : ${#list[@]} - 1 ))]}"; }
 for ((round = 1; round <= DAGGER; round++)); do
   beta=$(pick DAGGER_BETAS $((round - 1))); steps=$(pick DAGGER_STEPS $((round - 1)))
@@ -118,7 +124,7 @@ if [[ "$INSTALL" == 1 ]]; then
   final_run=${FINAL%/checkpoints/checkpoint-*}                # a --stop-after checkpoint belongs to its run folder
   mkdir -p models/navila-tiny/training/eval
   cp "$final_run/train_config.json" "$final_run/train_log.jsonl" models/navila-tiny/training/
-  cp "$DATA/r2r_gen/manifest.json" models/navila-tiny/training/data_manifest.json
+  cp "$NAV_DATA/manifest.json" models/navila-tiny/training/data_manifest.json
   for summary in "$final_run"/eval_r2r_*/summary.json; do
     [[ -f "$summary" ]] || continue
     split=$(basename "$(dirname "$summary")"); cp "$summary" "models/navila-tiny/training/eval/summary_${split#eval_}.json"
