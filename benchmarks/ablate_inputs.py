@@ -1,0 +1,230 @@
+"""Which inputs does a model use? Input ablations for a navigation checkpoint, on samples and in the simulator.
+
+A model that has learned to follow instructions must get worse when it is given the wrong instruction, and one
+that reads its frames must get worse when they are black. Both are cheap to measure and say where the next
+effort goes (language grounding, the vision tower, or the frame history), so this script measures them:
+
+    # held-out samples (a `navila-agent collect` folder): the greedy answer's action kind under each ablation
+    python -m benchmarks.ablate_inputs samples --samples DIR [--model models/navila-tiny] [--limit 300]
+
+    # the simulator: a data root whose episodes carry another path's instruction, then `navila-agent eval` on it
+    python -m benchmarks.ablate_inputs episodes --split r2r_val_unseen --output /tmp/shuffled
+    navila-agent eval --split r2r_val_unseen --data-root /tmp/shuffled --output runs/shuffled ...
+
+Sample ablations (each sample keeps its label; the model answers greedily like the agent, or teacher-forced):
+
+- `full`: the sample as collected;
+- `other_instruction`: the instruction of a sample from another trajectory (the next trajectory in the folder,
+  cyclically; a trajectory's own second instruction describes the same path and is never used);
+- `no_history`: the 7 history frames black (what the agent sees at its first step), the current frame kept;
+- `black_frames`: all 8 frames black: the instruction and the prompt alone.
+
+The episode ablation swaps whole instructions (text and tokens) between episodes of the same scene, taking them from
+another trajectory (a different path) in that scene, or from the next scene's when a scene has a single trajectory.
+Positions, goals and ground truth stay, so SR, SPL and nDTW are measured against the true route. The scenes are
+linked, not copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SAMPLE_ABLATIONS = ("full", "other_instruction", "no_history", "black_frames")
+
+
+class AblatedSamples:
+    """A view of a collected folder (`TrajectoryDataset`) with one input ablation applied to every item."""
+
+    def __init__(self, data: Any, ablation: str) -> None:
+        if ablation not in SAMPLE_ABLATIONS:
+            raise ValueError(f"unknown ablation '{ablation}'; available: {', '.join(SAMPLE_ABLATIONS)}")
+        self.data = data
+        self.ablation = ablation
+        self._donor = other_trajectory_instructions(data.samples) if ablation == "other_instruction" else {}
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = dict(self.data[index])
+        if self.ablation == "other_instruction":
+            own = self.data.samples[index]["instruction"]
+            donor = self._donor[self.data.samples[index]["traj"]]
+            if f'"{own}"' not in item["prompt"]:
+                raise ValueError(f"sample {item['id']}: its instruction is not quoted in its prompt")
+            item["prompt"] = item["prompt"].replace(f'"{own}"', f'"{donor}"', 1)
+        elif self.ablation == "no_history":
+            frames = np.zeros_like(item["frames"])
+            frames[-1] = item["frames"][-1]
+            item["frames"] = frames
+        elif self.ablation == "black_frames":
+            item["frames"] = np.zeros_like(item["frames"])
+        return item
+
+
+def other_trajectory_instructions(samples: list[dict[str, Any]]) -> dict[str, str]:
+    """trajectory id → the instruction of the next trajectory (in folder order, cyclically) whose path differs.
+
+    Two episodes of one path share their frames file, so "another path" means another `frames_file`."""
+    first: dict[str, dict[str, Any]] = {}
+    for s in samples:
+        first.setdefault(s["traj"], s)
+    trajs = list(first)
+    paths = {t: first[t]["frames_file"] for t in trajs}
+    if len(set(paths.values())) < 2:
+        raise ValueError("the 'other_instruction' ablation needs samples of at least two different paths")
+    out = {}
+    for i, t in enumerate(trajs):
+        j = (i + 1) % len(trajs)
+        while paths[trajs[j]] == paths[t]:
+            j = (j + 1) % len(trajs)
+        out[t] = first[trajs[j]]["instruction"]
+    return out
+
+
+def sample_ablations(
+    model_path: Path, samples: Path, limit: int, mode: str, ablations: list[str]
+) -> dict[str, dict[str, Any]]:
+    """`action_accuracy` of the model on an even spread of `limit` samples, once per ablation."""
+    import vlm
+    from vlm.train.action_eval import action_accuracy
+    from vlm.train.dataset import SampleEncoder, TrajectoryDataset
+
+    data = TrajectoryDataset(samples)
+    if "instruction" not in data.samples[0]:
+        raise ValueError(
+            f"{samples}: its samples carry no 'instruction' field (collected by an older version?)"
+        )
+    picks = np.linspace(0, len(data) - 1, num=min(limit, len(data))).round().astype(int).tolist()
+    model = vlm.load(model_path, device="cpu", dtype="float32")
+    encoder = SampleEncoder(model.tokenizer, model.image_processor)
+    return {a: action_accuracy(model, AblatedSamples(data, a), encoder, picks, mode=mode) for a in ablations}
+
+
+def ablation_table(results: dict[str, dict[str, Any]]) -> str:
+    """A text table: kind / exact accuracy, recall per kind and the change in kind accuracy against `full`."""
+    kinds = ("forward", "left", "right", "stop")
+    base = results.get("full", {}).get("kind_acc")
+    head = f"{'ablation':<18} {'kind acc':>8} {'Δ full':>7} {'exact':>6} " + " ".join(
+        f"{k:>7}" for k in kinds
+    )
+    lines = [head, "-" * len(head)]
+    for name, r in results.items():
+        delta = f"{r['kind_acc'] - base:+.3f}" if base is not None else "-"
+        recalls = " ".join(f"{r['per_kind'].get(k, float('nan')):>7.2f}" for k in kinds)
+        lines.append(f"{name:<18} {r['kind_acc']:>8.3f} {delta:>7} {r['exact_acc']:>6.3f} {recalls}")
+    shares = results[next(iter(results))]
+    n = shares["samples"]
+    lines.append(
+        f"(n={n} samples, {shares['mode'].replace('_', '-')}; columns after 'exact': recall per true kind)"
+    )
+    return "\n".join(lines)
+
+
+def shuffled_instruction_root(
+    split: str, output: Path, data_root: Path | None = None, role: str = "guide"
+) -> dict[str, Any]:
+    """Write `output` as a data root holding `split` with instructions swapped between paths (see the module
+    docstring); its `scene_datasets` links to the source's. Returns counts for the report."""
+    from envs.datasets.io import write_split
+    from envs.datasets.splits import parse_split, read_split_data, scene_root
+
+    dataset, sub = parse_split(split)
+    data = read_split_data(split, data_root, role)
+    episodes = data.episodes
+    by_scene: dict[str, list[int]] = defaultdict(list)
+    for i, ep in enumerate(episodes):
+        by_scene[ep.scene_id].append(i)
+    scenes = sorted(by_scene)
+    if len(scenes) == 1 and len({(ep.trajectory_id or ep.episode_id) for ep in episodes}) < 2:
+        raise ValueError(f"split '{split}': swapping instructions needs episodes of at least two paths")
+
+    def path_of(i: int) -> Any:
+        ep = episodes[i]
+        return ep.trajectory_id if ep.trajectory_id is not None else ep.episode_id
+
+    new_instructions = [ep.instruction for ep in episodes]
+    cross_scene = 0
+    for si, scene in enumerate(scenes):
+        members = by_scene[scene]
+        paths = sorted({path_of(i) for i in members}, key=str)
+        for i in members:
+            if len(paths) > 1:
+                nxt = paths[(paths.index(path_of(i)) + 1) % len(paths)]
+                donors = [j for j in members if path_of(j) == nxt]
+            else:  # a single path in this scene: the next scene's episodes
+                donors = by_scene[scenes[(si + 1) % len(scenes)]]
+                cross_scene += 1
+            rank = [j for j in members if path_of(j) == path_of(i)].index(i)
+            new_instructions[i] = episodes[donors[rank % len(donors)]].instruction
+    for ep, ins in zip(episodes, new_instructions, strict=True):
+        ep.instruction = ins
+
+    dataset_dir = output / "datasets" / data.episodes_path.parent.parent.name
+    write_split(dataset_dir, sub, episodes, data.instruction_vocab, role=None if dataset == "r2r" else role)
+    link = output / "scene_datasets"
+    if not link.exists():
+        link.symlink_to(scene_root(data_root).resolve(), target_is_directory=True)
+    return {"split": split, "episodes": len(episodes), "scenes": len(scenes), "from_next_scene": cross_scene}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point (see the module docstring)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.ablate_inputs", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("samples", help="action accuracy on collected samples under each input ablation")
+    s.add_argument("--samples", type=Path, required=True, help="A folder written by `navila-agent collect`.")
+    s.add_argument("--model", type=Path, default=None, help="Checkpoint folder (default: the shipped model).")
+    s.add_argument("--limit", type=int, default=300, help="Samples scored, spread evenly over the folder.")
+    s.add_argument("--mode", choices=("generate", "teacher_forced"), default="generate")
+    s.add_argument("--ablations", default=",".join(SAMPLE_ABLATIONS), help="Comma-separated subset.")
+    s.add_argument("--json", type=Path, default=None, help="Also write the results here.")
+    e = sub.add_parser("episodes", help="write a data root whose episodes carry another path's instruction")
+    e.add_argument("--split", required=True, help="Split name, e.g. r2r_val_unseen.")
+    e.add_argument("--output", type=Path, required=True, help="New data root (must not hold the split yet).")
+    e.add_argument(
+        "--data-root", type=Path, default=None, help="Source VLN-CE data folder (default: generated)."
+    )
+    e.add_argument("--role", default="guide", help="RxR-CE role.")
+    args = parser.parse_args(argv)
+
+    if args.command == "samples":
+        ablations = [a.strip() for a in args.ablations.split(",") if a.strip()]
+        unknown = [a for a in ablations if a not in SAMPLE_ABLATIONS]
+        if unknown or not ablations:
+            parser.error(f"--ablations: unknown {unknown}; available: {', '.join(SAMPLE_ABLATIONS)}")
+        if not args.samples.is_dir():
+            parser.error(f"--samples: {args.samples} is not a folder")
+        if args.limit < 1:
+            parser.error("--limit must be at least 1")
+        if args.model is None:
+            from benchmarks.cli.evaluate import default_model_path
+
+            args.model = default_model_path()
+        results = sample_ablations(args.model, args.samples, args.limit, args.mode, ablations)
+        print(f"model {args.model}, samples {args.samples}")
+        print(ablation_table(results))
+        if args.json is not None:
+            args.json.write_text(json.dumps({"model": str(args.model), "results": results}, indent=2))
+        return 0
+
+    if any(args.output.glob("datasets/*/*")):
+        parser.error(f"--output: {args.output} already holds a dataset; choose a new folder")
+    args.output.mkdir(parents=True, exist_ok=True)
+    report = shuffled_instruction_root(args.split, args.output, args.data_root, args.role)
+    print(json.dumps(report))
+    print(f"now: navila-agent eval --split {args.split} --data-root {args.output} ...")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Input ablations: the sample views, a model's measured dependence on its inputs, and the swapped-instruction root."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import vlm
+from benchmarks.ablate_inputs import AblatedSamples, ablation_table, main, other_trajectory_instructions
+from tests.vlm.train.test_real_model import _conditioned_data
+from vlm.train.dataset import EncoderConfig, MixtureDataset, SampleEncoder, TrajectoryDataset
+from vlm.train.registry import DatasetEntry
+from vlm.train.trainer import TrainConfig, train
+
+
+def test_views_change_only_what_they_name(tmp_path):
+    data = TrajectoryDataset(_conditioned_data(tmp_path / "d", "instruction", 3, seed=0))
+    i = 3  # t3 of trajectory t0: three history frames and the current one
+    full = data[i]
+    other = AblatedSamples(data, "other_instruction")[i]
+    own, donor = data.samples[i]["instruction"], data.samples[4]["instruction"]  # t1's first instruction
+    assert other["prompt"] == full["prompt"].replace(own, donor) and donor != own
+    assert np.array_equal(other["frames"], full["frames"]) and other["answer"] == full["answer"]
+    no_history = AblatedSamples(data, "no_history")[i]
+    assert np.array_equal(no_history["frames"][-1], full["frames"][-1]) and full["frames"][:-1].any()
+    assert not no_history["frames"][:-1].any() and no_history["prompt"] == full["prompt"]
+    assert not AblatedSamples(data, "black_frames")[i]["frames"].any()
+    with pytest.raises(ValueError, match="unknown ablation 'colour'"):
+        AblatedSamples(data, "colour")
+
+
+def test_other_instruction_never_comes_from_the_same_path():
+    samples = [
+        {"traj": "a", "frames_file": "f/a.npz", "instruction": "A"},
+        {"traj": "a2", "frames_file": "f/a.npz", "instruction": "A2"},  # the same path, another instruction
+        {"traj": "b", "frames_file": "f/b.npz", "instruction": "B"},
+    ]
+    assert other_trajectory_instructions(samples) == {"a": "B", "a2": "B", "b": "A"}
+    with pytest.raises(ValueError, match="at least two different paths"):
+        other_trajectory_instructions(samples[:2])
+
+
+@pytest.mark.parametrize("condition", ["instruction", "image"])
+def test_ablations_find_the_input_a_model_uses(tmp_path, condition):
+    """A model trained to answer from the instruction loses it under `other_instruction` and keeps it with black
+    frames; one trained on the current frame's colour the other way round (and keeps it without the history)."""
+    from agent.prompt import prompt_phrases
+    from benchmarks.ablate_inputs import sample_ablations
+
+    train_dir = _conditioned_data(tmp_path / "train", condition, 40, seed=0)
+    ds = MixtureDataset([DatasetEntry("d", train_dir)])
+    corpus = [turn["value"] for s in ds.datasets[0].samples for turn in s["conversations"]]
+    tok = vlm.build_tokenizer(corpus, vocab_size=400, phrases=prompt_phrases())
+    torch.manual_seed(0)
+    model = vlm.build_model(vlm.tiny_config(vocab_size=len(tok)), tok)
+    enc = SampleEncoder(tok, model.image_processor, EncoderConfig(action_token_weight=5.0))
+    cfg = TrainConfig(
+        output_dir=str(tmp_path / "run"), steps=120, batch_size=16, lr=3e-3, warmup_ratio=0.05,
+        save_every=10**6, log_every=10**6, tune_vision_tower=True, cache_vision_features="no",
+    )  # fmt: skip
+    train(model, ds, enc, cfg, show_progress=False)
+    held_out = _conditioned_data(tmp_path / "val", condition, 12, seed=1)
+    r = sample_ablations(
+        tmp_path / "run",
+        held_out,
+        48,
+        "generate",
+        ["full", "other_instruction", "no_history", "black_frames"],
+    )
+    acc = {k: v["kind_acc"] for k, v in r.items()}
+    assert acc["full"] >= 0.9, acc
+    if condition == "instruction":
+        assert acc["other_instruction"] <= 0.7 and acc["black_frames"] >= 0.9, acc
+    else:
+        assert acc["black_frames"] <= 0.7 and acc["other_instruction"] >= 0.9 and acc["no_history"] >= 0.9, (
+            acc
+        )
+    table = ablation_table(r)
+    assert "other_instruction" in table and f"{acc['full']:.3f}" in table
+
+
+def test_samples_command_prints_the_table_and_writes_json(tmp_path, capsys):
+    data = _conditioned_data(tmp_path / "d", "image", 3, seed=0)
+    tok = vlm.build_tokenizer(["The next action is turn left 30 degrees."], vocab_size=300)
+    vlm.save_checkpoint(vlm.build_model(vlm.tiny_config(vocab_size=len(tok)), tok), tmp_path / "m")
+    out = tmp_path / "r.json"
+    args = [
+        "samples",
+        "--samples",
+        str(data),
+        "--model",
+        str(tmp_path / "m"),
+        "--limit",
+        "5",
+        "--json",
+        str(out),
+    ]
+    assert main([*args, "--ablations", "full,black_frames"]) == 0
+    printed = capsys.readouterr().out
+    assert "black_frames" in printed and "other_instruction" not in printed and "n=5 samples" in printed
+    assert set(json.loads(out.read_text())["results"]) == {"full", "black_frames"}
+    with pytest.raises(SystemExit):
+        main([*args, "--ablations", "full,colour"])
+    assert "--ablations: unknown ['colour']" in capsys.readouterr().err
+
+
+def test_swapped_instruction_root_is_a_runnable_data_root(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from benchmarks.cli import app
+    from envs.datasets.splits import load_split
+
+    monkeypatch.setenv("NAVILA_AGENT_GEN_HOUSES", "1")
+    monkeypatch.setenv("NAVILA_AGENT_GEN_EPISODES", "6")
+    root = tmp_path / "shuffled"
+    assert main(["episodes", "--split", "r2r_val_unseen", "--output", str(root)]) == 0
+    original = {ep.episode_id: ep for ep in load_split("r2r_val_unseen")}
+    swapped = load_split("r2r_val_unseen", data_root=root)
+    path_of_text = {ep.instruction.instruction_text: ep.trajectory_id for ep in original.values()}
+    assert len({ep.trajectory_id for ep in original.values()}) > 1
+    for ep in swapped:
+        before = original[ep.episode_id]
+        assert ep.start_position == before.start_position and ep.goals[0].position == before.goals[0].position
+        assert ep.gt is not None and ep.gt.actions == before.gt.actions
+        assert path_of_text[ep.instruction.instruction_text] != ep.trajectory_id  # another path's words
+    assert (root / "scene_datasets").is_symlink()
+    with pytest.raises(SystemExit):  # never over an existing dataset
+        main(["episodes", "--split", "r2r_val_unseen", "--output", str(root)])
+
+    run = tmp_path / "run"
+    args = ["eval", "--agent", "forward", "--data-root", str(root), "--limit", "1", "--output", str(run)]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert list(run.rglob("summary.json"))
