@@ -16,7 +16,11 @@ Sample ablations (each sample keeps its label; the model answers greedily like t
 - `full`: the sample as collected;
 - `other_instruction`: the instruction of a sample from another trajectory (the next trajectory in the folder,
   cyclically; a trajectory's own second instruction describes the same path and is never used);
-- `no_history`: the 7 history frames black (what the agent sees at its first step), the current frame kept;
+- `current_as_history`: every history frame that was seen replaced by the current frame (black slots, the frames
+  before the episode started, stay black): the history's content is gone, its length — how far into the episode
+  the agent is — stays;
+- `no_history`: the 7 history frames black (what the agent sees at its first step), the current frame kept; a
+  model that reads "all black history" as "the episode just started" answers as it would at step 0;
 - `black_frames`: all 8 frames black: the instruction and the prompt alone.
 
 The episode ablation swaps whole instructions (text and tokens) between episodes of the same scene, taking them from
@@ -36,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-SAMPLE_ABLATIONS = ("full", "other_instruction", "no_history", "black_frames")
+SAMPLE_ABLATIONS = ("full", "other_instruction", "current_as_history", "no_history", "black_frames")
 
 
 class AblatedSamples:
@@ -60,6 +64,11 @@ class AblatedSamples:
             if f'"{own}"' not in item["prompt"]:
                 raise ValueError(f"sample {item['id']}: its instruction is not quoted in its prompt")
             item["prompt"] = item["prompt"].replace(f'"{own}"', f'"{donor}"', 1)
+        elif self.ablation == "current_as_history":
+            frames = item["frames"].copy()
+            seen = np.asarray(self.data.samples[index]["frames"][:-1]) >= 0
+            frames[:-1][seen] = frames[-1]
+            item["frames"] = frames
         elif self.ablation == "no_history":
             frames = np.zeros_like(item["frames"])
             frames[-1] = item["frames"][-1]

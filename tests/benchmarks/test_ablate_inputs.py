@@ -9,7 +9,13 @@ import pytest
 import torch
 
 import vlm
-from benchmarks.ablate_inputs import AblatedSamples, ablation_table, main, other_trajectory_instructions
+from benchmarks.ablate_inputs import (
+    SAMPLE_ABLATIONS,
+    AblatedSamples,
+    ablation_table,
+    main,
+    other_trajectory_instructions,
+)
 from tests.vlm.train.test_real_model import _conditioned_data
 from vlm.train.dataset import EncoderConfig, MixtureDataset, SampleEncoder, TrajectoryDataset
 from vlm.train.registry import DatasetEntry
@@ -24,6 +30,10 @@ def test_views_change_only_what_they_name(tmp_path):
     own, donor = data.samples[i]["instruction"], data.samples[4]["instruction"]  # t1's first instruction
     assert other["prompt"] == full["prompt"].replace(own, donor) and donor != own
     assert np.array_equal(other["frames"], full["frames"]) and other["answer"] == full["answer"]
+    static = AblatedSamples(data, "current_as_history")[i]
+    seen = np.asarray(data.samples[i]["frames"][:-1]) >= 0
+    assert seen.sum() == 3 and all(np.array_equal(f, full["frames"][-1]) for f in static["frames"][:-1][seen])
+    assert not static["frames"][:-1][~seen].any()
     no_history = AblatedSamples(data, "no_history")[i]
     assert np.array_equal(no_history["frames"][-1], full["frames"][-1]) and full["frames"][:-1].any()
     assert not no_history["frames"][:-1].any() and no_history["prompt"] == full["prompt"]
@@ -68,7 +78,7 @@ def test_ablations_find_the_input_a_model_uses(tmp_path, condition):
         held_out,
         48,
         "generate",
-        ["full", "other_instruction", "no_history", "black_frames"],
+        list(SAMPLE_ABLATIONS),
     )
     acc = {k: v["kind_acc"] for k, v in r.items()}
     assert acc["full"] >= 0.9, acc
