@@ -152,12 +152,13 @@ def shuffled_instruction_root(
     for i, ep in enumerate(episodes):
         by_scene[ep.scene_id].append(i)
     scenes = sorted(by_scene)
-    if len(scenes) == 1 and len({(ep.trajectory_id or ep.episode_id) for ep in episodes}) < 2:
-        raise ValueError(f"split '{split}': swapping instructions needs episodes of at least two paths")
 
     def path_of(i: int) -> Any:
         ep = episodes[i]
         return ep.trajectory_id if ep.trajectory_id is not None else ep.episode_id
+
+    if len(scenes) == 1 and len({path_of(i) for i in range(len(episodes))}) < 2:
+        raise ValueError(f"split '{split}': swapping instructions needs episodes of at least two paths")
 
     new_instructions = [ep.instruction for ep in episodes]
     cross_scene = 0

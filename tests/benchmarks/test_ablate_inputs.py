@@ -123,6 +123,9 @@ def test_swapped_instruction_root_is_a_runnable_data_root(tmp_path, monkeypatch)
     from benchmarks.cli import app
     from envs.datasets.splits import load_split
 
+    monkeypatch.setenv(
+        "NAVILA_AGENT_CACHE", str(tmp_path / "cache")
+    )  # a split of this size, whatever ran before
     monkeypatch.setenv("NAVILA_AGENT_GEN_HOUSES", "1")
     monkeypatch.setenv("NAVILA_AGENT_GEN_EPISODES", "6")
     root = tmp_path / "shuffled"
@@ -145,3 +148,16 @@ def test_swapped_instruction_root_is_a_runnable_data_root(tmp_path, monkeypatch)
     result = CliRunner().invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert list(run.rglob("summary.json"))
+
+
+def test_a_split_of_one_path_cannot_swap_instructions(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAVILA_AGENT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NAVILA_AGENT_GEN_HOUSES", "1")
+    monkeypatch.setenv("NAVILA_AGENT_GEN_EPISODES", "1")  # a single path
+    from envs.datasets.splits import load_split
+
+    episodes = load_split("r2r_val_unseen")
+    if len({ep.trajectory_id for ep in episodes}) != 1:
+        pytest.fail(f"expected one path, got {[ep.trajectory_id for ep in episodes]}")
+    with pytest.raises(ValueError, match="at least two paths"):
+        main(["episodes", "--split", "r2r_val_unseen", "--output", str(tmp_path / "o")])
