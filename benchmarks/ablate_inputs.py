@@ -6,6 +6,7 @@ effort goes (language grounding, the vision tower, or the frame history), so thi
 
     # held-out samples (a `navila-agent collect` folder): the greedy answer's action kind under each ablation
     python -m benchmarks.ablate_inputs samples --samples DIR [--model models/navila-tiny] [--limit 300]
+    python -m benchmarks.ablate_inputs samples --samples DIR --first-decisions   # each trajectory's step 0 only
 
     # the simulator: a data root whose episodes carry another path's instruction, then `navila-agent eval` on it
     python -m benchmarks.ablate_inputs episodes --split r2r_val_unseen --output /tmp/shuffled
@@ -99,9 +100,16 @@ def other_trajectory_instructions(samples: list[dict[str, Any]]) -> dict[str, st
 
 
 def sample_ablations(
-    model_path: Path, samples: Path, limit: int, mode: str, ablations: list[str]
+    model_path: Path,
+    samples: Path,
+    limit: int,
+    mode: str,
+    ablations: list[str],
+    first_decisions: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """`action_accuracy` of the model on an even spread of `limit` samples, once per ablation."""
+    """`action_accuracy` of the model on an even spread of `limit` samples, once per ablation; with
+    `first_decisions`, on (at most `limit` of) each trajectory's first decision only (t = 0: there the answer
+    can come only from the instruction and the first view)."""
     import vlm
     from vlm.train.action_eval import action_accuracy
     from vlm.train.dataset import SampleEncoder, TrajectoryDataset
@@ -111,7 +119,12 @@ def sample_ablations(
         raise ValueError(
             f"{samples}: its samples carry no 'instruction' field (collected by an older version?)"
         )
-    picks = np.linspace(0, len(data) - 1, num=min(limit, len(data))).round().astype(int).tolist()
+    if first_decisions:
+        picks = [i for i, sample in enumerate(data.samples) if sample.get("t") == 0][:limit]
+        if not picks:
+            raise ValueError(f"{samples}: no sample is a trajectory's first decision (t = 0)")
+    else:
+        picks = np.linspace(0, len(data) - 1, num=min(limit, len(data))).round().astype(int).tolist()
     model = vlm.load(model_path, device="cpu", dtype="float32")
     encoder = SampleEncoder(model.tokenizer, model.image_processor)
     return {a: action_accuracy(model, AblatedSamples(data, a), encoder, picks, mode=mode) for a in ablations}
@@ -196,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--model", type=Path, default=None, help="Checkpoint folder (default: the shipped model).")
     s.add_argument("--limit", type=int, default=300, help="Samples scored, spread evenly over the folder.")
     s.add_argument("--mode", choices=("generate", "teacher_forced"), default="generate")
+    s.add_argument(
+        "--first-decisions", action="store_true", help="Score only each trajectory's first decision (t = 0)."
+    )
     s.add_argument("--ablations", default=",".join(SAMPLE_ABLATIONS), help="Comma-separated subset.")
     s.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     e = sub.add_parser("episodes", help="write a data root whose episodes carry another path's instruction")
@@ -220,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks.cli.evaluate import default_model_path
 
             args.model = default_model_path()
-        results = sample_ablations(args.model, args.samples, args.limit, args.mode, ablations)
+        results = sample_ablations(
+            args.model, args.samples, args.limit, args.mode, ablations, args.first_decisions
+        )
         print(f"model {args.model}, samples {args.samples}")
         print(ablation_table(results))
         if args.json is not None:

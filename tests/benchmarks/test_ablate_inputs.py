@@ -112,6 +112,8 @@ def test_samples_command_prints_the_table_and_writes_json(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "black_frames" in printed and "other_instruction" not in printed and "n=5 samples" in printed
     assert set(json.loads(out.read_text())["results"]) == {"full", "black_frames"}
+    assert main([*args, "--ablations", "full", "--first-decisions"]) == 0
+    assert json.loads(out.read_text())["results"]["full"]["samples"] == 3  # t = 0 of the 3 trajectories
     with pytest.raises(SystemExit):
         main([*args, "--ablations", "full,colour"])
     assert "--ablations: unknown ['colour']" in capsys.readouterr().err
