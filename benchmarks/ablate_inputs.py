@@ -6,7 +6,7 @@ effort goes (language grounding, the vision tower, or the frame history), so thi
 
     # held-out samples (a `navila-agent collect` folder): the greedy answer's action kind under each ablation
     python -m benchmarks.ablate_inputs samples --samples DIR [--model models/navila-tiny] [--limit 300]
-    python -m benchmarks.ablate_inputs samples --samples DIR --first-decisions   # each trajectory's step 0 only
+    python -m benchmarks.ablate_inputs samples --samples DIR --decisions first   # each trajectory's step 0 only
 
     # the simulator: a data root whose episodes carry another path's instruction, then `navila-agent eval` on it
     python -m benchmarks.ablate_inputs episodes --split r2r_val_unseen --output /tmp/shuffled
@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+DECISIONS = ("all", "first", "later")
 SAMPLE_ABLATIONS = ("full", "other_instruction", "current_as_history", "no_history", "black_frames")
 
 
@@ -105,11 +106,12 @@ def sample_ablations(
     limit: int,
     mode: str,
     ablations: list[str],
-    first_decisions: bool = False,
+    decisions: str = "all",
 ) -> dict[str, dict[str, Any]]:
-    """`action_accuracy` of the model on an even spread of `limit` samples, once per ablation; with
-    `first_decisions`, on (at most `limit` of) each trajectory's first decision only (t = 0: there the answer
-    can come only from the instruction and the first view)."""
+    """`action_accuracy` of the model, once per ablation, on an even spread of `limit` samples (`decisions`
+    "all"), on those of them that are not a trajectory's first decision ("later"), or on (at most `limit` of) the
+    trajectories' first decisions ("first": t = 0, where the answer can come only from the instruction and the
+    first view)."""
     import vlm
     from vlm.train.action_eval import action_accuracy
     from vlm.train.dataset import SampleEncoder, TrajectoryDataset
@@ -119,12 +121,16 @@ def sample_ablations(
         raise ValueError(
             f"{samples}: its samples carry no 'instruction' field (collected by an older version?)"
         )
-    if first_decisions:
+    if decisions not in DECISIONS:
+        raise ValueError(f"unknown decisions '{decisions}'; available: {', '.join(DECISIONS)}")
+    if decisions == "first":
         picks = [i for i, sample in enumerate(data.samples) if sample.get("t") == 0][:limit]
-        if not picks:
-            raise ValueError(f"{samples}: no sample is a trajectory's first decision (t = 0)")
     else:
         picks = np.linspace(0, len(data) - 1, num=min(limit, len(data))).round().astype(int).tolist()
+        if decisions == "later":
+            picks = [i for i in picks if data.samples[i].get("t") != 0]
+    if not picks:
+        raise ValueError(f"{samples}: no sample to score for --decisions {decisions}")
     model = vlm.load(model_path, device="cpu", dtype="float32")
     encoder = SampleEncoder(model.tokenizer, model.image_processor)
     return {a: action_accuracy(model, AblatedSamples(data, a), encoder, picks, mode=mode) for a in ablations}
@@ -210,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--limit", type=int, default=300, help="Samples scored, spread evenly over the folder.")
     s.add_argument("--mode", choices=("generate", "teacher_forced"), default="generate")
     s.add_argument(
-        "--first-decisions", action="store_true", help="Score only each trajectory's first decision (t = 0)."
+        "--decisions",
+        choices=DECISIONS,
+        default="all",
+        help="all: the even spread; later: its samples after a trajectory's first decision; first: t = 0 only.",
     )
     s.add_argument("--ablations", default=",".join(SAMPLE_ABLATIONS), help="Comma-separated subset.")
     s.add_argument("--json", type=Path, default=None, help="Also write the results here.")
@@ -236,9 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks.cli.evaluate import default_model_path
 
             args.model = default_model_path()
-        results = sample_ablations(
-            args.model, args.samples, args.limit, args.mode, ablations, args.first_decisions
-        )
+        results = sample_ablations(args.model, args.samples, args.limit, args.mode, ablations, args.decisions)
         print(f"model {args.model}, samples {args.samples}")
         print(ablation_table(results))
         if args.json is not None:

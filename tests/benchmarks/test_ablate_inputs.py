@@ -112,8 +112,12 @@ def test_samples_command_prints_the_table_and_writes_json(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "black_frames" in printed and "other_instruction" not in printed and "n=5 samples" in printed
     assert set(json.loads(out.read_text())["results"]) == {"full", "black_frames"}
-    assert main([*args, "--ablations", "full", "--first-decisions"]) == 0
+    assert main([*args, "--ablations", "full", "--decisions", "first"]) == 0
     assert json.loads(out.read_text())["results"]["full"]["samples"] == 3  # t = 0 of the 3 trajectories
+    assert (
+        main([*args, "--ablations", "full", "--decisions", "later"]) == 0
+    )  # 5 spread over 12: t 0, 3, 2, 1, 3
+    assert json.loads(out.read_text())["results"]["full"]["samples"] == 3
     with pytest.raises(SystemExit):
         main([*args, "--ablations", "full,colour"])
     assert "--ablations: unknown ['colour']" in capsys.readouterr().err
