@@ -148,10 +148,10 @@ def ablation_table(results: dict[str, dict[str, Any]]) -> str:
         delta = f"{r['kind_acc'] - base:+.3f}" if base is not None else "-"
         recalls = " ".join(f"{r['per_kind'].get(k, float('nan')):>7.2f}" for k in kinds)
         lines.append(f"{name:<18} {r['kind_acc']:>8.3f} {delta:>7} {r['exact_acc']:>6.3f} {recalls}")
-    shares = results[next(iter(results))]
-    n = shares["samples"]
+    first = next(iter(results.values()))
     lines.append(
-        f"(n={n} samples, {shares['mode'].replace('_', '-')}; columns after 'exact': recall per true kind)"
+        f"(n={first['samples']} samples, {first['mode'].replace('_', '-')}; "
+        "columns after 'exact': recall per true kind)"
     )
     return "\n".join(lines)
 
@@ -167,32 +167,28 @@ def shuffled_instruction_root(
     dataset, sub = parse_split(split)
     data = read_split_data(split, data_root, role)
     episodes = data.episodes
-    by_scene: dict[str, list[int]] = defaultdict(list)
+    # scene -> path -> its episodes (indices into `episodes`, in file order)
+    by_scene: dict[str, dict[Any, list[int]]] = defaultdict(lambda: defaultdict(list))
     for i, ep in enumerate(episodes):
-        by_scene[ep.scene_id].append(i)
+        path = ep.trajectory_id if ep.trajectory_id is not None else ep.episode_id
+        by_scene[ep.scene_id][path].append(i)
     scenes = sorted(by_scene)
-
-    def path_of(i: int) -> Any:
-        ep = episodes[i]
-        return ep.trajectory_id if ep.trajectory_id is not None else ep.episode_id
-
-    if len(scenes) == 1 and len({path_of(i) for i in range(len(episodes))}) < 2:
+    if len(scenes) == 1 and len(by_scene[scenes[0]]) < 2:
         raise ValueError(f"split '{split}': swapping instructions needs episodes of at least two paths")
 
     new_instructions = [ep.instruction for ep in episodes]
     cross_scene = 0
     for si, scene in enumerate(scenes):
-        members = by_scene[scene]
-        paths = sorted({path_of(i) for i in members}, key=str)
-        for i in members:
+        paths = sorted(by_scene[scene], key=str)
+        for k, path in enumerate(paths):
             if len(paths) > 1:
-                nxt = paths[(paths.index(path_of(i)) + 1) % len(paths)]
-                donors = [j for j in members if path_of(j) == nxt]
+                donors = by_scene[scene][paths[(k + 1) % len(paths)]]
             else:  # a single path in this scene: the next scene's episodes
-                donors = by_scene[scenes[(si + 1) % len(scenes)]]
-                cross_scene += 1
-            rank = [j for j in members if path_of(j) == path_of(i)].index(i)
-            new_instructions[i] = episodes[donors[rank % len(donors)]].instruction
+                nxt = by_scene[scenes[(si + 1) % len(scenes)]]
+                donors = sorted(i for members in nxt.values() for i in members)  # file order
+                cross_scene += len(by_scene[scene][path])
+            for rank, i in enumerate(by_scene[scene][path]):
+                new_instructions[i] = episodes[donors[rank % len(donors)]].instruction
     for ep, ins in zip(episodes, new_instructions, strict=True):
         ep.instruction = ins
 

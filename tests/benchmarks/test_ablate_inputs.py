@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import vlm
 from benchmarks.ablate_inputs import (
@@ -16,10 +15,8 @@ from benchmarks.ablate_inputs import (
     main,
     other_trajectory_instructions,
 )
-from tests.vlm.train.test_real_model import _conditioned_data
-from vlm.train.dataset import EncoderConfig, MixtureDataset, SampleEncoder, TrajectoryDataset
-from vlm.train.registry import DatasetEntry
-from vlm.train.trainer import TrainConfig, train
+from tests.vlm.train.test_real_model import _conditioned_data, train_conditioned_model
+from vlm.train.dataset import TrajectoryDataset
 
 
 def test_views_change_only_what_they_name(tmp_path):
@@ -57,21 +54,9 @@ def test_other_instruction_never_comes_from_the_same_path():
 def test_ablations_find_the_input_a_model_uses(tmp_path, condition):
     """A model trained to answer from the instruction loses it under `other_instruction` and keeps it with black
     frames; one trained on the current frame's colour the other way round (and keeps it without the history)."""
-    from agent.prompt import prompt_phrases
     from benchmarks.ablate_inputs import sample_ablations
 
-    train_dir = _conditioned_data(tmp_path / "train", condition, 40, seed=0)
-    ds = MixtureDataset([DatasetEntry("d", train_dir)])
-    corpus = [turn["value"] for s in ds.datasets[0].samples for turn in s["conversations"]]
-    tok = vlm.build_tokenizer(corpus, vocab_size=400, phrases=prompt_phrases())
-    torch.manual_seed(0)
-    model = vlm.build_model(vlm.tiny_config(vocab_size=len(tok)), tok)
-    enc = SampleEncoder(tok, model.image_processor, EncoderConfig(action_token_weight=5.0))
-    cfg = TrainConfig(
-        output_dir=str(tmp_path / "run"), steps=120, batch_size=16, lr=3e-3, warmup_ratio=0.05,
-        save_every=10**6, log_every=10**6, tune_vision_tower=True, cache_vision_features="no",
-    )  # fmt: skip
-    train(model, ds, enc, cfg, show_progress=False)
+    train_conditioned_model(tmp_path, condition)  # saved in tmp_path / "run"
     held_out = _conditioned_data(tmp_path / "val", condition, 12, seed=1)
     r = sample_ablations(
         tmp_path / "run",

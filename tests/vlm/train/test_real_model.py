@@ -156,17 +156,12 @@ def _conditioned_data(root, condition: str, trajectories: int, seed: int):
     return root
 
 
-@pytest.mark.parametrize("condition", ["instruction", "image"])
-def test_training_learns_answers_conditioned_on_instruction_or_image(tmp_path, condition):
-    """The whole path (prompt phrases tokenizer, splice, answer loss, trainer) learns a held-out mapping from the
-    instruction text and, separately, from the current frame: a trainer that ignores either input (a masking or
-    splicing bug) stays at chance (1/3) here and fails; a real navigation run's plateau is then about the data."""
+def train_conditioned_model(tmp_path, condition: str):
+    """(model, encoder) after 120 steps on `_conditioned_data(tmp_path / "train", condition, 40)`; the model is
+    also saved as a checkpoint in `tmp_path / "run"`."""
     from agent.prompt import prompt_phrases
-    from vlm.train.action_eval import action_accuracy
 
-    train_dir = _conditioned_data(tmp_path / "train", condition, 40, seed=0)
-    held_out = MixtureDataset([DatasetEntry("v", _conditioned_data(tmp_path / "val", condition, 8, seed=1))])
-    ds = MixtureDataset([DatasetEntry("d", train_dir)])
+    ds = MixtureDataset([DatasetEntry("d", _conditioned_data(tmp_path / "train", condition, 40, seed=0))])
     corpus = [turn["value"] for s in ds.datasets[0].samples for turn in s["conversations"]]
     tok = vlm.build_tokenizer(corpus, vocab_size=400, phrases=prompt_phrases())
     torch.manual_seed(0)
@@ -177,6 +172,18 @@ def test_training_learns_answers_conditioned_on_instruction_or_image(tmp_path, c
         save_every=10**6, log_every=10**6, tune_vision_tower=True, cache_vision_features="no",
     )  # fmt: skip
     train(model, ds, enc, cfg, show_progress=False)
+    return model, enc
+
+
+@pytest.mark.parametrize("condition", ["instruction", "image"])
+def test_training_learns_answers_conditioned_on_instruction_or_image(tmp_path, condition):
+    """The whole path (prompt phrases tokenizer, splice, answer loss, trainer) learns a held-out mapping from the
+    instruction text and, separately, from the current frame: a trainer that ignores either input (a masking or
+    splicing bug) stays at chance (1/3) here and fails; a real navigation run's plateau is then about the data."""
+    from vlm.train.action_eval import action_accuracy
+
+    model, enc = train_conditioned_model(tmp_path, condition)
+    held_out = MixtureDataset([DatasetEntry("v", _conditioned_data(tmp_path / "val", condition, 8, seed=1))])
     for mode in ("teacher_forced", "generate"):  # generate = what the agent would answer
         result = action_accuracy(model.eval(), held_out, enc, list(range(len(held_out))), mode=mode)
         assert result["kind_acc"] >= 0.9, result
