@@ -245,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model {args.model}, samples {args.samples}")
         print(ablation_table(results))
         if args.json is not None:
-            args.json.write_text(json.dumps({"model": str(args.model), "results": results}, indent=2))
+            from benchmarks.store import atomic_write_json
+
+            atomic_write_json(args.json, {"model": str(args.model), "results": results})
         return 0
 
     if any(args.output.glob("datasets/*/*")):

@@ -16,7 +16,6 @@ The settings compared: habitat's rule (turn when more than half a turn step off)
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
@@ -112,7 +111,9 @@ def main(
         )
     Console(width=170).print(table)
     if json_out is not None:
-        json_out.write_text(json.dumps(results, indent=2))
+        from benchmarks.store import atomic_write_json
+
+        atomic_write_json(json_out, results)
 
 
 if __name__ == "__main__":

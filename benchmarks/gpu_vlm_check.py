@@ -14,7 +14,6 @@ goes and a markdown table at the end (NaVILA reports ~595 ms per call on an RTX 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -251,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
             say(f"{attn}: batch {batches[-1]} throughput / batch 1 = {gain:.2f}x")
     say(f"total {time.perf_counter() - start:.0f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"environment": environment(device), "rows": rows}, indent=2))
+        from benchmarks.store import atomic_write_json
+
+        atomic_write_json(Path(args.json), {"environment": environment(device), "rows": rows})
     return 0 if rows else 1
 
 
