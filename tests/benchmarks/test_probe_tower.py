@@ -76,7 +76,10 @@ def test_cli_probes_a_collected_folder_and_names_what_is_missing(tmp_path, monke
     import vlm
     from benchmarks.cli import app
 
-    monkeypatch.setenv("NAVILA_AGENT_GEN_HOUSES", "3")  # three houses, two episodes each: seconds
+    # Three houses, two episodes each (seconds), in a cache of this test's own: the session's cache may already hold
+    # a one-house r2r_train from another test.
+    monkeypatch.setenv("NAVILA_AGENT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NAVILA_AGENT_GEN_HOUSES", "3")
     monkeypatch.setenv("NAVILA_AGENT_GEN_EPISODES", "2")
     data = tmp_path / "collected"
     args = [
@@ -101,7 +104,7 @@ def test_cli_probes_a_collected_folder_and_names_what_is_missing(tmp_path, monke
     results = json.loads(out.read_text())["results"]
     assert set(results) == {"room", "room_type", "room_colour", "object", "object_side", "clearance"}
     probed = {k: r for k, r in results.items() if "skipped" not in r}
-    assert "room_type" in probed and probed["room_type"]["test_houses"] == 1
+    assert "room_type" in probed and probed["room_type"]["test_houses"] == 1, results
     for target, r in results.items():
         assert target in printed
         if "skipped" not in r:
