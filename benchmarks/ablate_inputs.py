@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.store import atomic_write_json
+
 DECISIONS = ("all", "first", "later")
 SAMPLE_ABLATIONS = ("full", "other_instruction", "current_as_history", "no_history", "black_frames")
 
@@ -245,8 +247,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model {args.model}, samples {args.samples}")
         print(ablation_table(results))
         if args.json is not None:
-            from benchmarks.store import atomic_write_json
-
             atomic_write_json(args.json, {"model": str(args.model), "results": results})
         return 0
 

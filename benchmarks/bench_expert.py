@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from benchmarks.store import atomic_write_json
 from envs.follower import EXPERT_LATERAL_TOLERANCE_M, EXPERT_TURN_HYSTERESIS_DEG, count_zigzags
 
 SETTINGS: dict[str, dict[str, float]] = {
@@ -111,8 +112,6 @@ def main(
         )
     Console(width=170).print(table)
     if json_out is not None:
-        from benchmarks.store import atomic_write_json
-
         atomic_write_json(json_out, results)
 
 

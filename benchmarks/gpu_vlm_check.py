@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.store import atomic_write_json
+
 NAVILA_TEXT_TOKENS = (62, 110)  # llama-3 tokens before the first <image> and after the last one (system + NaVILA prompt)
 
 
@@ -250,8 +252,6 @@ def main(argv: list[str] | None = None) -> int:
             say(f"{attn}: batch {batches[-1]} throughput / batch 1 = {gain:.2f}x")
     say(f"total {time.perf_counter() - start:.0f} s")
     if args.json:
-        from benchmarks.store import atomic_write_json
-
         atomic_write_json(Path(args.json), {"environment": environment(device), "rows": rows})
     return 0 if rows else 1
 

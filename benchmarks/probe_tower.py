@@ -27,7 +27,6 @@ house is decoded little better than the majority guess, although the training ho
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from collections import Counter, defaultdict
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.store import atomic_write_json
 from envs.scenes.generator import WALL_PAINTS
 
 TARGETS = ("room", "room_type", "room_colour", "object", "object_side", "clearance")
@@ -99,34 +99,34 @@ def probe_target(
     val_houses = set(train_names[-max(1, len(train_names) // 4) :])
     house = np.array(houses)
     test = np.isin(house, list(test_houses))
+    train = ~test
     val = np.isin(house, list(val_houses))
-    classes = sorted(set(np.array(labels)[~test]))
+    classes = sorted(set(np.array(labels)[train]))
+    if len(classes) < 2:
+        raise ValueError(f"only one class ({classes}) in the training houses: nothing to probe")
     index = {c: i for i, c in enumerate(classes)}
     y = torch.tensor([index.get(label, -1) for label in labels])  # -1: a label no training house has
     x = torch.tensor(features, dtype=torch.float32)
-    mean, std = x[~torch.tensor(test)].mean(0), x[~torch.tensor(test)].std(0) + 1e-6
-    x = (x - mean) / std
+    x = (x - x[train].mean(0)) / (x[train].std(0) + 1e-6)
 
     def accuracy(probe: torch.nn.Linear, mask: np.ndarray) -> float:
         with torch.no_grad():
             return float((probe(x[mask]).argmax(1) == y[mask]).float().mean())
 
-    fit, pick = ~test & ~val, val
-    if len(classes) < 2:
-        raise ValueError(f"only one class ({classes}) in the training houses: nothing to probe")
+    fit = train & ~val
     scores = {
-        wd: accuracy(fit_softmax_probe(x[fit], y[fit], len(classes), wd, steps), pick) for wd in WEIGHT_DECAYS
+        wd: accuracy(fit_softmax_probe(x[fit], y[fit], len(classes), wd, steps), val) for wd in WEIGHT_DECAYS
     }
     best = max(WEIGHT_DECAYS, key=lambda wd: (scores[wd], wd))
-    probe = fit_softmax_probe(x[~test], y[~test], len(classes), best, steps)
-    majority = Counter(np.array(labels)[~test].tolist()).most_common(1)[0][0]
+    probe = fit_softmax_probe(x[train], y[train], len(classes), best, steps)
+    majority = Counter(np.array(labels)[train].tolist()).most_common(1)[0][0]
     return {
         "classes": len(classes),
-        "train_samples": int((~test).sum()),
+        "train_samples": int(train.sum()),
         "test_samples": int(test.sum()),
         "train_houses": len(names) - n_test,
         "test_houses": n_test,
-        "train_acc": accuracy(probe, ~test),
+        "train_acc": accuracy(probe, train),
         "test_acc": accuracy(probe, test),
         "majority_acc": float(np.mean(np.array(labels)[test] == majority)),
         "weight_decay": best,
@@ -148,7 +148,8 @@ def frame_features(
     tower, mean and max over its tokens [N, 2C]) and `pixels` (a thumbnail [N, 3·THUMBNAIL²]); their targets; the
     house (scene id) of each."""
     import vlm
-    from vlm.train.dataset import SampleEncoder, TrajectoryDataset
+    from benchmarks.collect import TRAJECTORIES_FILE, read_jsonl
+    from vlm.train.dataset import FrameStore, SampleEncoder, TrajectoryDataset
     from vlm.train.frame_features import encode_frames
 
     data = TrajectoryDataset(samples)
@@ -160,10 +161,8 @@ def frame_features(
     picks = [qa[int(j)] for j in np.linspace(0, len(qa) - 1, num=min(limit, len(qa))).round()]
     scene_of: dict[tuple[str, str], str] = {}
     for shard in sorted(Path(samples).glob("shard-*")):
-        for line in (shard / "trajectories.jsonl").read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                scene_of[(shard.name, row["traj"])] = row["scene_id"]
+        for row in read_jsonl(shard / TRAJECTORIES_FILE):
+            scene_of[(shard.name, row["traj"])] = row["scene_id"]
     model = vlm.load(model_path, device="cpu", dtype="float32")
     encoder = SampleEncoder(model.tokenizer, model.image_processor)
     by_file: dict[tuple[Path, str], list[int]] = defaultdict(list)
@@ -173,8 +172,11 @@ def frame_features(
     pixels: dict[int, np.ndarray] = {}
     from rich.progress import track
 
-    for members in track(list(by_file.values()), description="tower features"):
-        frames = np.stack([data.frames_for(i)[-1] for i in members])  # current frame of each [n, H, W, 3]
+    for (shard, frames_file), members in track(list(by_file.items()), description="tower features"):
+        store = FrameStore(
+            shard / frames_file
+        )  # only each sample's current frame is decoded, not its history
+        frames = np.stack([store.frame(data.samples[i]["frames"][-1]) for i in members])  # [n, H, W, 3]
         out = encode_frames(model, encoder, frames).astype(np.float32)  # [n, tokens, C]
         for i, frame, f in zip(members, frames, out, strict=True):
             tower[i] = np.concatenate([f.mean(0), f.max(0)])
@@ -263,8 +265,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {args.model}, samples {args.samples}")
     print(probe_table(results))
     if args.json is not None:
-        from benchmarks.store import atomic_write_json
-
         atomic_write_json(
             args.json, {"model": str(args.model), "samples": str(args.samples), "results": results}
         )
