@@ -69,6 +69,27 @@ def labels_of(qa_kind: str, answer: str) -> dict[str, str]:
     return {}
 
 
+def scene_ids(samples: Path) -> dict[tuple[str, str], str]:
+    """(shard folder name, trajectory id) → scene id (the house) of every finished trajectory of a collected folder."""
+    from benchmarks.collect import TRAJECTORIES_FILE, read_jsonl
+
+    scene_of: dict[tuple[str, str], str] = {}
+    for shard in sorted(Path(samples).glob("shard-*")):
+        for row in read_jsonl(shard / TRAJECTORIES_FILE):
+            scene_of[(shard.name, row["traj"])] = row["scene_id"]
+    return scene_of
+
+
+def held_out_houses(houses: Sequence[str], holdout: float) -> set[str]:
+    """The last `holdout` share (at least one) of the sorted house names: the houses a probe, or the tower's
+    fine-tuning (`navila-agent train-tower`), never trains on. The same rule in both, so a tower fine-tuned with
+    --holdout H is probed with --holdout H on houses it never saw."""
+    names = sorted(set(houses))
+    if holdout <= 0:
+        return set()
+    return set(names[-max(1, round(len(names) * holdout)) :])
+
+
 def fit_softmax_probe(
     x: torch.Tensor, y: torch.Tensor, classes: int, weight_decay: float, steps: int = 300, seed: int = 0
 ) -> torch.nn.Linear:
@@ -91,10 +112,10 @@ def probe_target(
     The last `holdout` share of the sorted house names is held out; the weight decay is picked on the last
     quarter of the training houses, then the probe is refitted on all training houses."""
     names = sorted(set(houses))
-    n_test = max(1, round(len(names) * holdout))
+    test_houses = held_out_houses(houses, max(holdout, 1e-9))
+    n_test = len(test_houses)
     if len(names) - n_test < 2:
         raise ValueError(f"need at least 3 houses to probe (2 to fit, 1 to test), got {len(names)}")
-    test_houses = set(names[-n_test:])
     train_names = names[:-n_test]
     val_houses = set(train_names[-max(1, len(train_names) // 4) :])
     house = np.array(houses)
@@ -148,7 +169,6 @@ def frame_features(
     tower, mean and max over its tokens [N, 2C]) and `pixels` (a thumbnail [N, 3·THUMBNAIL²]); their targets; the
     house (scene id) of each."""
     import vlm
-    from benchmarks.collect import TRAJECTORIES_FILE, read_jsonl
     from vlm.train.dataset import FrameStore, SampleEncoder, TrajectoryDataset
     from vlm.train.frame_features import encode_frames
 
@@ -159,10 +179,7 @@ def frame_features(
             f"{samples}: no scene-QA samples; collect with `navila-agent collect --scene-qa-every K` (generated houses)"
         )
     picks = [qa[int(j)] for j in np.linspace(0, len(qa) - 1, num=min(limit, len(qa))).round()]
-    scene_of: dict[tuple[str, str], str] = {}
-    for shard in sorted(Path(samples).glob("shard-*")):
-        for row in read_jsonl(shard / TRAJECTORIES_FILE):
-            scene_of[(shard.name, row["traj"])] = row["scene_id"]
+    scene_of = scene_ids(samples)
     model = vlm.load(model_path, device="cpu", dtype="float32")
     encoder = SampleEncoder(model.tokenizer, model.image_processor)
     by_file: dict[tuple[Path, str], list[int]] = defaultdict(list)

@@ -117,9 +117,20 @@ class EfficientNetLite0(nn.Module):
         self.memory_format = torch.channels_last
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.forward_from(self.forward_until(pixels, len(self._blocks)), len(self._blocks))
+
+    def forward_until(self, pixels: torch.Tensor, first_block: int) -> torch.Tensor:
+        """The stem and blocks[:first_block]: the activation [N, C, H, W] that blocks[first_block] takes. With
+        `forward_from` it splits the tower where fine-tuning begins (vlm/train/tower_facts.py caches this part)."""
         pixels = pixels.contiguous(memory_format=self.memory_format)
         x = F.relu6(self._bn0(self._conv_stem(pixels)))  # [N, 32, S/2, S/2]
-        for block in self._blocks:
+        for block in self._blocks[:first_block]:
+            x = block(x)
+        return x
+
+    def forward_from(self, x: torch.Tensor, first_block: int) -> torch.Tensor:
+        """blocks[first_block:] and the head on an activation from `forward_until`: tokens [N, g*g, 1280]."""
+        for block in self._blocks[first_block:]:
             x = block(x)  # ... -> [N, 320, S/32, S/32]
         x = F.relu6(self._bn1(self._conv_head(x)))  # [N, 1280, g, g]
         return x.flatten(2).transpose(1, 2)  # [N, g*g, 1280]

@@ -30,10 +30,12 @@ from benchmarks.cli import viz as _viz  # noqa: E402  (viz serve / viz export)
 
 _viz.register(app)
 from benchmarks.cli import collect as _collect  # noqa: E402  (collect)
+from benchmarks.cli import tower as _tower  # noqa: E402  (train-tower)
 from benchmarks.cli import train as _train  # noqa: E402  (train)
 
 _collect.register(app)
 _train.register(app)
+_tower.register(app)
 from benchmarks.cli import compare as _compare  # noqa: E402  (compare)
 
 _compare.register(app)

@@ -65,3 +65,14 @@ def test_batchnorm_stays_frozen_in_train_mode() -> None:
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="image_size must be a positive multiple of 32"):
         EfficientNetLiteConfig(image_size=100)
+
+
+@pytest.mark.parametrize("first_block", [0, 11, 16])
+def test_a_split_forward_gives_the_whole_forward(first_block: int) -> None:
+    """forward_until + forward_from (where tower fine-tuning caches the frozen part) equal forward at any split."""
+    torch.manual_seed(0)
+    net = EfficientNetLite0(EfficientNetLiteConfig(image_size=64)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        split = net.forward_from(net.forward_until(x, first_block), first_block)
+        assert torch.equal(split, net(x))

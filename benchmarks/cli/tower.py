@@ -1,0 +1,155 @@
+"""`navila-agent train-tower`: fine-tune the top of the vision tower on scene facts (stage 0, before `train`).
+
+    navila-agent collect --split r2r_train --output data/r2r_qa --scene-qa-every 2 --frame-codec npz
+    navila-agent train-tower --samples data/r2r_qa --output runs/tower --epochs 6       # ~25 min on 2 CPU cores
+    python -m benchmarks.probe_tower --samples data/r2r_qa --model runs/tower           # held-out houses
+    navila-agent train --model runs/tower --data-mixture ... --output runs/nav          # the navigator on it
+
+The labels are the answers of the folder's scene-QA samples: the room the agent is in ("pink bedroom") and the
+nearest object in view ("red sofa", or none), read by `benchmarks.probe_tower.labels_of`. The last --holdout share
+of the houses is never trained on and is scored after every epoch, by the same rule `probe_tower --holdout` uses.
+Use --holdout 0 for a tower that is meant to ship. The result is the --model checkpoint with the fine-tuned tower,
+written to --output. Rerunning the same command continues from the last finished epoch (vlm/train/tower_facts.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from benchmarks.cli.train import _fail
+
+TASKS = ("room", "room_type", "room_colour", "object", "object_side", "clearance")  # probe_tower.TARGETS
+
+
+def fact_examples(data: Any, samples: Path, tasks: list[str], limit: int, holdout: float) -> list[Any]:
+    """Up to `limit` examples, spread evenly over the folder's scene-QA samples whose answers give one of `tasks`;
+    those in the held-out houses (`probe_tower.held_out_houses`) are marked held out."""
+    import numpy as np
+
+    from benchmarks.probe_tower import held_out_houses, labels_of, scene_ids
+    from vlm.train.tower_facts import FactExample
+
+    scene_of = scene_ids(samples)
+    rows: list[tuple[int, str, str, str]] = []
+    for i, s in enumerate(data.samples):
+        if s.get("task") != "scene_qa":
+            continue
+        labels = labels_of(s["qa_kind"], s["conversations"][1]["value"])
+        for task in tasks:
+            if task in labels:
+                rows.append((i, task, labels[task], scene_of[(data.frame_source(i)[0].name, s["traj"])]))
+    if not rows:
+        raise ValueError(
+            f"--samples {samples}: no scene-QA answers for {', '.join(tasks)}; collect with "
+            "`navila-agent collect --scene-qa-every K` (generated houses)"
+        )
+    picks = np.linspace(0, len(rows) - 1, num=min(limit, len(rows))).round().astype(int)
+    rows = [rows[j] for j in sorted(set(picks.tolist()))]
+    test = held_out_houses([r[3] for r in rows], holdout)
+    return [FactExample(i, task, label, house in test) for i, task, label, house in rows]
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train-tower` to the navila-agent app."""
+
+    @app.command("train-tower")
+    def train_tower_command(
+        samples: Path = typer.Option(
+            ..., help="Collected folder with scene-QA samples (navila-agent collect --scene-qa-every K)."
+        ),
+        output: Path = typer.Option(
+            ..., help="Where the checkpoint with the fine-tuned tower goes; rerun to resume."
+        ),
+        model: Path = typer.Option(
+            None, help="Checkpoint whose tower is fine-tuned (default: the shipped model)."
+        ),
+        tasks: str = typer.Option(
+            "room,object", help=f"Comma-separated facts the tower learns to name: {', '.join(TASKS)}."
+        ),
+        tune_blocks: int = typer.Option(5, help="The last N blocks of the tower (and its head) are trained."),
+        epochs: int = typer.Option(6, help="Passes over the training examples."),
+        limit: int = typer.Option(8000, help="Examples used at most, spread evenly over the folder."),
+        holdout: float = typer.Option(
+            0.2, help="Share of the houses never trained on, scored every epoch (0: train on all)."
+        ),
+        batch_size: int = typer.Option(32, help="Frames per optimizer step."),
+        lr: float = typer.Option(1e-4, help="The tower's learning rate (AdamW)."),
+        head_lr: float = typer.Option(1e-3, help="The task heads' learning rate."),
+        seed: int = typer.Option(0, help="Seed of the heads' init and the example order."),
+    ) -> None:
+        """Stage 0: teach the vision tower the scene facts instructions name, before training the navigator."""
+        import json
+
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        wanted = [t.strip() for t in tasks.split(",") if t.strip()]
+        unknown = [t for t in wanted if t not in TASKS]
+        if unknown or not wanted:
+            raise _fail(
+                f"--tasks: unknown {', '.join(unknown) or '(none given)'}; available: {', '.join(TASKS)}"
+            )
+        if not (samples / "manifest.json").is_file():
+            raise _fail(f"--samples {samples}: not a collected folder (no manifest.json)")
+        if not 0 <= holdout < 1:
+            raise _fail(f"--holdout must be at least 0 and below 1, got {holdout}")
+        if limit < 2:
+            raise _fail(f"--limit must be at least 2, got {limit}")
+        if model is None:
+            from benchmarks.cli.evaluate import default_model_path
+
+            model = default_model_path()
+        if not (model / "config.json").is_file():
+            raise _fail(f"--model {model}: not a checkpoint folder (expected config.json)")
+
+        import vlm
+        from vlm.train.dataset import SampleEncoder, TrajectoryDataset
+        from vlm.train.tower_facts import TowerFactsConfig, check_tune_blocks, train_tower_facts
+
+        try:
+            data = TrajectoryDataset(samples)
+            examples = fact_examples(data, samples, wanted, limit, holdout)
+            net = vlm.load(model, device="cpu", dtype="float32")
+            check_tune_blocks(net, tune_blocks)
+        except ValueError as e:
+            raise _fail(str(e)) from None
+        held = sum(e.held_out for e in examples)
+        console.print(
+            f"{len(examples) - held} training and {held} held-out examples ({', '.join(wanted)}) from {samples}; "
+            f"tuning the last {tune_blocks} blocks of {model}'s tower",
+            highlight=False,
+        )
+        encoder = SampleEncoder(net.tokenizer, net.image_processor)
+        config = TowerFactsConfig(
+            output_dir=str(output),
+            tune_blocks=tune_blocks,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            head_lr=head_lr,
+            seed=seed,
+        )
+        output.mkdir(parents=True, exist_ok=True)
+        try:
+            result = train_tower_facts(net, encoder, data, examples, config, console)
+        except ValueError as e:
+            raise _fail(str(e)) from None
+        except KeyboardInterrupt:
+            console.print(
+                f"interrupted: rerun the same command to resume from the last finished epoch in {output}"
+            )
+            raise typer.Exit(130) from None
+        last = result.epochs[-1] if result.epochs else {}
+        console.print(
+            json.dumps({"epochs": len(result.epochs), "resumed_from": result.resumed_from,
+                        "held_out_acc": last.get("held_out_acc", {}), "seconds": round(result.seconds, 1)}),
+            highlight=False,
+        )  # fmt: skip
+        console.print(
+            f"model saved to {output}; probe it with python -m benchmarks.probe_tower --samples {samples} "
+            f"--model {output} --holdout {holdout or 0.2}",
+            highlight=False,
+        )

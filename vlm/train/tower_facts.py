@@ -1,0 +1,307 @@
+"""Stage 0: fine-tune the top of the vision tower on scene facts before the navigator trains on its features.
+
+An ImageNet tower keeps what tells ImageNet classes apart, not what a navigation instruction names. In the
+generated houses, `benchmarks/probe_tower.py` showed this for the shipped EfficientNet-Lite0: a linear probe read
+the room's name in an unseen house at 0.27 (the majority guess is 0.23), and its paint colour worse than an 8 × 8
+thumbnail does. This stage trains the last `tune_blocks` blocks and the head of the tower, through one linear
+classifier per task on the mean of the tower's tokens, to name scene facts of the current frame: the room it is in,
+the nearest object in view. The facts come from scene-QA samples (`navila-agent collect --scene-qa-every K`). The
+heads are dropped afterwards; the result is the input checkpoint with the new tower, and its projector and LM
+unchanged. Train the navigator on it next (`navila-agent train --model OUTPUT`).
+
+Only the tuned top of the tower runs in the training loop. The frozen stem and lower blocks run once per frame, and
+their activations are kept in memory as fp16 (about 44 KB per 224-px frame when the last 5 blocks are tuned). This
+makes the stage a CPU job: session 11 ran 8,000 frames for 6 epochs in about 25 minutes on 2 cores. BatchNorm keeps
+its running statistics (`EfficientNetLite0.train`).
+
+Examples marked `held_out` (the CLI holds out whole houses) are never trained on. After every epoch they are
+scored: per-task accuracy of the heads on houses the tower never saw. A label that only held-out houses have
+counts as an error. Progress is saved after every epoch in OUTPUT/tower_facts/, so rerunning the same command
+continues from the last finished epoch. The final checkpoint is written last, with its config.json last of all.
+
+Only EfficientNet-Lite0 towers (the embedded model) can be split this way. A SigLIP/CLIP tower gets an error
+naming the alternative: LLaVA stage 1 (`navila-agent train --stage1`), which trains tower and projector on the
+navigation loss.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+STATE_FOLDER = "tower_facts"  # OUTPUT/tower_facts/{state.pt, log.jsonl, summary.json}
+
+
+@dataclass(frozen=True)
+class FactExample:
+    """One labelled frame: the current frame of sample `sample` of a TrajectoryDataset, and one fact about it."""
+
+    sample: int  # index into TrajectoryDataset.samples; its last frame index is the current view
+    task: str  # what the label is about: "room", "object", ...
+    label: str  # the fact: "pink bedroom", "red sofa", "none"
+    held_out: bool = False  # scored after every epoch, never trained on
+
+
+@dataclass
+class TowerFactsConfig:
+    """Settings of the stage (saved with its state; a resume checks that they did not change)."""
+
+    output_dir: str
+    tune_blocks: int = 5  # the last N MBConv blocks of the tower, plus its head convolution, are trained
+    epochs: int = 6
+    batch_size: int = 32
+    lr: float = 1e-4  # the tower's learning rate (AdamW)
+    head_lr: float = 1e-3  # the task heads' learning rate
+    weight_decay: float = 1e-2
+    seed: int = 0
+
+
+@dataclass
+class TowerFactsResult:
+    """What the stage did: per-epoch training and held-out accuracy per task, and its time."""
+
+    epochs: list[dict[str, Any]]
+    classes: dict[str, list[str]]
+    train_examples: int
+    held_out_examples: int
+    resumed_from: int  # epochs already finished when this invocation started
+    seconds: float
+
+
+def _tower_net(model: Any) -> Any:
+    from vlm.efficientnet import EfficientNetLite0
+
+    net = model.vision_tower.encoder
+    if not isinstance(net, EfficientNetLite0):
+        raise ValueError(
+            f"tower fine-tuning on scene facts splits EfficientNet-Lite0 towers (the embedded model); this "
+            f"checkpoint's tower is '{model.vision_tower.kind}'. Use `navila-agent train --stage1` instead."
+        )
+    return net
+
+
+def check_tune_blocks(model: Any, tune_blocks: int) -> int:
+    """The index of the first tuned block; a clear error when `tune_blocks` is out of range for this tower."""
+    blocks = len(_tower_net(model)._blocks)
+    if not 0 <= tune_blocks <= blocks:
+        raise ValueError(
+            f"--tune-blocks must be between 0 and {blocks} (this tower's blocks), got {tune_blocks}"
+        )
+    return blocks - tune_blocks
+
+
+def frozen_activations(
+    model: Any,
+    encoder: Any,
+    data: Any,
+    examples: Sequence[FactExample],
+    first_block: int,
+    progress: bool = True,
+) -> torch.Tensor:
+    """The frozen part's output for every example's current frame, fp16 [N, C, H, W]; each trajectory file is
+    opened once and only the frames that examples use are decoded."""
+    from vlm.train.dataset import FrameStore
+
+    net = _tower_net(model)
+    by_file: dict[tuple[Path, str], list[int]] = defaultdict(list)
+    for n, example in enumerate(examples):
+        by_file[data.frame_source(example.sample)].append(n)
+    out: list[torch.Tensor | None] = [None] * len(examples)
+    groups = list(by_file.items())
+    if progress:
+        from rich.progress import track
+
+        groups = track(groups, description="frozen tower part", transient=True)
+    net.eval()
+    with torch.no_grad():
+        for (shard, frames_file), members in groups:
+            store = FrameStore(shard / frames_file)
+            frames = np.stack([store.frame(data.samples[examples[n].sample]["frames"][-1]) for n in members])
+            x = encoder.normalize(encoder.pixels(frames)).float()
+            acts = net.forward_until(x, first_block).to(torch.float16)
+            for n, a in zip(members, acts, strict=True):
+                out[n] = a
+    return torch.stack(out)  # type: ignore[arg-type]
+
+
+def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> int:
+    return int((logits.argmax(1) == y).sum())
+
+
+def train_tower_facts(
+    model: Any,
+    encoder: Any,
+    data: Any,
+    examples: Sequence[FactExample],
+    config: TowerFactsConfig,
+    console: Any = None,
+) -> TowerFactsResult:
+    """Fine-tune the top of `model`'s tower on `examples` and write `model` with that tower to config.output_dir.
+
+    data: the TrajectoryDataset the examples index. Resumes from OUTPUT/tower_facts/state.pt when it exists."""
+    t_start = time.perf_counter()
+    output = Path(config.output_dir)
+    state_dir = output / STATE_FOLDER
+    first_block = check_tune_blocks(model, config.tune_blocks)
+    if config.epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {config.epochs}")
+    train_rows = [i for i, e in enumerate(examples) if not e.held_out]
+    test_rows = [i for i, e in enumerate(examples) if e.held_out]
+    if not train_rows:
+        raise ValueError("no training examples: every example is held out")
+    tasks = sorted({examples[i].task for i in train_rows})
+    classes = {t: sorted({examples[i].label for i in train_rows if examples[i].task == t}) for t in tasks}
+    for task, names in classes.items():
+        if len(names) < 2:
+            raise ValueError(
+                f"task '{task}' has one class ({names[0]}) in the training examples: nothing to learn"
+            )
+    task_id = torch.tensor([tasks.index(e.task) if e.task in tasks else -1 for e in examples])
+    index = {t: {c: k for k, c in enumerate(names)} for t, names in classes.items()}
+    y = torch.tensor([index.get(e.task, {}).get(e.label, -1) for e in examples])  # -1: unseen in training
+
+    net = _tower_net(model)
+    tuned = [p for block in net._blocks[first_block:] for p in block.parameters()]
+    tuned += list(net._conv_head.parameters())
+    for p in net.parameters():
+        p.requires_grad_(False)
+    for p in tuned:
+        p.requires_grad_(True)
+    torch.manual_seed(config.seed)
+    heads = torch.nn.ModuleDict(
+        {t: torch.nn.Linear(net._conv_head.out_channels, len(c)) for t, c in classes.items()}
+    )
+    optimizer = torch.optim.AdamW(
+        [{"params": tuned, "lr": config.lr}, {"params": heads.parameters(), "lr": config.head_lr}],
+        weight_decay=config.weight_decay,
+    )
+    fingerprint = {"config": {k: v for k, v in asdict(config).items() if k not in ("output_dir", "epochs")},
+                   "classes": classes, "examples": len(examples)}  # fmt: skip
+    done_epochs, history = 0, []
+    state_path = state_dir / "state.pt"
+    if state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if state["fingerprint"] != fingerprint:
+            raise ValueError(
+                f"{state_path} was written with other settings or examples; use a new --output or delete "
+                f"{state_dir} to start over"
+            )
+        net.load_state_dict(state["tower"])
+        heads.load_state_dict(state["heads"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        done_epochs, history = state["epoch"], state["history"]
+    resumed_from = done_epochs
+
+    if done_epochs < config.epochs:
+        acts = frozen_activations(model, encoder, data, examples, first_block, progress=console is not None)
+
+        def pooled(rows: torch.Tensor) -> torch.Tensor:
+            x = acts[rows].float().contiguous(memory_format=torch.channels_last)
+            return net.forward_from(x, first_block).mean(1)  # [B, 1280]
+
+        def step_loss(rows: torch.Tensor, counts: dict[str, list[int]]) -> torch.Tensor:
+            features = pooled(rows)
+            loss = features.new_zeros(())
+            for k, task in enumerate(tasks):
+                mask = task_id[rows] == k
+                if mask.any():
+                    logits = heads[task](features[mask])
+                    if torch.is_grad_enabled():  # training rows; a held-out label may be -1 (unseen)
+                        loss = loss + F.cross_entropy(logits, y[rows][mask]) * mask.float().mean()
+                    counts[task][0] += _accuracy(logits, y[rows][mask])
+                    counts[task][1] += int(mask.sum())
+            return loss
+
+        for epoch in range(done_epochs, config.epochs):
+            t0 = time.perf_counter()
+            net.train()
+            order = torch.tensor(train_rows)[torch.randperm(len(train_rows))]
+            train_counts = {t: [0, 0] for t in tasks}
+            total = 0.0
+            for b in range(0, len(order), config.batch_size):
+                rows = order[b : b + config.batch_size]
+                loss = step_loss(rows, train_counts)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(rows)
+            net.eval()
+            test_counts = {t: [0, 0] for t in tasks}
+            with torch.no_grad():
+                for b in range(0, len(test_rows), 128):
+                    rows = torch.tensor(test_rows[b : b + 128])
+                    rows = rows[task_id[rows] >= 0]  # a task no training example has cannot be scored
+                    if len(rows):
+                        step_loss(rows, test_counts)
+            record = {
+                "epoch": epoch + 1,
+                "loss": total / len(train_rows),
+                "train_acc": {t: c[0] / c[1] for t, c in train_counts.items() if c[1]},
+                "held_out_acc": {t: c[0] / c[1] for t, c in test_counts.items() if c[1]},
+                "seconds": time.perf_counter() - t0,
+            }
+            history.append(record)
+            state_dir.mkdir(parents=True, exist_ok=True)
+            tmp = state_dir / f"state.pt.{os.getpid()}.tmp"
+            torch.save({"fingerprint": fingerprint, "epoch": epoch + 1, "history": history,
+                        "tower": net.state_dict(), "heads": heads.state_dict(),
+                        "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, tmp)  # fmt: skip
+            os.replace(tmp, state_path)
+            with open(state_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if console is not None:
+                held = ", ".join(f"{t} {a:.3f}" for t, a in record["held_out_acc"].items()) or "none held out"
+                train = ", ".join(f"{t} {a:.3f}" for t, a in record["train_acc"].items())
+                console.print(
+                    f"epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.3f}; training acc {train}; "
+                    f"held-out acc {held} ({record['seconds']:.0f} s)",
+                    highlight=False,
+                )
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    result = TowerFactsResult(
+        epochs=history,
+        classes=classes,
+        train_examples=len(train_rows),
+        held_out_examples=len(test_rows),
+        resumed_from=resumed_from,
+        seconds=time.perf_counter() - t_start,
+    )
+    _save_atomically(model, output)
+    tmp = state_dir / f"summary.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({**asdict(result), "config": asdict(config)}, indent=2) + "\n")
+    os.replace(tmp, state_dir / "summary.json")
+    return result
+
+
+def _save_atomically(model: Any, output: Path) -> None:
+    """The checkpoint into a temporary folder, then moved into `output`: its parts first, config.json last, so a
+    folder with config.json is always a whole checkpoint."""
+    from vlm.checkpoint import save_checkpoint
+
+    tmp = output / f".checkpoint.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_checkpoint(model, tmp)
+    (output / "config.json").unlink(missing_ok=True)
+    for part in sorted(tmp.iterdir()):
+        if part.name == "config.json":
+            continue
+        target = output / part.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(part, target)
+    os.replace(tmp / "config.json", output / "config.json")
+    tmp.rmdir()
