@@ -206,6 +206,12 @@ def train_tower_facts(
 
     if done_epochs < config.epochs:
         acts = frozen_activations(model, encoder, data, examples, first_block, progress=console is not None)
+        if console is not None:
+            console.print(
+                f"frozen part (stem + {first_block} blocks) encoded once: {tuple(acts.shape[1:])} per frame, "
+                f"{acts.numel() * acts.element_size() / 2**30:.2f} GiB in memory",
+                highlight=False,
+            )
 
         def pooled(rows: torch.Tensor) -> torch.Tensor:
             x = acts[rows].float().contiguous(memory_format=torch.channels_last)
