@@ -3,6 +3,7 @@
     navila-agent train --data-mixture r2r_gen+rxr_gen --init embedded --steps 3000 --output runs/embedded
     navila-agent train --data-mixture r2r_gen --model ckpt/navila-8b --lora --steps 500 --output runs/lora
     navila-agent train --data-mixture /tmp/collected --init embedded --stage1 --steps 200 --output runs/align
+    navila-agent train --data-mixture r2r_gen --init embedded --vision-tower runs/tower ...   # after train-tower
     navila-agent train ... --eval-every 500 --eval-split r2r_val_unseen --eval-limit 20   # SR/SPL/nDTW in the log
     accelerate launch --num_processes 8 $(which navila-agent) train ...                   # multi-GPU / multi-node
     torchrun --nproc_per_node 8 $(which navila-agent) train ...                            # the same with torchrun
@@ -74,6 +75,26 @@ def build_init_model(
     else:
         config = vlm.tiny_config(vocab_size=len(tokenizer))
     return vlm.build_model(config, tokenizer)
+
+
+def use_vision_tower(model: Any, source: Path) -> None:
+    """Put the tower saved in `source` (a checkpoint folder or its vision_tower/ folder) into the fresh `model`:
+    the navigator then trains from scratch on that tower, e.g. one `navila-agent train-tower` fine-tuned. Its kind
+    and token shape must be the fresh model's, or the projector would not fit it."""
+    from vlm.vision import load_vision_tower
+
+    folder = source / "vision_tower" if (source / "vision_tower").is_dir() else source
+    try:
+        tower = load_vision_tower(folder, model.vision_tower.selection)
+    except (FileNotFoundError, ValueError) as err:
+        raise ValueError(f"--vision-tower {source}: {err}") from None
+    mine = model.vision_tower
+    if (tower.kind, tower.num_tokens, tower.hidden_size) != (mine.kind, mine.num_tokens, mine.hidden_size):
+        raise ValueError(
+            f"--vision-tower {source}: a {tower.kind} tower with {tower.num_tokens} tokens of {tower.hidden_size}; "
+            f"the fresh model's is a {mine.kind} tower with {mine.num_tokens} tokens of {mine.hidden_size}"
+        )
+    mine.encoder.load_state_dict(tower.encoder.state_dict())
 
 
 def make_eval_fn(split: str, limit: int | None, data_root: str | None, max_steps: int | None = None):
@@ -172,6 +193,11 @@ def register(app: typer.Typer) -> None:
         init: str = typer.Option(
             None, help="Or start from a fresh model: embedded (the shipped architecture) or tiny (tests)."
         ),
+        vision_tower: Path = typer.Option(
+            None,
+            help="With --init: the fresh model gets this checkpoint's vision tower (e.g. navila-agent train-tower's "
+            "output) instead of the ImageNet one.",
+        ),
         registry: Path = typer.Option(
             None, help="Data registry YAML (default: vlm/train/registry/default.yaml)."
         ),
@@ -257,6 +283,10 @@ def register(app: typer.Typer) -> None:
             raise _fail(
                 "give exactly one of --model PATH (a checkpoint) or --init embedded|tiny (a fresh model)"
             )
+        if vision_tower is not None and init is None:
+            raise _fail(
+                "--vision-tower goes with --init (a fresh model); a --model checkpoint keeps its own tower"
+            )
         if model is not None and not (model / "config.json").is_file():
             raise _fail(
                 f"--model {model}: not a checkpoint folder (expected config.json, llm/, vision_tower/, "
@@ -315,6 +345,11 @@ def register(app: typer.Typer) -> None:
             net = vlm.load(model, device="cpu", dtype="float32")  # accelerate moves it; bf16 is autocast
         else:
             net = build_init_model(init, output, dataset, vocab_size, seed, prompt_phrases)
+            if vision_tower is not None:
+                try:
+                    use_vision_tower(net, vision_tower)
+                except ValueError as e:
+                    raise _fail(str(e)) from None
         encoder = SampleEncoder(
             net.tokenizer,
             net.image_processor,
@@ -351,9 +386,21 @@ def register(app: typer.Typer) -> None:
             "datasets": describe(entries),
             "sizes": dataset.sizes(),
             "init": init,
+            "vision_tower": str(vision_tower) if vision_tower else None,
             "model": str(model) if model else None,
             "action_token_weight": action_token_weight,
         }
+        previous = output / "train_config.json"
+        if init is not None and previous.is_file():
+            from vlm.train.trainer import find_resume_checkpoint
+
+            before = json.loads(previous.read_text()).get("vision_tower")
+            if before != run_config["vision_tower"] and find_resume_checkpoint(output) is not None:
+                # The fresh model's tower is frozen, so it is not in the checkpoint: a resume must rebuild the same.
+                raise _fail(
+                    f"{output} was trained with --vision-tower {before}; resume it with the same --vision-tower "
+                    f"(now {run_config['vision_tower']})"
+                )
         try:
             if stop_after is not None and stop_after < 1:
                 raise ValueError(f"--stop-after must be >= 1, got {stop_after}")

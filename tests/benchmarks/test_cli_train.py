@@ -206,3 +206,49 @@ def test_held_out_samples_scored_by_generation_during_training(tiny_splits, tmp_
     [scored] = [r for r in log if "eval/kind_acc" in r]
     assert scored["step"] == 2 and 0.0 <= scored["eval/kind_acc"] <= 1.0
     assert abs(sum(v for k, v in scored.items() if k.startswith("eval/share_")) - 1.0) < 1e-6
+
+
+def test_a_fresh_model_takes_the_vision_tower_it_is_given(tiny_splits, tmp_path):
+    """--init tiny --vision-tower CKPT: the navigator trains from scratch on that tower (train-tower's output), a
+    tower of another shape is refused, and a resume must name the same tower (it is frozen: not in checkpoints)."""
+    import torch
+
+    import vlm
+
+    data = tmp_path / "collected"
+    invoke(["collect", "--split", "r2r_train", "--output", str(data), "--limit", "1", "--frame-size", "32"])
+    tok = vlm.build_tokenizer(["go"], vocab_size=300)
+    torch.manual_seed(123)  # other weights than the fresh model's seed-0 tower
+    source = tmp_path / "tower_source"
+    vlm.save_checkpoint(vlm.build_model(vlm.tiny_config(vocab_size=len(tok)), tok), source)
+    run = tmp_path / "run"
+    args = ["train", "--data-mixture", str(data), "--init", "tiny", "--batch-size", "2", "--save-every", "1",
+            "--vocab-size", "400", "--output", str(run), "--steps", "1"]  # fmt: skip
+    invoke([*args, "--vision-tower", str(source)])
+    trained = vlm.load(run, device="cpu", dtype="float32").vision_tower.encoder.state_dict()
+    given = vlm.load(source, device="cpu", dtype="float32").vision_tower.encoder.state_dict()
+    assert all(torch.equal(trained[k], given[k]) for k in given)
+    assert json.loads((run / "train_config.json").read_text())["vision_tower"] == str(source)
+
+    result = CliRunner().invoke(app, [*args[:-1], "2"])  # a resume without the tower it started with
+    assert result.exit_code == 2 and "resume it with the same --vision-tower" in " ".join(
+        result.output.split()
+    )
+    other = tmp_path / "efficientnet"
+    vlm.save_checkpoint(
+        vlm.build_model(
+            vlm.tiny_config(vocab_size=len(tok), tower="efficientnet"), tok, pretrained_vision=False
+        ),
+        other,
+    )
+    wrong = ["--output", str(tmp_path / "run2"), "--vision-tower", str(other)]
+    result = CliRunner().invoke(app, [*args[:11], *wrong])
+
+    assert result.exit_code == 2 and "efficientnet_lite0 tower" in " ".join(result.output.split()), (
+        result.output
+    )
+    model = ["--model", str(source), "--vision-tower", str(source)]
+    result = CliRunner().invoke(
+        app, ["train", "--data-mixture", str(data), "--output", str(tmp_path / "r3"), *model]
+    )
+    assert result.exit_code == 2 and "--vision-tower goes with --init" in result.output
