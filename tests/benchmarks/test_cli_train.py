@@ -242,8 +242,7 @@ def test_a_fresh_model_takes_the_vision_tower_it_is_given(tiny_splits, tmp_path)
         other,
     )
     wrong = ["--output", str(tmp_path / "run2"), "--vision-tower", str(other)]
-    result = CliRunner().invoke(app, [*args[:11], *wrong])
-
+    result = CliRunner().invoke(app, [*args[:11], *wrong])  # args[:11]: everything before --output
     assert result.exit_code == 2 and "efficientnet_lite0 tower" in " ".join(result.output.split()), (
         result.output
     )
