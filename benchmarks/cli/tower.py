@@ -66,6 +66,11 @@ def register(app: typer.Typer) -> None:
         model: Path = typer.Option(
             None, help="Checkpoint whose tower is fine-tuned (default: the shipped model)."
         ),
+        init: str = typer.Option(
+            None,
+            help="Or start from a fresh model's tower: embedded (ImageNet EfficientNet-Lite0, whatever is shipped). "
+            "Its LM and projector stay untrained: use the output with `train --init embedded --vision-tower`.",
+        ),
         tasks: str = typer.Option(
             "room,object", help=f"Comma-separated facts the tower learns to name: {', '.join(TASKS)}."
         ),
@@ -98,11 +103,15 @@ def register(app: typer.Typer) -> None:
             raise _fail(f"--holdout must be at least 0 and below 1, got {holdout}")
         if limit < 2:
             raise _fail(f"--limit must be at least 2, got {limit}")
-        if model is None:
+        if init is not None and init != "embedded":
+            raise _fail(f"--init: unknown '{init}'; available: embedded")
+        if model is not None and init is not None:
+            raise _fail("give --model PATH or --init embedded, not both")
+        if model is None and init is None:
             from benchmarks.cli.evaluate import default_model_path
 
             model = default_model_path()
-        if not (model / "config.json").is_file():
+        if model is not None and not (model / "config.json").is_file():
             raise _fail(f"--model {model}: not a checkpoint folder (expected config.json)")
 
         import vlm
@@ -112,14 +121,18 @@ def register(app: typer.Typer) -> None:
         try:
             data = TrajectoryDataset(samples)
             examples = fact_examples(data, samples, wanted, limit, holdout)
-            net = vlm.load(model, device="cpu", dtype="float32")
+            if model is not None:
+                net = vlm.load(model, device="cpu", dtype="float32")
+            else:  # only the tower matters: a placeholder tokenizer, an untrained LM and projector
+                tokenizer = vlm.build_tokenizer(["the tower of a fresh embedded model"], vocab_size=300)
+                net = vlm.build_model(vlm.embedded_config(tokenizer), tokenizer)
             check_tune_blocks(net, tune_blocks)
         except ValueError as e:
             raise _fail(str(e)) from None
         held = sum(e.held_out for e in examples)
         console.print(
             f"{len(examples) - held} training and {held} held-out examples ({', '.join(wanted)}) from {samples}; "
-            f"tuning the last {tune_blocks} blocks of {model}'s tower",
+            f"tuning the last {tune_blocks} blocks of {model or 'a fresh embedded model'}'s tower",
             highlight=False,
         )
         encoder = SampleEncoder(net.tokenizer, net.image_processor)

@@ -60,6 +60,15 @@ def test_train_tower_learns_on_scene_facts_resumes_and_names_bad_input(tmp_path,
     assert '"resumed_from": 1' in result.output
     assert len((out / "tower_facts" / "log.jsonl").read_text().splitlines()) == 2
 
+    fresh = ["train-tower", "--samples", str(data), "--init", "embedded", "--output", str(tmp_path / "fresh")]
+    result = CliRunner().invoke(app, [*fresh, "--epochs", "1", "--limit", "20", "--tune-blocks", "1"])
+    assert result.exit_code == 0, result.output
+    assert "a fresh embedded model's tower" in " ".join(result.output.split())
+    fresh_tower = vlm.load(tmp_path / "fresh", device="cpu", dtype="float32").vision_tower
+    assert (
+        fresh_tower.image_processor.size == 224
+    )  # the embedded model's ImageNet tower, not the test model's
+
     def fails(extra: list[str], message: str, samples: Path = data, model_path: Path = model) -> None:
         bad = ["train-tower", "--samples", str(samples), "--model", str(model_path)]
         result = CliRunner().invoke(app, [*bad, "--output", str(tmp_path / "bad"), *extra])
@@ -70,5 +79,7 @@ def test_train_tower_learns_on_scene_facts_resumes_and_names_bad_input(tmp_path,
     fails(["--holdout", "1"], "--holdout must be")
     fails(["--tune-blocks", "40"], "--tune-blocks must be between 0 and 16")
     fails([], "--stage1", model_path=_model(tmp_path, "siglip"))
+    fails(["--init", "embedded"], "not both")
+    fails(["--init", "tiny"], "--init: unknown 'tiny'")
     fails([], "not a collected folder", samples=tmp_path)
     fails([], "--scene-qa-every", samples=_collect(tmp_path, "nav", "--limit", "1"))
