@@ -191,7 +191,7 @@ def train_tower_facts(
     done_epochs, history = 0, []
     state_path = state_dir / "state.pt"
     if state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = torch.load(state_path, map_location="cpu", weights_only=True)  # plain data: no pickled code
         if state["fingerprint"] != fingerprint:
             raise ValueError(
                 f"{state_path} was written with other settings or examples; use a new --output or delete "
