@@ -196,9 +196,10 @@ def test_held_out_samples_scored_by_generation_during_training(tiny_splits, tmp_
     data = tmp_path / "collected"
     invoke(["collect", "--split", "r2r_train", "--output", str(data), "--limit", "1", "--frame-size", "32"])
     run = tmp_path / "run"
+    # --eval-limit 0: no benchmark episodes; a 2-step model walks to the step limit (146 s of the test's 154 s).
     args = ["train", "--data-mixture", str(data), "--init", "tiny", "--batch-size", "2", "--save-every", "2",
             "--vocab-size", "400", "--output", str(run), "--steps", "2", "--eval-every", "2",
-            "--eval-samples", str(data), "--eval-samples-limit", "3"]  # fmt: skip
+            "--eval-samples", str(data), "--eval-samples-limit", "3", "--eval-limit", "0"]  # fmt: skip
     bad = CliRunner().invoke(app, [*args, "--eval-samples-mode", "beam"])
     assert bad.exit_code != 0 and "--eval-samples-mode: unknown 'beam'" in bad.output
     invoke(args)
