@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -169,7 +169,7 @@ def frame_features(
     tower, mean and max over its tokens [N, 2C]) and `pixels` (a thumbnail [N, 3·THUMBNAIL²]); their targets; the
     house (scene id) of each."""
     import vlm
-    from vlm.train.dataset import FrameStore, SampleEncoder, TrajectoryDataset
+    from vlm.train.dataset import SampleEncoder, TrajectoryDataset
     from vlm.train.frame_features import encode_frames
 
     data = TrajectoryDataset(samples)
@@ -182,22 +182,16 @@ def frame_features(
     scene_of = scene_ids(samples)
     model = vlm.load(model_path, device="cpu", dtype="float32")
     encoder = SampleEncoder(model.tokenizer, model.image_processor)
-    by_file: dict[tuple[Path, str], list[int]] = defaultdict(list)
-    for i in picks:
-        by_file[data.frame_source(i)].append(i)
     tower: dict[int, np.ndarray] = {}
     pixels: dict[int, np.ndarray] = {}
     from rich.progress import track
 
-    for (shard, frames_file), members in track(list(by_file.items()), description="tower features"):
-        store = FrameStore(
-            shard / frames_file
-        )  # only each sample's current frame is decoded, not its history
-        frames = np.stack([store.frame(data.samples[i]["frames"][-1]) for i in members])  # [n, H, W, 3]
+    files = len({data.frame_source(i) for i in picks})
+    for positions, frames in track(data.current_frames(picks), total=files, description="tower features"):
         out = encode_frames(model, encoder, frames).astype(np.float32)  # [n, tokens, C]
-        for i, frame, f in zip(members, frames, out, strict=True):
-            tower[i] = np.concatenate([f.mean(0), f.max(0)])
-            pixels[i] = thumbnail(frame)
+        for position, frame, f in zip(positions, frames, out, strict=True):
+            tower[picks[position]] = np.concatenate([f.mean(0), f.max(0)])
+            pixels[picks[position]] = thumbnail(frame)
     targets, houses = [], []
     for i in picks:
         s = data.samples[i]

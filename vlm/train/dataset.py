@@ -143,6 +143,18 @@ class TrajectoryDataset(torch.utils.data.Dataset):
                 out[i] = store.frame(f)
         return out
 
+    def current_frames(self, indices: Sequence[int]) -> Iterator[tuple[list[int], np.ndarray]]:
+        """The current (last) frame of each sample in `indices`, one trajectory file at a time: (positions into
+        `indices`, frames [n, H, W, 3] uint8). Each file is opened once and only these frames are decoded, not the
+        samples' histories. There are `len({frame_source(i) for i in indices})` groups."""
+        by_file: dict[tuple[Path, str], list[int]] = {}
+        for position, index in enumerate(indices):
+            by_file.setdefault(self.frame_source(index), []).append(position)
+        for (shard, frames_file), positions in by_file.items():
+            store = FrameStore(shard / frames_file)
+            current = [self.samples[indices[p]]["frames"][-1] for p in positions]
+            yield positions, np.stack([store.frame(f) for f in current])
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
         conv = sample["conversations"]

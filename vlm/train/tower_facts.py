@@ -30,13 +30,11 @@ import json
 import os
 import shutil
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -111,26 +109,21 @@ def frozen_activations(
 ) -> torch.Tensor:
     """The frozen part's output for every example's current frame, fp16 [N, C, H, W]; each trajectory file is
     opened once and only the frames that examples use are decoded."""
-    from vlm.train.dataset import FrameStore
-
     net = _tower_net(model)
-    by_file: dict[tuple[Path, str], list[int]] = defaultdict(list)
-    for n, example in enumerate(examples):
-        by_file[data.frame_source(example.sample)].append(n)
+    samples = [example.sample for example in examples]
     out: list[torch.Tensor | None] = [None] * len(examples)
-    groups = list(by_file.items())
+    groups: Any = data.current_frames(samples)
     if progress:
         from rich.progress import track
 
-        groups = track(groups, description="frozen tower part", transient=True)
+        total = len({data.frame_source(i) for i in samples})
+        groups = track(groups, total=total, description="frozen tower part", transient=True)
     net.eval()
     with torch.no_grad():
-        for (shard, frames_file), members in groups:
-            store = FrameStore(shard / frames_file)
-            frames = np.stack([store.frame(data.samples[examples[n].sample]["frames"][-1]) for n in members])
+        for positions, frames in groups:
             x = encoder.normalize(encoder.pixels(frames)).float()
             acts = net.forward_until(x, first_block).to(torch.float16)
-            for n, a in zip(members, acts, strict=True):
+            for n, a in zip(positions, acts, strict=True):
                 out[n] = a
     return torch.stack(out)  # type: ignore[arg-type]
 

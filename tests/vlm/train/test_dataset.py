@@ -104,3 +104,15 @@ def test_mixture_weights_and_resumable_order(tmp_path):
     assert [next(resumed) for _ in range(100)] == first[1234:1334]
     uniform = sample_index_stream(torch.ones(5, dtype=torch.float64), seed=0)
     assert sorted(next(uniform) for _ in range(5)) == [0, 1, 2, 3, 4]  # an epoch is a permutation
+
+
+def test_current_frames_decode_each_samples_last_frame_one_file_at_a_time(tmp_path):
+    """TrajectoryDataset.current_frames: positions into the given indices, grouped by trajectory file, and the
+    current (last) frame of each sample, equal to frames_for(i)[-1]."""
+    data = TrajectoryDataset(write_collected(tmp_path, {"a": ["stop"] * 3, "b": ["stop"] * 2}, num_frames=2))
+    indices = [4, 0, 2, 3]  # samples a:0 a:1 a:2 b:0 b:1; the order of the request is kept inside each file
+    groups = list(data.current_frames(indices))
+    assert [positions for positions, _ in groups] == [[0, 3], [1, 2]]
+    for positions, frames in groups:
+        for position, frame in zip(positions, frames, strict=True):
+            assert np.array_equal(frame, data.frames_for(indices[position])[-1])
