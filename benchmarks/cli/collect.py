@@ -52,7 +52,11 @@ def register(app: typer.Typer) -> None:
             "shortest-path follower), replay or follower.",
         ),
         data_root: Path = typer.Option(None, help="VLN-CE data folder (default: generated data)."),
-        frame_size: int = typer.Option(None, help="Store frames resized to SxS (default: the env's 224)."),
+        frame_size: int = typer.Option(
+            None,
+            help="Store frames resized to SxS (default: the env's 224). For smoke runs: the agent sees full-size "
+            "frames, so a model trained on resized ones sees other images at evaluation (train warns).",
+        ),
         frame_codec: str = typer.Option(
             "png",
             help="How frames are stored: png (lossless), jpeg (q95, for "

@@ -337,6 +337,13 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"data: {', '.join(f'{k} {v}' for k, v in dataset.sizes().items())} samples", highlight=False
         )
+        for name, size in dataset.resized_frames().items():
+            console.print(
+                f"warning: dataset '{name}' stores frames resized to {size}x{size} (collect --frame-size); the "
+                "agent sees the env's full-size frames (224x224 by default), so evaluation images will differ "
+                "from training ones. Collect without --frame-size for a model you evaluate.",
+                highlight=False,
+            )
 
         import vlm
 

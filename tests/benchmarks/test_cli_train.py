@@ -56,7 +56,9 @@ def test_collect_train_checkpoint_load_eval(tiny_splits, tmp_path):
         "--eval-max-steps",
         "4",
     ]
-    invoke([*train_args, "--steps", "2", "--eval-every", "2"])
+    first = invoke([*train_args, "--steps", "2", "--eval-every", "2"])
+    # Frames stored at 32x32 are not what the agent sees (224x224): train says so.
+    assert "stores frames resized to 32x32" in " ".join(first.output.split())
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     evals = [r for r in log if "eval/sr" in r]
     assert len(evals) == 1 and evals[0]["step"] == 2 and 0.0 <= evals[0]["eval/ndtw"] <= 1.0

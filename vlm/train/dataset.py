@@ -201,6 +201,17 @@ class MixtureDataset(torch.utils.data.Dataset):
     def sizes(self) -> dict[str, int]:
         return {e.name: len(d) for e, d in zip(self.entries, self.datasets, strict=True)}
 
+    def resized_frames(self) -> dict[str, int]:
+        """Datasets collected with `--frame-size S` (frames stored resized to S×S), name → S. The agent sees the
+        env's full-size frames, so a model trained on these sees sharper images at evaluation than in training;
+        `train` warns about it."""
+        out = {}
+        for entry, data in zip(self.entries, self.datasets, strict=True):
+            size = (data.manifest.get("settings") or {}).get("frame_size")
+            if size is not None:
+                out[entry.name] = int(size)
+        return out
+
 
 def sample_index_stream(weights: torch.Tensor, seed: int, start: int = 0) -> Iterator[int]:
     """An endless, deterministic stream of sample indices, starting at position `start`.
