@@ -120,7 +120,7 @@ if [[ "$INSTALL" == 1 ]]; then
   rm -rf models/navila-tiny
   "$PYTHON" -c 'import sys, vlm; vlm.save_compact(vlm.load(sys.argv[1]), sys.argv[2])' "$FINAL" models/navila-tiny
   # Provenance beside the weights (what docs/MODEL_CARD.md quotes): the installed run's config and log, the
-  # collected data's manifest, and every evaluation summary of the installed model.
+  # collected data's manifest, and every evaluation summary and per-episode result of the installed model.
   final_run=${FINAL%/checkpoints/checkpoint-*}                # a --stop-after checkpoint belongs to its run folder
   mkdir -p models/navila-tiny/training/eval
   cp "$final_run/train_config.json" "$final_run/train_log.jsonl" models/navila-tiny/training/
@@ -128,6 +128,10 @@ if [[ "$INSTALL" == 1 ]]; then
   for summary in "$final_run"/eval_r2r_*/summary.json; do
     [[ -f "$summary" ]] || continue
     split=$(basename "$(dirname "$summary")"); cp "$summary" "models/navila-tiny/training/eval/summary_${split#eval_}.json"
+    # Per-episode results, so a new checkpoint can be compared with this one episode by episode without re-running
+    # it: navila-agent compare models/navila-tiny/training/eval/r2r_val_unseen <new run folder>
+    mkdir -p "models/navila-tiny/training/eval/${split#eval_}"
+    cp "$(dirname "$summary")/results.jsonl" "models/navila-tiny/training/eval/${split#eval_}/"
   done
   echo "installed models/navila-tiny with its training files in models/navila-tiny/training/"
 fi

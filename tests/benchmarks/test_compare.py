@@ -102,3 +102,21 @@ def test_cli_compare_prints_the_tables_and_writes_json(tmp_path):
     assert saved["mcnemar_p"] == pytest.approx(2 / 1024)
     bad = runner.invoke(app, ["compare", str(a), str(tmp_path / "nope")], env={"COLUMNS": "200"})
     assert bad.exit_code == 2 and "no such run folder" in bad.output
+
+
+@pytest.mark.parametrize("split", ["r2r_val_unseen", "r2r_val_seen"])
+def test_shipped_model_per_episode_results_match_its_summaries(split):
+    """The shipped model's per-episode results (so a new checkpoint is compared with it, paired, without
+    re-running it) hold the episodes and the metrics its summary and the model card report."""
+    from benchmarks.compare import _ok_records
+
+    eval_dir = Path(__file__).resolve().parents[2] / "models" / "navila-tiny" / "training" / "eval"
+    summary = json.loads((eval_dir / f"summary_{split}.json").read_text())
+    records, not_ok = _ok_records(eval_dir / split)
+    assert not not_ok
+    assert len(records) == summary["episodes"]
+    for key in ("sr", "spl", "ne", "ndtw"):
+        mean = sum(r["metrics"][key] for r in records.values()) / len(records)
+        assert mean == pytest.approx(summary[key], abs=1e-9), key
+    same = compare_runs(eval_dir / split, eval_dir / split)
+    assert same.paired == summary["episodes"] and same.success["only_a"] == same.success["only_b"] == 0
