@@ -75,6 +75,31 @@ def test_workers_report_records_and_get_their_gpu() -> None:
     assert {r["cuda"] for r in out} == {"5"} and {r["device"] for r in out} == {"cuda:0"}
 
 
+def report_threads(index: int, device: str, emit) -> None:
+    import torch
+
+    emit({"uid": f"w{index}", "threads": torch.get_num_threads()})
+
+
+def test_cpu_workers_share_the_cores_instead_of_oversubscribing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda _pid: set(range(8)), raising=False)
+    assert parallel.cpu_threads_per_worker(1, {}) == 8
+    assert parallel.cpu_threads_per_worker(2, {}) == 4
+    assert parallel.cpu_threads_per_worker(3, {}) == 2
+    assert parallel.cpu_threads_per_worker(16, {}) == 1  # at least one thread
+    assert parallel.cpu_threads_per_worker(2, {"OMP_NUM_THREADS": "2"}) == 2  # never above the user's cap
+    assert parallel.cpu_threads_per_worker(2, {"OMP_NUM_THREADS": "6"}) == 4  # nor above the worker's share
+    with pytest.raises(ValueError, match="--workers"):
+        parallel.cpu_threads_per_worker(0, {})
+
+
+def test_cpu_workers_run_with_their_share_of_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    expected = parallel.cpu_threads_per_worker(2)
+    out = list(parallel.run_in_processes(report_threads, 2))
+    assert {r["threads"] for r in out} == {expected}
+
+
 def test_worker_exception_and_death_are_reported_not_hidden() -> None:
     out = list(parallel.run_in_processes(fail_on_worker_one, 2))
     failures = [o for o in out if isinstance(o, parallel.WorkerFailure)]
