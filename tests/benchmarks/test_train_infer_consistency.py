@@ -16,7 +16,6 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
-import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -96,4 +95,5 @@ def test_agent_inputs_and_answers_match_the_training_samples(tmp_path, monkeypat
     training_path = generated_answers(model, batch, from_features=False, max_new_tokens=8)
     inference_path = model.generate_text(scripted.inputs, max_new_tokens=8)
     assert inference_path == training_path
-    assert len(set(inference_path)) > 1 or pytest.fail("a random model should answer differently per state")
+    # A random model answers differently in different states, so equal lists compare real per-decision answers.
+    assert len(set(inference_path)) > 1
