@@ -128,7 +128,7 @@ def _worker_main(
     _die_with_parent()
     if os.getppid() != ppid:  # the parent died before prctl took effect
         os._exit(1)
-    if gpu is None and cpu_threads is not None:
+    if cpu_threads is not None:  # a CPU worker (GPU workers get None)
         import torch
 
         torch.set_num_threads(cpu_threads)

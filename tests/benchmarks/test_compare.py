@@ -108,12 +108,12 @@ def test_cli_compare_prints_the_tables_and_writes_json(tmp_path):
 def test_shipped_model_per_episode_results_match_its_summaries(split):
     """The shipped model's per-episode results (so a new checkpoint is compared with it, paired, without
     re-running it) hold the episodes and the metrics its summary and the model card report."""
-    from benchmarks.compare import _ok_records
+    from benchmarks.store import load_results
 
     eval_dir = Path(__file__).resolve().parents[2] / "models" / "navila-tiny" / "training" / "eval"
     summary = json.loads((eval_dir / f"summary_{split}.json").read_text())
-    records, not_ok = _ok_records(eval_dir / split)
-    assert not not_ok
+    records = load_results(eval_dir / split)
+    assert {r["status"] for r in records.values()} == {"ok"}
     assert len(records) == summary["episodes"]
     for key in ("sr", "spl", "ne", "ndtw"):
         mean = sum(r["metrics"][key] for r in records.values()) / len(records)

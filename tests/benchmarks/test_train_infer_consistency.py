@@ -4,7 +4,7 @@ A collected trajectory is replayed in the env through `NavilaAgent`, with a mode
 decision's inputs and answers the collected label (so the agent walks the expert's path). Decision by decision,
 the agent's 8 frames must equal the sample's stored frames, its prompt the training encoder's prompt, and a
 model's greedy answer from the agent's inputs (`generate_text`, the inference path) the answer the training code
-generates for the sample (`SampleEncoder` + `generated_answers`, the held-out scoring path). A mismatch anywhere
+generates for the sample (`action_eval.answer_items`, the held-out scoring path). A mismatch anywhere
 (frame sampling, black pads, the history's step, prompt template, pixel preprocessing) makes held-out accuracy
 measure a different task from the one the agent plays. Session 13 ran the same check on 4 val_seen trajectories
 with the shipped model: 135 of 135 decisions identical.
@@ -12,7 +12,6 @@ with the shipped model: 135 of 135 decisions identical.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
@@ -40,7 +39,7 @@ def test_agent_inputs_and_answers_match_the_training_samples(tmp_path, monkeypat
     from agent.navila import NavilaAgent
     from envs.datasets.splits import load_split
     from envs.env import VLNCEEnv
-    from vlm.train.action_eval import generated_answers
+    from vlm.train.action_eval import answer_items
     from vlm.train.dataset import EncoderConfig, SampleEncoder, TrajectoryDataset
 
     monkeypatch.setenv("NAVILA_AGENT_GEN_HOUSES", "1")
@@ -55,12 +54,8 @@ def test_agent_inputs_and_answers_match_the_training_samples(tmp_path, monkeypat
     assert result.exit_code == 0, result.output
 
     ds = TrajectoryDataset(data)
-    by_traj: dict[str, list[int]] = defaultdict(list)
-    for i, sample in enumerate(ds.samples):
-        by_traj[sample["traj"]].append(i)
-    assert len(by_traj) == 1
-    (indices,) = by_traj.values()
-    indices.sort(key=lambda i: ds.samples[i]["t"])
+    assert len({sample["traj"] for sample in ds.samples}) == 1
+    indices = sorted(range(len(ds)), key=lambda i: ds.samples[i]["t"])
     items = [ds[i] for i in indices]
     assert len(items) > 8, "the trajectory should be long enough to sample a real history"
 
@@ -89,11 +84,8 @@ def test_agent_inputs_and_answers_match_the_training_samples(tmp_path, monkeypat
         np.testing.assert_array_equal(seen, item["frames"], err_msg=f"decision {k}: frames differ")
         assert prompt == encoder.prompt_text(item["prompt"]), f"decision {k}: prompt differs"
 
-    batch = encoder.collate(items)
-    batch.pop("label_weights")
-    batch["images"] = encoder.normalize(batch["images"])
-    training_path = generated_answers(model, batch, from_features=False, max_new_tokens=8)
-    inference_path = model.generate_text(scripted.inputs, max_new_tokens=8)
+    training_path = answer_items(model, items, encoder, mode="generate")
+    inference_path = model.generate_text(scripted.inputs)
     assert inference_path == training_path
     # A random model answers differently in different states, so equal lists compare real per-decision answers.
     assert len(set(inference_path)) > 1

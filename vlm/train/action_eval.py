@@ -110,6 +110,21 @@ def generated_answers(
 MODES = ("teacher_forced", "generate")
 
 
+def answer_items(
+    model: Any, items: Sequence[dict[str, Any]], encoder: Any, mode: str = "generate"
+) -> list[str]:
+    """The model's answer to each dataset item (one batch), one string per item: greedy generation from the prompt
+    (`mode="generate"`, what the agent would say) or teacher-forced argmaxes. Items carry frames or cached
+    `features`; the batch is encoded, moved and normalised as in training."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode '{mode}'; available: {', '.join(MODES)}")
+    answers_of = teacher_forced_answers if mode == "teacher_forced" else generated_answers
+    batch = encoder.collate(list(items))
+    batch.pop("label_weights")
+    batch["images"] = encoder.normalize(batch["images"])
+    return answers_of(model, batch, "features" in items[0])
+
+
 def action_accuracy(
     model: Any,
     dataset: Any,
@@ -128,7 +143,6 @@ def action_accuracy(
     indices = list(range(len(dataset))) if indices is None else list(indices)
     if not indices:
         raise ValueError("action_accuracy: no samples to score")
-    answers_of = teacher_forced_answers if mode == "teacher_forced" else generated_answers
     was_training = model.training
     model.eval()
     confusion: dict[str, Counter] = {k: Counter() for k in KINDS}
@@ -136,11 +150,7 @@ def action_accuracy(
     try:
         for start in range(0, len(indices), batch_size):
             items = [dataset[i] for i in indices[start : start + batch_size]]
-            from_features = "features" in items[0]
-            batch = encoder.collate(items)
-            batch.pop("label_weights")
-            batch["images"] = encoder.normalize(batch["images"])
-            for item, text in zip(items, answers_of(model, batch, from_features), strict=True):
+            for item, text in zip(items, answer_items(model, items, encoder, mode), strict=True):
                 true_kind, true_amount = parse_action(item["answer"])
                 kind, amount = parse_action(text)
                 confusion.setdefault(true_kind, Counter())[kind] += 1
