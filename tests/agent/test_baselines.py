@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,13 +98,10 @@ def test_replay_agent_replays_ground_truth_then_stops() -> None:
         ReplayAgent().reset(make_episode(actions=[1, 9, 0]))
 
 
-def test_replay_agent_on_the_real_sample(shared_data_dir: str) -> None:
+def test_replay_agent_on_the_real_sample(r2r_sample_dir: Path) -> None:
     from envs.datasets.io import read_r2r_split
 
-    root = os.path.join(shared_data_dir, "r2r_vlnce_sample")
-    if not os.path.isdir(root):
-        pytest.skip(f"real R2R-CE sample not found at {root}")
-    episodes = read_r2r_split(root, "val_seen").episodes
+    episodes = read_r2r_split(r2r_sample_dir, "val_seen").episodes
     assert len(episodes) == 20
     for episode in episodes:
         assert run(ReplayAgent(), episode, limit=1000) == episode.gt.actions

@@ -25,12 +25,9 @@ def built():
     return result
 
 
-@pytest.fixture(scope="module")
-def sample_dir(shared_data_dir) -> Path:
-    d = Path(shared_data_dir) / "r2r_vlnce_sample"
-    if not (d / "val_seen" / "val_seen.json.gz").is_file():
-        pytest.skip("shared R2R-CE sample not present")
-    return d
+@pytest.fixture
+def sample_dir(r2r_sample_dir: Path) -> Path:
+    return r2r_sample_dir
 
 
 def test_build_reports_stats_and_caches(built):

@@ -349,12 +349,10 @@ def test_navila_agent_with_a_random_weight_checkpoint_batched_equals_sequential(
 
 
 def test_missing_scenes_fail_before_any_episode(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data_dir: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, r2r_sample_dir: Path
 ) -> None:
     monkeypatch.setattr(runner, "DEFAULT_FACTORIES", runner.Factories())
-    sample = str(Path(shared_data_dir) / "r2r_vlnce_sample")  # real R2R-CE episodes, no Matterport3D scenes
-    if not (Path(sample) / "val_seen" / "val_seen.json.gz").is_file():
-        pytest.skip("shared R2R-CE sample not present")  # else the error is "no episodes", not missing scenes
+    sample = str(r2r_sample_dir)  # real R2R-CE episodes, no Matterport3D scenes
     res = _invoke(
         "eval",
         "--agent",

@@ -440,16 +440,11 @@ def test_dagger_collect_records_policy_share_and_failures(tmp_path):
     assert samples[3]["frames"] == [-1, -1, -1, -1, 0, 1, 2, 3]
 
 
-def test_real_r2r_ground_truth_labels_replay_exactly(shared_data_dir):
+def test_real_r2r_ground_truth_labels_replay_exactly(r2r_sample_dir):
     """On the real R2R-CE sample, the merged answers re-expand to exactly the ground-truth actions."""
-    import os
-
     from envs.datasets.splits import load_split
 
-    root = os.path.join(shared_data_dir, "r2r_vlnce_sample")
-    if not os.path.isdir(root):
-        pytest.skip("shared R2R-CE sample not present")
-    episodes = load_split("r2r_val_seen", data_root=root)
+    episodes = load_split("r2r_val_seen", data_root=r2r_sample_dir)
     assert len(episodes) == 20
     for ep in episodes:
         decisions = decision_points(ep.gt.actions)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,10 +158,8 @@ def test_fastdtw_with_l2_norm_matches_vlnce_callable_distance() -> None:
     assert dtw_fast(p, r) == pytest.approx(vlnce)
 
 
-def test_ground_truth_replay_of_real_sample_gives_ndtw_one(shared_data_dir: str) -> None:
-    path = os.path.join(shared_data_dir, "r2r_vlnce_sample", "val_seen", "val_seen_gt.json.gz")
-    if not os.path.exists(path):
-        pytest.skip(f"real R2R-CE sample not found at {path}")
+def test_ground_truth_replay_of_real_sample_gives_ndtw_one(r2r_sample_dir: Path) -> None:
+    path = r2r_sample_dir / "val_seen" / "val_seen_gt.json.gz"
     with gzip.open(path, "rt") as f:
         gt = json.load(f)
     assert len(gt) == 20

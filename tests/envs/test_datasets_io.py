@@ -13,12 +13,9 @@ from envs.datasets.episode import Episode, Goal, GroundTruth, Instruction
 from envs.datasets.io import read_r2r_split, read_rxr_split, write_split
 
 
-@pytest.fixture(scope="module")
-def sample_dir(shared_data_dir) -> Path:
-    d = Path(shared_data_dir) / "r2r_vlnce_sample"
-    if not (d / "val_seen" / "val_seen.json.gz").is_file():
-        pytest.skip("shared R2R-CE sample not present")
-    return d
+@pytest.fixture
+def sample_dir(r2r_sample_dir: Path) -> Path:
+    return r2r_sample_dir
 
 
 def _load(path: Path):

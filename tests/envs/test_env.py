@@ -169,13 +169,8 @@ def test_package_exports_and_registration():
         _ = envs.Nope
 
 
-def test_real_r2r_sample_without_scenes_names_the_missing_mesh(shared_data_dir):
-    import os
-
-    root = os.path.join(shared_data_dir, "r2r_vlnce_sample")
-    if not os.path.isdir(root):
-        pytest.skip(f"real R2R-CE sample not found at {root}")
-    env = VLNCEEnv(split="r2r_val_seen", data_root=root, width=16, height=16)
+def test_real_r2r_sample_without_scenes_names_the_missing_mesh(r2r_sample_dir):
+    env = VLNCEEnv(split="r2r_val_seen", data_root=r2r_sample_dir, width=16, height=16)
     assert len(env.episodes) == 20 and env.episodes[0].scene_id.startswith("mp3d/")
     with pytest.raises(FileNotFoundError, match=r"episode \S+: scene mesh not found at .*scene_datasets/mp3d/"):
         env.reset()
