@@ -84,6 +84,11 @@ def register(app: typer.Typer) -> None:
         lr: float = typer.Option(1e-4, help="The tower's learning rate (AdamW)."),
         head_lr: float = typer.Option(1e-3, help="The task heads' learning rate."),
         seed: int = typer.Option(0, help="Seed of the heads' init and the example order."),
+        keep: str = typer.Option(
+            "last",
+            help="Which epoch's tower the checkpoint gets: last, or best (highest mean held-out accuracy; "
+            "needs --holdout > 0). Can change on a rerun of a finished run.",
+        ),
     ) -> None:
         """Stage 0: teach the vision tower the scene facts instructions name, before training the navigator."""
         import json
@@ -103,6 +108,10 @@ def register(app: typer.Typer) -> None:
             raise _fail(f"--holdout must be at least 0 and below 1, got {holdout}")
         if limit < 2:
             raise _fail(f"--limit must be at least 2, got {limit}")
+        if keep not in ("last", "best"):
+            raise _fail(f"--keep must be 'last' or 'best', got '{keep}'")
+        if keep == "best" and holdout == 0:
+            raise _fail("--keep best needs held-out houses to score the epochs: give --holdout > 0")
         if init is not None and init != "embedded":
             raise _fail(f"--init: unknown '{init}'; available: embedded")
         if model is not None and init is not None:
@@ -144,6 +153,7 @@ def register(app: typer.Typer) -> None:
             lr=lr,
             head_lr=head_lr,
             seed=seed,
+            keep=keep,
         )
         output.mkdir(parents=True, exist_ok=True)
         try:
@@ -158,6 +168,7 @@ def register(app: typer.Typer) -> None:
         last = result.epochs[-1] if result.epochs else {}
         console.print(
             json.dumps({"epochs": len(result.epochs), "resumed_from": result.resumed_from,
+                        "kept_epoch": result.kept_epoch,
                         "held_out_acc": last.get("held_out_acc", {}), "seconds": round(result.seconds, 1)}),
             highlight=False,
         )  # fmt: skip

@@ -59,6 +59,10 @@ def test_train_tower_learns_on_scene_facts_resumes_and_names_bad_input(tmp_path,
     assert result.exit_code == 0, result.output
     assert '"resumed_from": 1' in result.output
     assert len((out / "tower_facts" / "log.jsonl").read_text().splitlines()) == 2
+    result = CliRunner().invoke(app, [*args, "--keep", "best"], catch_exceptions=False)  # finished: re-saves
+    assert result.exit_code == 0, result.output
+    kept = json.loads((out / "tower_facts" / "summary.json").read_text())["kept_epoch"]
+    assert f'"kept_epoch": {kept}' in result.output and "keeping epoch" in result.output
 
     fresh = ["train-tower", "--samples", str(data), "--init", "embedded", "--output", str(tmp_path / "fresh")]
     result = CliRunner().invoke(app, [*fresh, "--epochs", "1", "--limit", "20", "--tune-blocks", "1"])
@@ -77,6 +81,8 @@ def test_train_tower_learns_on_scene_facts_resumes_and_names_bad_input(tmp_path,
 
     fails(["--tasks", "room,colour"], "--tasks: unknown colour")
     fails(["--holdout", "1"], "--holdout must be")
+    fails(["--holdout", "0", "--keep", "best"], "--keep best needs held-out houses")
+    fails(["--keep", "first"], "--keep must be 'last' or 'best'")
     fails(["--tune-blocks", "40"], "--tune-blocks must be between 0 and 16")
     fails([], "--stage1", model_path=_model(tmp_path, "siglip"))
     fails(["--init", "embedded"], "not both")

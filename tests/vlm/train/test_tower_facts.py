@@ -147,3 +147,54 @@ def test_bad_settings_and_towers_get_clear_errors(tmp_path: Path) -> None:
         train_tower_facts(model, encoder, data, held, TowerFactsConfig(output_dir=str(tmp_path / "o")))
     with pytest.raises(ValueError, match=r"siglip_vision_model.*--stage1"):
         check_tune_blocks(_model("siglip"), 1)
+
+
+def test_keep_best_writes_the_tower_of_the_best_held_out_epoch(tmp_path: Path) -> None:
+    """Held-out labels rotated (red frames called blue, ...): the better the tower learns the colours, the worse
+    it scores there, so the best epoch is an early one (on a tie, the earliest) and --keep best must write that
+    epoch's tower."""
+    data, labels = _colour_folder(tmp_path / "data", per_colour=4)
+    rotate = {"red": "blue", "blue": "green", "green": "red"}
+    examples = [
+        FactExample(i, "colour", rotate[label] if i % 4 == 0 else label, held_out=i % 4 == 0)
+        for i, label in enumerate(labels)
+    ]
+
+    def run(out: str, epochs: int, keep: str = "last") -> tuple[object, torch.nn.Module]:
+        model = _model()
+        encoder = SampleEncoder(model.tokenizer, model.image_processor)
+        config = TowerFactsConfig(
+            output_dir=str(tmp_path / out),
+            tune_blocks=1,
+            epochs=epochs,
+            batch_size=4,
+            head_lr=1e-2,
+            keep=keep,
+        )
+        return train_tower_facts(model, encoder, data, examples, config), model.vision_tower.encoder
+
+    last, last_tower = run("out", 4)
+    scores = [sum(e["held_out_acc"].values()) for e in last.epochs]
+    best_epoch = scores.index(max(scores)) + 1
+    assert last.kept_epoch == 4 and best_epoch < 4
+
+    best, _ = run("out", 4, keep="best")  # a finished run: nothing trains, the checkpoint gets the best tower
+    assert best.resumed_from == 4 and best.kept_epoch == best_epoch
+    _, early_tower = run("early", best_epoch)  # the same seed and order, stopped at that epoch
+    kept = vlm.load(tmp_path / "out", device="cpu", dtype="float32").vision_tower.encoder.state_dict()
+    early, final = early_tower.state_dict(), last_tower.state_dict()
+    assert all(torch.allclose(kept[k], early[k], atol=1e-6) for k in kept)
+    assert not all(torch.allclose(kept[k], final[k], atol=1e-6) for k in kept)
+    summary = json.loads((tmp_path / "out" / "tower_facts" / "summary.json").read_text())
+    assert summary["kept_epoch"] == best_epoch and summary["config"]["keep"] == "best"
+
+
+def test_keep_best_needs_held_out_examples(tmp_path: Path) -> None:
+    data, labels = _colour_folder(tmp_path / "data", per_colour=2)
+    model = _model()
+    encoder = SampleEncoder(model.tokenizer, model.image_processor)
+    trained = [FactExample(i, "colour", label) for i, label in enumerate(labels)]
+    for keep, message in (("best", "needs held-out houses"), ("first", "must be 'last' or 'best'")):
+        config = TowerFactsConfig(output_dir=str(tmp_path / "o"), keep=keep)
+        with pytest.raises(ValueError, match=message):
+            train_tower_facts(model, encoder, data, trained, config)
