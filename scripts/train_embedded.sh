@@ -6,6 +6,7 @@
 #   STEPS=200 LIMIT=50 scripts/train_embedded.sh   # a quick dry run of the whole pipeline
 #   DAGGER=2 scripts/train_embedded.sh             # then two DAgger rounds (session 4's runs E1, E2; no SR gain yet)
 #   SCENE_QA=2 scripts/train_embedded.sh           # + scene QA samples every 2nd frame (session 8's run J)
+#   RXR_EVERY=2 scripts/train_embedded.sh          # + every 2nd RxR-style rxr_train episode (session 14's run K)
 #   INSTALL=1 scripts/train_embedded.sh            # install the final model as models/navila-tiny (the shipped default)
 #                                                  # with its training files (config, log, data manifest, eval summaries)
 #
@@ -49,6 +50,8 @@ read -r -a DAGGER_STEPS <<< "${DAGGER_STEPS:-2000 800}"
 read -r -a DAGGER_LRS <<< "${DAGGER_LRS:-3e-4 2e-4}"
 SCENE_QA=${SCENE_QA:-0}                                # > 0: also a scene QA sample every K frames of each path
                                                        # (collect --scene-qa-every; session 8's run J used 2)
+RXR_EVERY=${RXR_EVERY:-0}                              # > 0: also collect every Nth rxr_train episode (1000
+                                                       # distinct paths, ~115-word guide narrations) into the mixture
 INSTALL=${INSTALL:-0}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}           # the shipped run: 2 torch threads on a shared 2-core VM
 
@@ -61,12 +64,18 @@ stop_flag=(); [[ -n "$STOP_AFTER" ]] && stop_flag=(--stop-after "$STOP_AFTER")
 echo "== 1. collect expert trajectories (shortest-path follower on the generated houses, stop/turn rebalanced)"
 navila collect --split r2r_train --output "$NAV_DATA" --every "$EVERY" --rebalance --frame-codec npz \
   "${qa_flag[@]}" "${limit_flag[@]}"
+TRAIN_DATA="$NAV_DATA"
+if [[ "$RXR_EVERY" != 0 ]]; then
+  navila collect --split rxr_train --output "$DATA/rxr_gen" --every "$RXR_EVERY" --rebalance --frame-codec npz \
+    "${limit_flag[@]}"
+  TRAIN_DATA="$NAV_DATA+$DATA/rxr_gen"                 # each sample drawn at its natural share
+fi
 # Held-out samples (houses seen in training, other episodes): per-action accuracy during training.
 navila collect --split r2r_val_seen --output "$DATA/r2r_val_seen_samples" --limit 30 --frame-codec npz
 
 echo "== 2. train the embedded architecture from scratch (ImageNet EfficientNet-Lite0 tower frozen: its features"
 echo "      are computed once per stored frame and cached; projector + LLM train on them)"
-navila train --data-mixture "$NAV_DATA" --init embedded --output "$RUN" \
+navila train --data-mixture "$TRAIN_DATA" --init embedded --output "$RUN" \
   --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-ratio 0.03 --action-token-weight "$ACTION_WEIGHT" \
   --save-every 100 --log-every 10 --eval-every 1000 --eval-limit 0 \
   --eval-samples "$DATA/r2r_val_seen_samples" --eval-samples-limit 300 --device cpu "${stop_flag[@]}"
@@ -83,7 +92,7 @@ if [[ "$EVAL" == 1 ]]; then
 fi
 
 FINAL=$MODEL
-mixture="$NAV_DATA"
+mixture="$TRAIN_DATA"
 pick() { local -n list=$1; local i=$2; echo "${list[$(( i < ${#list[@]} ? i : ${#list[@]} - 1 ))]}"; }
 for ((round = 1; round <= DAGGER; round++)); do
   beta=$(pick DAGGER_BETAS $((round - 1))); steps=$(pick DAGGER_STEPS $((round - 1)))
@@ -125,6 +134,7 @@ if [[ "$INSTALL" == 1 ]]; then
   mkdir -p models/navila-tiny/training/eval
   cp "$final_run/train_config.json" "$final_run/train_log.jsonl" models/navila-tiny/training/
   cp "$NAV_DATA/manifest.json" models/navila-tiny/training/data_manifest.json
+  if [[ "$RXR_EVERY" != 0 ]]; then cp "$DATA/rxr_gen/manifest.json" models/navila-tiny/training/data_manifest_rxr.json; fi
   for summary in "$final_run"/eval_r2r_*/summary.json; do
     [[ -f "$summary" ]] || continue
     split=$(basename "$(dirname "$summary")"); cp "$summary" "models/navila-tiny/training/eval/summary_${split#eval_}.json"
