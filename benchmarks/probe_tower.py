@@ -14,6 +14,10 @@ Targets, read from the scene-QA answers (`benchmarks/scene_qa.py`):
 - `object` the nearest object in view ("the red sofa", or none) and `object_side` (left / straight ahead / right);
 - `clearance` the free distance ahead, in the answer's half-metre bands.
 
+`--pool grid` keeps where things are: the tower's token grid (7 × 7 for EfficientNet-Lite0) averaged into 3 × 3
+cells, concatenated (9·C numbers). Mean and max pooling throw the layout away, and free space ahead is a
+question of where the floor is in the frame; the navigator's projector keeps the layout (2 × 2 downsampling).
+
 The probe's weight decay is chosen on a slice of the training houses, then the probe is refitted on all of them
 and scored once on the held-out houses; the majority class of the training houses is the baseline. Labels that
 occur only in held-out houses count as errors: the probe cannot name what it never saw, and neither can the agent.
@@ -44,6 +48,8 @@ TARGETS = ("room", "room_type", "room_colour", "object", "object_side", "clearan
 COLOURS = frozenset(WALL_PAINTS)  # the paint names that tell same-type rooms apart ("the pink bedroom")
 WEIGHT_DECAYS = (1e-3, 1e-1, 1.0, 5.0)
 THUMBNAIL = 8  # the pixel baseline's side: 8 × 8 RGB = 192 numbers
+POOLS = ("meanmax", "grid")
+GRID = 3  # --pool grid: the token grid averaged into GRID × GRID cells
 
 
 def labels_of(qa_kind: str, answer: str) -> dict[str, str]:
@@ -162,11 +168,26 @@ def thumbnail(frame: np.ndarray, size: int = THUMBNAIL) -> np.ndarray:
     return small.reshape(-1).astype(np.float32) / 255.0
 
 
+def pool_tokens(tokens: np.ndarray, pool: str = "meanmax") -> np.ndarray:
+    """One frame's tower tokens [T, C] as a vector: `meanmax` [2C] (mean and max over the tokens), or `grid`
+    [GRID²·C] (a square token grid, row-major as the towers emit it, averaged into GRID × GRID cells)."""
+    if pool == "meanmax":
+        return np.concatenate([tokens.mean(0), tokens.max(0)])
+    if pool != "grid":
+        raise ValueError(f"pool must be one of {', '.join(POOLS)}, got '{pool}'")
+    side = round(len(tokens) ** 0.5)
+    if side * side != len(tokens):
+        raise ValueError(f"--pool grid needs a square token grid, this tower gives {len(tokens)} tokens")
+    grid = torch.from_numpy(np.ascontiguousarray(tokens.T.reshape(1, -1, side, side), dtype=np.float32))
+    cells = torch.nn.functional.adaptive_avg_pool2d(grid, GRID)  # [1, C, GRID, GRID]
+    return cells[0].permute(1, 2, 0).reshape(-1).numpy()  # cell-major: cell (0, 0)'s C channels first
+
+
 def frame_features(
-    model_path: Path, samples: Path, limit: int
+    model_path: Path, samples: Path, limit: int, pool: str = "meanmax"
 ) -> tuple[dict[str, np.ndarray], list[dict[str, str]], list[str]]:
     """Features of the current frame of up to `limit` scene-QA samples (an even spread): `tower` (the checkpoint's
-    tower, mean and max over its tokens [N, 2C]) and `pixels` (a thumbnail [N, 3·THUMBNAIL²]); their targets; the
+    tower tokens, pooled by `pool_tokens`) and `pixels` (a thumbnail [N, 3·THUMBNAIL²]); their targets; the
     house (scene id) of each."""
     import vlm
     from vlm.train.dataset import SampleEncoder, TrajectoryDataset
@@ -190,7 +211,7 @@ def frame_features(
     for positions, frames in track(data.current_frames(picks), total=files, description="tower features"):
         out = encode_frames(model, encoder, frames).astype(np.float32)  # [n, tokens, C]
         for position, frame, f in zip(positions, frames, out, strict=True):
-            tower[picks[position]] = np.concatenate([f.mean(0), f.max(0)])
+            tower[picks[position]] = pool_tokens(f, pool)
             pixels[picks[position]] = thumbnail(frame)
     targets, houses = [], []
     for i in picks:
@@ -201,11 +222,13 @@ def frame_features(
     return features, targets, houses
 
 
-def probe_tower(model_path: Path, samples: Path, limit: int = 3000, holdout: float = 0.2) -> dict[str, Any]:
+def probe_tower(
+    model_path: Path, samples: Path, limit: int = 3000, holdout: float = 0.2, pool: str = "meanmax"
+) -> dict[str, Any]:
     """Every target's probe result (`probe_target`) on the checkpoint's tower features, with `pixels` (the same
     probe on thumbnails: what the frame itself gives away); targets with too few classes or samples are reported
     as skipped, with the reason."""
-    features, targets, houses = frame_features(model_path, samples, limit)
+    features, targets, houses = frame_features(model_path, samples, limit, pool)
     results: dict[str, Any] = {}
     for target in TARGETS:
         rows = [i for i, t in enumerate(targets) if target in t]
@@ -257,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--holdout", type=float, default=0.2, help="Share of the houses held out for scoring."
     )
+    parser.add_argument(
+        "--pool",
+        choices=POOLS,
+        default="meanmax",
+        help=f"meanmax: mean and max over the tokens; grid: the token grid averaged into {GRID}x{GRID} cells.",
+    )
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     args = parser.parse_args(argv)
     if not args.samples.is_dir():
@@ -270,14 +299,15 @@ def main(argv: list[str] | None = None) -> int:
 
         args.model = default_model_path()
     try:
-        results = probe_tower(args.model, args.samples, args.limit, args.holdout)
+        results = probe_tower(args.model, args.samples, args.limit, args.holdout, args.pool)
     except ValueError as err:
         parser.error(str(err))
-    print(f"model {args.model}, samples {args.samples}")
+    print(f"model {args.model}, samples {args.samples}, pool {args.pool}")
     print(probe_table(results))
     if args.json is not None:
         atomic_write_json(
-            args.json, {"model": str(args.model), "samples": str(args.samples), "results": results}
+            args.json,
+            {"model": str(args.model), "samples": str(args.samples), "pool": args.pool, "results": results},
         )
     return 0
 

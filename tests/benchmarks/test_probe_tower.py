@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.probe_tower import labels_of, main, probe_table, probe_target, thumbnail
+from benchmarks.probe_tower import labels_of, main, pool_tokens, probe_table, probe_target, thumbnail
 from benchmarks.scene_qa import SceneFacts, answer
 
 
@@ -58,6 +58,38 @@ def test_a_probe_finds_a_label_the_features_encode_and_not_one_they_do_not():
     assert good["test_acc"] > 0.9
     assert bad["train_acc"] > bad["test_acc"]  # fits its training houses, learns nothing that carries over
     assert bad["test_acc"] < bad["majority_acc"] + 0.15
+
+
+def test_grid_pooling_averages_cells_of_the_token_grid_row_major():
+    rows, cols = np.meshgrid(np.arange(7), np.arange(7), indexing="ij")
+    tokens = np.stack([rows.ravel(), cols.ravel()], axis=1).astype(np.float32)  # token r*7+c = (r, c)
+    cells = pool_tokens(tokens, "grid").reshape(3, 3, 2)
+    assert cells[0, 2].tolist() == [1.0, 5.0]  # rows 0-2, columns 4-6 (adaptive pooling's overlapping bins)
+    assert cells[1, 1].tolist() == [3.0, 3.0] and cells[2, 0].tolist() == [5.0, 1.0]
+    assert pool_tokens(tokens).tolist() == [3.0, 3.0, 6.0, 6.0]  # meanmax: mean then max
+    with pytest.raises(ValueError, match="square token grid"):
+        pool_tokens(tokens[:48], "grid")
+    with pytest.raises(ValueError, match="pool must be one of"):
+        pool_tokens(tokens, "sum")
+
+
+def test_grid_pooling_decodes_where_a_thing_is_and_meanmax_cannot():
+    """The same object token on the left or the right of the grid: mean and max are identical for both sides."""
+    rng = np.random.default_rng(1)
+    houses = _houses(6, 30)
+    sides = [("left", "right")[int(v)] for v in rng.integers(0, 2, len(houses))]
+    frames = []
+    for side in sides:
+        tokens = np.zeros((49, 4), dtype=np.float32)
+        tokens[rng.permutation(49)[:5], 1] = 1.0  # clutter, anywhere
+        tokens[3 * 7 + (0 if side == "left" else 6), 0] = (
+            5.0  # the object, in the middle row's first/last column
+        )
+        frames.append(tokens)
+    meanmax = np.stack([pool_tokens(t) for t in frames])
+    grid = np.stack([pool_tokens(t, "grid") for t in frames])
+    assert probe_target(grid, sides, houses, holdout=0.34, steps=100)["test_acc"] == 1.0
+    assert probe_target(meanmax, sides, houses, holdout=0.34, steps=100)["test_acc"] < 0.7
 
 
 def test_a_label_only_held_out_houses_have_counts_as_an_error():
