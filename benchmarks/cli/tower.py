@@ -108,10 +108,6 @@ def register(app: typer.Typer) -> None:
             raise _fail(f"--holdout must be at least 0 and below 1, got {holdout}")
         if limit < 2:
             raise _fail(f"--limit must be at least 2, got {limit}")
-        if keep not in ("last", "best"):
-            raise _fail(f"--keep must be 'last' or 'best', got '{keep}'")
-        if keep == "best" and holdout == 0:
-            raise _fail("--keep best needs held-out houses to score the epochs: give --holdout > 0")
         if init is not None and init != "embedded":
             raise _fail(f"--init: unknown '{init}'; available: embedded")
         if model is not None and init is not None:
@@ -125,7 +121,12 @@ def register(app: typer.Typer) -> None:
 
         import vlm
         from vlm.train.dataset import SampleEncoder, TrajectoryDataset
-        from vlm.train.tower_facts import TowerFactsConfig, check_tune_blocks, train_tower_facts
+        from vlm.train.tower_facts import KEEP, TowerFactsConfig, check_tune_blocks, train_tower_facts
+
+        if keep not in KEEP:
+            raise _fail(f"--keep must be 'last' or 'best', got '{keep}'")
+        if keep == "best" and holdout == 0:
+            raise _fail("--keep best needs held-out houses to score the epochs: give --holdout > 0")
 
         try:
             data = TrajectoryDataset(samples)

@@ -42,7 +42,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-STATE_FOLDER = "tower_facts"  # OUTPUT/tower_facts/{state.pt, log.jsonl, summary.json}
+STATE_FOLDER = "tower_facts"  # OUTPUT/tower_facts/{state.pt, best.pt, log.jsonl, summary.json}
+KEEP = ("last", "best")  # which epoch's tower the checkpoint gets (TowerFactsConfig.keep)
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def train_tower_facts(
     first_block = check_tune_blocks(model, config.tune_blocks)
     if config.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {config.epochs}")
-    if config.keep not in ("last", "best"):
+    if config.keep not in KEEP:
         raise ValueError(f"--keep must be 'last' or 'best', got '{config.keep}'")
     train_rows = [i for i, e in enumerate(examples) if not e.held_out]
     test_rows = [i for i, e in enumerate(examples) if e.held_out]
@@ -293,7 +294,9 @@ def train_tower_facts(
     kept_epoch = len(history)
     if config.keep == "best":
         if not (state_dir / "best.pt").is_file():
-            raise ValueError(f"--keep best: {state_dir / 'best.pt'} is missing (a run from before --keep existed)")
+            raise ValueError(
+                f"--keep best: {state_dir / 'best.pt'} is missing (a run from before --keep existed)"
+            )
         best = torch.load(state_dir / "best.pt", map_location="cpu", weights_only=True)
         net.load_state_dict(best["tower"])
         kept_epoch = best["epoch"]
