@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -23,11 +22,6 @@ def built():
     result = invoke("data", "build", "--split", "r2r_val_unseen", "--houses", "1", "--episodes", "4")
     assert result.exit_code == 0, result.output
     return result
-
-
-@pytest.fixture
-def sample_dir(r2r_sample_dir: Path) -> Path:
-    return r2r_sample_dir
 
 
 def test_build_reports_stats_and_caches(built):
@@ -57,15 +51,15 @@ def test_show_split_summary(built):
     assert "mean_geodesic_m" in result.output and "r2r_val_unseen:1" in result.output
 
 
-def test_show_real_sample_episode(sample_dir, tmp_path):
-    result = invoke("data", "show", "r2r_val_seen:4", "--data-root", str(sample_dir))
+def test_show_real_sample_episode(r2r_sample_dir, tmp_path):
+    result = invoke("data", "show", "r2r_val_seen:4", "--data-root", str(r2r_sample_dir))
     assert result.exit_code == 0, result.output
     assert "mp3d/E9uDoFAP3SH/E9uDoFAP3SH.glb" in result.output and "mesh not found" in result.output
     assert "TURN LEFT YOU FACE A CHANDELIER" in result.output
     assert "66 actions (45 forward)" in result.output
     # no Matterport3D mesh in the sample: an explicit --out fails with a message, not a traceback
     result = invoke(
-        "data", "show", "r2r_val_seen:4", "--data-root", str(sample_dir), "--out", str(tmp_path / "m.png")
+        "data", "show", "r2r_val_seen:4", "--data-root", str(r2r_sample_dir), "--out", str(tmp_path / "m.png")
     )
     assert result.exit_code == 1
     assert "cannot draw the map: scene mesh not found" in result.output
@@ -101,9 +95,9 @@ def test_map_of_real_layout_without_semantics_draws_the_grid(built, tmp_path):
         (["data", "build", "--split", "r2r_test"], "cannot be generated"),
     ],
 )
-def test_bad_input_exits_2_with_message(sample_dir, args, message):
+def test_bad_input_exits_2_with_message(r2r_sample_dir, args, message):
     if args[1] == "show" and args[2] != "val_seen":
-        args = [*args, "--data-root", str(sample_dir)]
+        args = [*args, "--data-root", str(r2r_sample_dir)]
     result = invoke(*args)
     assert result.exit_code == 2, result.output
     assert message in result.output

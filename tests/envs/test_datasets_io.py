@@ -13,11 +13,6 @@ from envs.datasets.episode import Episode, Goal, GroundTruth, Instruction
 from envs.datasets.io import read_r2r_split, read_rxr_split, write_split
 
 
-@pytest.fixture
-def sample_dir(r2r_sample_dir: Path) -> Path:
-    return r2r_sample_dir
-
-
 def _load(path: Path):
     with gzip.open(path, "rt") as f:
         return json.load(f)
@@ -29,10 +24,10 @@ def _dump(path: Path, obj) -> None:
         json.dump(obj, f)
 
 
-def test_reads_real_sample_with_every_field(sample_dir):
-    data = read_r2r_split(sample_dir, "val_seen")
-    raw = _load(sample_dir / "val_seen" / "val_seen.json.gz")
-    raw_gt = _load(sample_dir / "val_seen" / "val_seen_gt.json.gz")
+def test_reads_real_sample_with_every_field(r2r_sample_dir):
+    data = read_r2r_split(r2r_sample_dir, "val_seen")
+    raw = _load(r2r_sample_dir / "val_seen" / "val_seen.json.gz")
+    raw_gt = _load(r2r_sample_dir / "val_seen" / "val_seen_gt.json.gz")
     assert len(data.episodes) == len(raw["episodes"]) == 20
     ep, src = data.episodes[0], raw["episodes"][0]
     assert ep.episode_id == str(src["episode_id"]) and ep.episode_id_is_int
@@ -55,11 +50,11 @@ def test_reads_real_sample_with_every_field(sample_dir):
     assert data.instruction_vocab == raw["instruction_vocab"]
 
 
-def test_read_write_read_is_identical(sample_dir, tmp_path):
-    data = read_r2r_split(sample_dir, "val_seen")
+def test_read_write_read_is_identical(r2r_sample_dir, tmp_path):
+    data = read_r2r_split(r2r_sample_dir, "val_seen")
     write_split(tmp_path, "val_seen", data.episodes, vocab=data.instruction_vocab)
     for name in ("val_seen.json.gz", "val_seen_gt.json.gz"):
-        original = _load(sample_dir / "val_seen" / name)
+        original = _load(r2r_sample_dir / "val_seen" / name)
         rewritten = _load(tmp_path / "val_seen" / name)
         assert rewritten == original, name
         # same key order too, so diffs of the files stay readable
@@ -68,13 +63,13 @@ def test_read_write_read_is_identical(sample_dir, tmp_path):
     assert again.episodes == data.episodes
 
 
-def test_unknown_fields_survive_round_trip(sample_dir, tmp_path):
-    raw = _load(sample_dir / "val_seen" / "val_seen.json.gz")
+def test_unknown_fields_survive_round_trip(r2r_sample_dir, tmp_path):
+    raw = _load(r2r_sample_dir / "val_seen" / "val_seen.json.gz")
     raw["episodes"][0]["my_field"] = {"a": 1}
     raw["episodes"][0]["info"]["extra_info"] = "x"
     _dump(tmp_path / "src" / "val_seen" / "val_seen.json.gz", raw)
     (tmp_path / "src" / "val_seen" / "val_seen_gt.json.gz").write_bytes(
-        (sample_dir / "val_seen" / "val_seen_gt.json.gz").read_bytes()
+        (r2r_sample_dir / "val_seen" / "val_seen_gt.json.gz").read_bytes()
     )
     data = read_r2r_split(tmp_path / "src", "val_seen")
     assert data.episodes[0].extra == {"my_field": {"a": 1}}
@@ -104,28 +99,28 @@ def test_unknown_fields_survive_round_trip(sample_dir, tmp_path):
         (lambda e: e["info"].__setitem__("geodesic_distance", "far"), "episode 1: info.geodesic_distance"),
     ],
 )
-def test_malformed_episode_names_file_episode_and_field(sample_dir, tmp_path, mutate, message):
-    raw = _load(sample_dir / "val_seen" / "val_seen.json.gz")
+def test_malformed_episode_names_file_episode_and_field(r2r_sample_dir, tmp_path, mutate, message):
+    raw = _load(r2r_sample_dir / "val_seen" / "val_seen.json.gz")
     mutate(raw["episodes"][0])
     _dump(tmp_path / "val_seen" / "val_seen.json.gz", raw)
     (tmp_path / "val_seen" / "val_seen_gt.json.gz").write_bytes(
-        (sample_dir / "val_seen" / "val_seen_gt.json.gz").read_bytes()
+        (r2r_sample_dir / "val_seen" / "val_seen_gt.json.gz").read_bytes()
     )
     with pytest.raises(ValueError, match=rf"val_seen\.json\.gz: {message}"):
         read_r2r_split(tmp_path, "val_seen")
 
 
-def test_malformed_gt_and_missing_files(sample_dir, tmp_path):
+def test_malformed_gt_and_missing_files(r2r_sample_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nowhere/val_seen/val_seen\.json\.gz"):
         read_r2r_split(tmp_path / "nowhere", "val_seen")
     (tmp_path / "val_seen").mkdir()
     (tmp_path / "val_seen" / "val_seen.json.gz").write_bytes(
-        (sample_dir / "val_seen" / "val_seen.json.gz").read_bytes()
+        (r2r_sample_dir / "val_seen" / "val_seen.json.gz").read_bytes()
     )
     with pytest.raises(FileNotFoundError, match=r"val_seen_gt\.json\.gz"):
         read_r2r_split(tmp_path, "val_seen")
     assert all(ep.gt is None for ep in read_r2r_split(tmp_path, "val_seen", require_gt=False).episodes)
-    gt = _load(sample_dir / "val_seen" / "val_seen_gt.json.gz")
+    gt = _load(r2r_sample_dir / "val_seen" / "val_seen_gt.json.gz")
     gt["3"]["actions"] = [1, 9]
     _dump(tmp_path / "val_seen" / "val_seen_gt.json.gz", gt)
     with pytest.raises(ValueError, match=r"val_seen_gt\.json\.gz: episode 3: actions must be"):

@@ -273,14 +273,11 @@ def train_tower_facts(
             state_dir.mkdir(parents=True, exist_ok=True)
             score = held_out_score(record)
             if score is not None and all(score > s for s in scores if s is not None):
-                tmp = state_dir / f"best.pt.{os.getpid()}.tmp"
-                torch.save({"epoch": epoch + 1, "tower": net.state_dict()}, tmp)
-                os.replace(tmp, state_dir / "best.pt")
-            tmp = state_dir / f"state.pt.{os.getpid()}.tmp"
-            torch.save({"fingerprint": fingerprint, "epoch": epoch + 1, "history": history,
-                        "tower": net.state_dict(), "heads": heads.state_dict(),
-                        "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, tmp)  # fmt: skip
-            os.replace(tmp, state_path)
+                _atomic_torch_save({"epoch": epoch + 1, "tower": net.state_dict()}, state_dir / "best.pt")
+            _atomic_torch_save({"fingerprint": fingerprint, "epoch": epoch + 1, "history": history,
+                                "tower": net.state_dict(), "heads": heads.state_dict(),
+                                "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()},
+                               state_path)  # fmt: skip
             with open(state_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             if console is not None:
@@ -323,6 +320,13 @@ def train_tower_facts(
     tmp.write_text(json.dumps({**asdict(result), "config": asdict(config)}, indent=2) + "\n")
     os.replace(tmp, state_dir / "summary.json")
     return result
+
+
+def _atomic_torch_save(obj: dict[str, Any], path: Path) -> None:
+    """torch.save through a temporary file in the same folder, then a rename: `path` is never half written."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 def _save_atomically(model: Any, output: Path) -> None:
