@@ -7,6 +7,8 @@
 #   DAGGER=2 scripts/train_embedded.sh             # then two DAgger rounds (session 4's runs E1, E2; no SR gain yet)
 #   SCENE_QA=2 scripts/train_embedded.sh           # + scene QA samples every 2nd frame (session 8's run J)
 #   RXR_EVERY=2 scripts/train_embedded.sh          # + every 2nd RxR-style rxr_train episode (session 14's run R)
+#   SEED=1 scripts/train_embedded.sh               # the same recipe from another init and data order (session 15's
+#                                                  # seed study; the shipped model is seed 0)
 #   INSTALL=1 scripts/train_embedded.sh            # install the final model as models/navila-tiny (the shipped default)
 #                                                  # with its training files (config, log, data manifest, eval summaries)
 #
@@ -39,6 +41,7 @@ STOP_AFTER=${STOP_AFTER:-}                             # end after N steps on a 
                                                        # as the shipped model)
 BATCH=${BATCH:-16}
 LR=${LR:-5e-4}
+SEED=${SEED:-0}                                        # train --seed: the fresh model's init and the data order
 ACTION_WEIGHT=${ACTION_WEIGHT:-5.0}                    # loss weight on the action word and amount tokens
 LIMIT=${LIMIT:-}                                       # episodes per collected split (empty = all, after EVERY)
 EVAL_LIMIT=${EVAL_LIMIT:-}                             # episodes per final evaluation (empty = the whole split)
@@ -77,7 +80,7 @@ echo "== 2. train the embedded architecture from scratch (ImageNet EfficientNet-
 echo "      are computed once per stored frame and cached; projector + LLM train on them)"
 navila train --data-mixture "$TRAIN_DATA" --init embedded --output "$RUN" \
   --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-ratio 0.03 --action-token-weight "$ACTION_WEIGHT" \
-  --save-every 100 --log-every 10 --eval-every 1000 --eval-limit 0 \
+  --save-every 100 --log-every 10 --eval-every 1000 --eval-limit 0 --seed "$SEED" \
   --eval-samples "$DATA/r2r_val_seen_samples" --eval-samples-limit 300 --device cpu "${stop_flag[@]}"
 MODEL=$(finished_model "$RUN")
 

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow  # collect 2 + 2 episodes, build the embedded model, 20 steps, install: ~40 s on the 2-core CI box
 def test_dry_run_installs_compact_model_with_its_training_files(tmp_path: Path) -> None:
     env = {**os.environ, "STEPS": "20", "LIMIT": "2", "EVAL": "0", "INSTALL": "1", "OMP_NUM_THREADS": "1",
-           "RXR_EVERY": "2",
+           "RXR_EVERY": "2", "SEED": "3",
            "PYTHON": sys.executable, "PYTHONPATH": str(REPO), "NAVILA_AGENT_CACHE": str(tmp_path / "cache"),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
     done = subprocess.run(["bash", str(REPO / "scripts" / "train_embedded.sh")], cwd=tmp_path, env=env,
@@ -31,6 +31,7 @@ def test_dry_run_installs_compact_model_with_its_training_files(tmp_path: Path) 
     training = installed / "training"
     config = json.loads((training / "train_config.json").read_text())
     assert config["train"]["steps"] == 20 and config["init"] == "embedded"
+    assert config["train"]["seed"] == 3  # SEED reaches train --seed
     assert [d["name"] for d in config["datasets"]] == ["r2r_gen", "rxr_gen"]  # RXR_EVERY: both in the mixture
     assert len((training / "train_log.jsonl").read_text().splitlines()) >= 2
     manifest = json.loads((training / "data_manifest.json").read_text())
