@@ -247,8 +247,8 @@ def register(app: typer.Typer) -> None:
         vocab_size: int = typer.Option(2048, help="Tokenizer size for a fresh --init model."),
         stop_after: int = typer.Option(
             None,
-            help="End this invocation after N optimizer steps (the schedule still spans --steps): the newest "
-            "checkpoint is the result; rerun without it to continue.",
+            help="End this invocation after N optimizer steps (the schedule still spans --steps) on a checkpoint "
+            "of that step, the result; rerun without it to continue.",
         ),
         prompt_phrases: bool = typer.Option(
             True,
@@ -412,7 +412,14 @@ def register(app: typer.Typer) -> None:
             if stop_after is not None and stop_after < 1:
                 raise ValueError(f"--stop-after must be >= 1, got {stop_after}")
             result = train(
-                net, dataset, encoder, config, eval_fn=eval_fn, run_config=run_config, stop_after=stop_after
+                net,
+                dataset,
+                encoder,
+                config,
+                eval_fn=eval_fn,
+                run_config=run_config,
+                stop_after=stop_after,
+                checkpoint_at_stop=True,  # the step it stops at is the result, whatever --save-every says
             )
         except ValueError as e:
             raise _fail(str(e)) from None

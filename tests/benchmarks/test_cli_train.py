@@ -188,6 +188,14 @@ def test_stop_after_ends_early_on_a_checkpoint_and_rerun_continues(tiny_splits, 
     )
     result = invoke(args)
     assert '"resumed_from": 2' in result.output.replace("\n", "") and (run / "config.json").is_file()
+    # A stop between two --save-every checkpoints still saves the step it stopped at: nothing is lost.
+    other = tmp_path / "run_odd"
+    odd = [*args[: args.index("--output")], "--output", str(other), *args[args.index("--output") + 2 :]]
+    result = invoke([*odd, "--stop-after", "1"])  # --save-every 2 would save nothing before step 2
+    flat = result.output.replace("\n", "")
+    assert "stopped after step 1 of 4" in flat and "checkpoint-1" in flat
+    assert (other / "checkpoints" / "checkpoint-1" / "trainer_state.json").is_file()
+    assert '"resumed_from": 1' in invoke(odd).output.replace("\n", "")
     bad = CliRunner().invoke(app, [*args, "--stop-after", "0"])
     assert bad.exit_code != 0 and "--stop-after must be >= 1" in bad.output
 

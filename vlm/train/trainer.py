@@ -429,12 +429,14 @@ def train(
     run_config: dict[str, Any] | None = None,
     show_progress: bool = True,
     stop_after: int | None = None,
+    checkpoint_at_stop: bool = False,
 ) -> TrainResult:
     """Fine-tune `model` on `dataset` for `config.steps` optimizer steps, resuming from OUT's last checkpoint.
 
     `eval_fn(checkpoint_dir)` runs every `eval_every` steps on the checkpoint just saved; its metrics are
     logged next to the loss. `stop_after` ends the run after that many steps of this call (used to simulate
-    a killed run in tests); the state on disk is exactly what a kill after that checkpoint leaves.
+    a killed run in tests); the state on disk is exactly what a kill after that checkpoint leaves, unless
+    `checkpoint_at_stop` also saves the step it stopped at (the CLI's --stop-after: no step is lost).
     """
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
@@ -592,6 +594,10 @@ def train(
                 io_time += time.perf_counter() - t_io
             if progress is not None:
                 progress.update(task, completed=step, info=f"loss {loss_value:.4f}")
+        if checkpoint_at_stop and step < config.steps and done_here > 0 and step % config.save_every != 0:
+            t_io = time.perf_counter()
+            _save_checkpoint(accelerator, core, optimizer, scheduler, output_dir, step, config, loss_value)
+            io_time += time.perf_counter() - t_io
     finally:
         if progress is not None:
             progress.stop()
