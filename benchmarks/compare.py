@@ -178,6 +178,90 @@ def _uid_order(uid: str) -> tuple[str, int, str]:
     return (split, int(episode), "") if episode.isdigit() else (split, -1, episode)
 
 
+@dataclass
+class Spread:
+    """Several runs of one recipe (e.g. training seeds) on the same episodes; `asdict` is `--json`'s output."""
+
+    runs: list[str]
+    paired: int  # episodes finished "ok" in every run: all the numbers below are over these
+    left_out: list[str] = field(default_factory=list)  # uids missing from, or crashed in, at least one run
+    per_run: list[dict[str, float]] = field(default_factory=list)  # metric means of each run
+    mean: dict[str, float] = field(default_factory=dict)  # across runs
+    sd: dict[str, float] = field(default_factory=dict)  # sample standard deviation across runs (n - 1)
+    low: dict[str, float] = field(default_factory=dict)  # the smallest run mean
+    high: dict[str, float] = field(default_factory=dict)  # the largest run mean
+    succeeded_in: list[int] = field(default_factory=list)  # [k]: episodes that succeed in exactly k runs
+    pairs: list[dict[str, Any]] = field(default_factory=list)  # a, b (indices), only_a, only_b, mcnemar_p
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def spread_runs(runs: Sequence[Path]) -> Spread:
+    """How far runs of one recipe scatter on the same episodes: each run's means, their mean, standard deviation
+    and range, how many episodes succeed in 0..N of the runs, and McNemar's p for every pair.
+
+    Why: `compare_runs` answers "is B better than A on these episodes?", but two trainings that differ only in
+    the seed also differ on those episodes; a candidate's gain means something only when it exceeds that scatter.
+    RunFolderError naming the folder when one holds no episodes, or when the runs share no finished episode."""
+    if len(runs) < 2:
+        raise ValueError(f"spread needs at least 2 run folders, got {len(runs)}")
+    loaded = [_ok_records(Path(r)) for r in runs]
+    everywhere = set.intersection(*(set(ok) for ok, _ in loaded))
+    anywhere = set.union(*(set(ok) | bad for ok, bad in loaded))
+    common = sorted(everywhere, key=_uid_order)
+    if not common:
+        raise RunFolderError(
+            f"{', '.join(str(r) for r in runs)} have no finished episode in common: spread compares runs of the "
+            "same split and episodes"
+        )
+    metrics = [[ok[u].get("metrics") or {} for u in common] for ok, _ in loaded]
+    keys = [k for k in METRIC_KEYS if any(k in m for run in metrics for m in run)]
+    per_run = []
+    for run in metrics:
+        means = {}
+        for k in keys:
+            values = [float(m[k]) for m in run if _is_finite_number(m.get(k))]
+            means[k] = sum(values) / len(values) if values else float("nan")
+        per_run.append(means)
+    spread = Spread(
+        runs=[str(r) for r in runs],
+        paired=len(common),
+        left_out=sorted(anywhere - everywhere, key=_uid_order),
+        per_run=per_run,
+    )
+    n = len(runs)
+    for k in keys:
+        values = [m[k] for m in per_run if math.isfinite(m[k])]
+        if not values:
+            continue
+        mean = sum(values) / len(values)
+        spread.mean[k] = mean
+        spread.sd[k] = (
+            math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+            if len(values) > 1
+            else math.nan
+        )
+        spread.low[k], spread.high[k] = min(values), max(values)
+    wins = [[_succeeded(m) for m in run] for run in metrics]
+    counts = Counter(sum(run[i] for run in wins) for i in range(len(common)))
+    spread.succeeded_in = [counts[k] for k in range(n + 1)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            only_a = sum(a and not b for a, b in zip(wins[i], wins[j], strict=True))
+            only_b = sum(b and not a for a, b in zip(wins[i], wins[j], strict=True))
+            spread.pairs.append(
+                {
+                    "a": i,
+                    "b": j,
+                    "only_a": only_a,
+                    "only_b": only_b,
+                    "mcnemar_p": mcnemar_exact(only_a, only_b),
+                }
+            )
+    return spread
+
+
 # Display: (key, label, scale, decimals); percentages for the rates, metres for distances.
 _DISPLAY = {
     "sr": ("SR %", 100, 1),
@@ -228,4 +312,44 @@ def format_comparison(cmp: Comparison) -> Any:
         if uids:
             shown = ", ".join(uids[:5]) + (f", … ({len(uids)} in all)" if len(uids) > 5 else "")
             lines.append(f"not paired, {name}: {shown}")
+    return Group(table, Text("\n".join(lines)))
+
+
+def format_spread(spread: Spread) -> Any:
+    """A rich renderable: one column per run, then mean ± sd and the range; the success agreement; each pair."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    names = "\n".join(f"{i + 1} = {r}" for i, r in enumerate(spread.runs))
+    table = Table(title=f"{names}\n{spread.paired} episodes finished in every run")
+    table.add_column("metric")
+    for i in range(len(spread.runs)):
+        table.add_column(str(i + 1), justify="right")
+    for header in ("mean", "sd", "range"):
+        table.add_column(header, justify="right")
+    for key in spread.mean:
+        label, scale, dec = _DISPLAY.get(key, (key, 1, 3))
+        sd = spread.sd[key]
+        table.add_row(
+            label,
+            *(f"{m[key] * scale:.{dec}f}" if math.isfinite(m[key]) else "n/a" for m in spread.per_run),
+            f"{spread.mean[key] * scale:.{dec}f}",
+            f"{sd * scale:.{dec}f}" if math.isfinite(sd) else "",
+            f"{spread.low[key] * scale:.{dec}f} – {spread.high[key] * scale:.{dec}f}",
+        )
+    n = len(spread.runs)
+    lines = [
+        "episodes by the number of runs that succeed on them: "
+        + ", ".join(f"{k} of {n}: {c}" for k, c in enumerate(spread.succeeded_in))
+    ]
+    for pair in spread.pairs:
+        lines.append(
+            f"{pair['a'] + 1} vs {pair['b'] + 1}: successes only in {pair['a'] + 1} {pair['only_a']}, only in "
+            f"{pair['b'] + 1} {pair['only_b']}; McNemar exact p = {pair['mcnemar_p']:.3f}"
+        )
+    if spread.left_out:
+        shown = ", ".join(spread.left_out[:5])
+        more = f", … ({len(spread.left_out)} in all)" if len(spread.left_out) > 5 else ""
+        lines.append(f"left out (missing or crashed in some run): {shown}{more}")
     return Group(table, Text("\n".join(lines)))

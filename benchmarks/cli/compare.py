@@ -1,4 +1,5 @@
-"""`navila-agent compare RUN_A RUN_B`: paired comparison of two evaluation runs (benchmarks/compare.py)."""
+"""`navila-agent compare RUN_A RUN_B`: paired comparison of two evaluation runs, and `navila-agent spread RUN...`:
+the scatter of several runs of one recipe (benchmarks/compare.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from benchmarks.cli.data import _fail  # the same error line as `data` (message 
 def register(app: typer.Typer) -> None:
     """Add the `compare` command to the `navila-agent` app."""
     app.command("compare")(compare_command)
+    app.command("spread")(spread_command)
 
 
 def compare_command(
@@ -44,3 +46,35 @@ def compare_command(
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json_out, json.dumps(json_safe(cmp.to_json()), indent=1) + "\n")
+
+
+def spread_command(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Two or more run folders of one recipe (e.g. training seeds) on the same episodes."
+        ),
+    ],
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the spread as JSON (atomically) to this file."),
+    ] = None,
+) -> None:
+    """How far runs of one recipe scatter on the same episodes: each run's metrics with their mean, standard
+    deviation and range, how many episodes succeed in 0..N runs, and McNemar's p for every pair. A candidate's
+    gain over a baseline means something only when it is larger than this."""
+    import json
+
+    from rich.console import Console
+
+    from benchmarks.compare import format_spread, spread_runs
+    from benchmarks.store import RunFolderError, atomic_write_text, json_safe
+
+    try:
+        spread = spread_runs(runs)
+    except (RunFolderError, ValueError) as e:
+        raise _fail(str(e)) from None
+    Console().print(format_spread(spread))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json_out, json.dumps(json_safe(spread.to_json()), indent=1) + "\n")

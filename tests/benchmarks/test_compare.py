@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from benchmarks.cli import app
-from benchmarks.compare import compare_runs, mcnemar_exact, paired_metric, wilson_interval
+from benchmarks.compare import compare_runs, mcnemar_exact, paired_metric, spread_runs, wilson_interval
 from benchmarks.store import RunFolderError
 
 
@@ -120,3 +120,50 @@ def test_shipped_model_per_episode_results_match_its_summaries(split):
         assert mean == pytest.approx(summary[key], abs=1e-9), key
     same = compare_runs(eval_dir / split, eval_dir / split)
     assert same.paired == summary["episodes"] and same.success["only_a"] == same.success["only_b"] == 0
+
+
+def test_spread_of_three_runs_on_the_episodes_all_of_them_finished(tmp_path):
+    """`spread_runs`: per-run means over the episodes every run finished, their mean / sd / range, how many
+    episodes succeed in 0..N runs, and McNemar's p for each pair."""
+    a = write_run(tmp_path / "a", {1: (1, 0.8), 2: (1, 0.6), 3: (0, 0), 4: (0, 0), 5: (0, 0)})
+    b = write_run(tmp_path / "b", {1: (1, 1.0), 2: (0, 0), 3: (1, 0.4), 4: (0, 0), 5: None})
+    c = write_run(tmp_path / "c", {1: (1, 0.6), 2: (0, 0), 3: (0, 0), 4: (0, 0), 6: (1, 1)})
+    spread = spread_runs([a, b, c])
+    assert spread.paired == 4  # 1..4: 5 crashed in B and is missing from C, 6 is only in C
+    assert spread.left_out == ["r2r_val_unseen:5", "r2r_val_unseen:6"]
+    assert [round(m["sr"], 4) for m in spread.per_run] == [0.5, 0.5, 0.25]
+    assert spread.mean["sr"] == pytest.approx(5 / 12)
+    assert spread.sd["sr"] == pytest.approx(math.sqrt(((1 / 12) ** 2 * 2 + (1 / 6) ** 2) / 2))
+    assert (spread.low["sr"], spread.high["sr"]) == (0.25, 0.5)
+    assert spread.per_run[1]["spl"] == pytest.approx(1.4 / 4)
+    assert spread.succeeded_in == [1, 2, 0, 1]  # 4: none; 2, 3: one run each; 1: all three
+    assert [(p["a"], p["b"], p["only_a"], p["only_b"]) for p in spread.pairs] == [
+        (0, 1, 1, 1),
+        (0, 2, 1, 0),
+        (1, 2, 1, 0),
+    ]
+    assert spread.pairs[1]["mcnemar_p"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least 2 run folders"):
+        spread_runs([a])
+    with pytest.raises(RunFolderError, match="no finished episode in common"):
+        spread_runs([a, write_run(tmp_path / "d", {9: (1, 1.0)})])
+
+
+def test_cli_spread_prints_the_table_and_writes_json(tmp_path):
+    runs = [
+        write_run(tmp_path / name, {k: (float(k % m == 0), 0.5 * (k % m == 0)) for k in range(1, 41)})
+        for name, m in (("s0", 4), ("s1", 2), ("s2", 5))
+    ]
+    out = tmp_path / "spread" / "seeds.json"
+    runner = CliRunner()
+    result = runner.invoke(app, ["spread", *map(str, runs), "--json", str(out)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "40 episodes finished in every run" in result.output and "SR %" in result.output
+    assert "25.0" in result.output and "50.0" in result.output and "20.0 – 50.0" in result.output
+    assert "1 vs 2: successes only in 1 0, only in 2 10; McNemar exact p = 0.002" in result.output
+    # Successes at multiples of 4, 2 and 5 in 1..40. All three: 20, 40. Two: the other multiples of 4 (8) and
+    # 10, 30. One: the other even numbers (8) and the odd multiples of 5 (4). None: the other 16.
+    saved = json.loads(out.read_text())
+    assert saved["succeeded_in"] == [16, 12, 10, 2] and saved["paired"] == 40
+    bad = runner.invoke(app, ["spread", str(runs[0])], env={"COLUMNS": "200"})
+    assert bad.exit_code == 2 and "at least 2 run folders" in bad.output
