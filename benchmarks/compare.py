@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.metrics import METRIC_KEYS, _is_finite_number
+from benchmarks.metrics import METRIC_KEYS, _is_finite_number, aggregate
 from benchmarks.store import RunFolderError, load_results
 
 Z95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
@@ -145,13 +145,7 @@ def compare_runs(run_a: Path, run_b: Path) -> Comparison:
         )
     a = [ok_a[u].get("metrics") or {} for u in common]
     b = [ok_b[u].get("metrics") or {} for u in common]
-    cells = Counter((_succeeded(x), _succeeded(y)) for x, y in zip(a, b, strict=True))
-    table = {
-        "both": cells[True, True],
-        "only_a": cells[True, False],
-        "only_b": cells[False, True],
-        "neither": cells[False, False],
-    }
+    table = _success_table([_succeeded(x) for x in a], [_succeeded(y) for y in b])
     return Comparison(
         run_a=str(run_a),
         run_b=str(run_b),
@@ -165,6 +159,17 @@ def compare_runs(run_a: Path, run_b: Path) -> Comparison:
         sr_b_interval=wilson_interval(table["both"] + table["only_b"], len(common)),
         metrics=[paired_metric(k, a, b) for k in METRIC_KEYS if any(k in m for m in a + b)],
     )
+
+
+def _success_table(a: Sequence[bool], b: Sequence[bool]) -> dict[str, int]:
+    """The paired 2x2 success table of two runs over the same episodes: both, only_a, only_b, neither."""
+    cells = Counter(zip(a, b, strict=True))
+    return {
+        "both": cells[True, True],
+        "only_a": cells[True, False],
+        "only_b": cells[False, True],
+        "neither": cells[False, False],
+    }
 
 
 def _succeeded(metrics: Mapping[str, Any]) -> bool:
@@ -217,13 +222,7 @@ def spread_runs(runs: Sequence[Path]) -> Spread:
         )
     metrics = [[ok[u].get("metrics") or {} for u in common] for ok, _ in loaded]
     keys = [k for k in METRIC_KEYS if any(k in m for run in metrics for m in run)]
-    per_run = []
-    for run in metrics:
-        means = {}
-        for k in keys:
-            values = [float(m[k]) for m in run if _is_finite_number(m.get(k))]
-            means[k] = sum(values) / len(values) if values else float("nan")
-        per_run.append(means)
+    per_run = [{k: aggregate(run)[k] for k in keys} for run in metrics]  # NaN: no finite value in that run
     spread = Spread(
         runs=[str(r) for r in runs],
         paired=len(common),
@@ -248,8 +247,8 @@ def spread_runs(runs: Sequence[Path]) -> Spread:
     spread.succeeded_in = [counts[k] for k in range(n + 1)]
     for i in range(n):
         for j in range(i + 1, n):
-            only_a = sum(a and not b for a, b in zip(wins[i], wins[j], strict=True))
-            only_b = sum(b and not a for a, b in zip(wins[i], wins[j], strict=True))
+            table = _success_table(wins[i], wins[j])
+            only_a, only_b = table["only_a"], table["only_b"]
             spread.pairs.append(
                 {
                     "a": i,
