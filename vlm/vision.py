@@ -4,7 +4,9 @@ Three kinds, picked by the `model_type` of the tower config (one explicit mappin
 - `siglip_vision_model` (NaVILA: SigLIP so400m-patch14-384, 27 x 27 = 729 tokens of 1152 channels),
 - `clip_vision_model` (CLIP ViT; its CLS token is dropped by `mm_vision_select_feature="patch"`),
 - `efficientnet_lite0` (this project's CPU default: ImageNet EfficientNet-Lite0, 7 x 7 = 49 tokens of 1280 at
-  224 px; see `vlm/efficientnet.py`).
+  224 px; see `vlm/efficientnet.py`),
+- `navila_convnet` (a small CNN trained from scratch with the navigator, 8 x 8 = 64 tokens of 128 at 64 px; see
+  `vlm/convnet.py`).
 
 For the transformer towers the features are the hidden states of layer `mm_vision_select_layer` (-2: the
 second-to-last, like VILA); `mm_vision_select_feature` "patch" drops the first token when the tower has a CLS token,
@@ -20,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vlm.convnet import ConvNetConfig, ConvNetTower
 from vlm.efficientnet import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -30,6 +33,7 @@ from vlm.efficientnet import (
 from vlm.image_processor import ImageProcessor
 
 SELECT_FEATURES = ("patch", "cls_patch")
+OWN_TOWERS = (EfficientNetLite0, ConvNetTower)  # this project's towers: config.grid x config.grid tokens, own save format
 
 
 @dataclass
@@ -64,7 +68,7 @@ class VisionTower(nn.Module):
 
     @property
     def hidden_size(self) -> int:
-        if isinstance(self.encoder, EfficientNetLite0):
+        if isinstance(self.encoder, OWN_TOWERS):
             return self.encoder.config.hidden_size
         return int(self.encoder.config.hidden_size)
 
@@ -75,7 +79,7 @@ class VisionTower(nn.Module):
     @property
     def num_tokens(self) -> int:
         """Tokens per image after feature selection."""
-        if isinstance(self.encoder, EfficientNetLite0):
+        if isinstance(self.encoder, OWN_TOWERS):
             return self.encoder.config.grid**2
         patches = (self.image_size // int(self.encoder.config.patch_size)) ** 2
         keep_cls = self.has_cls_token and self.selection.select_feature == "cls_patch"
@@ -86,8 +90,8 @@ class VisionTower(nn.Module):
             raise ValueError(f"vision tower expects pixels [N, 3, H, W], got shape {tuple(pixels.shape)}")
         param = next(self.encoder.parameters())
         pixels = pixels.to(device=param.device, dtype=param.dtype)
-        if isinstance(self.encoder, EfficientNetLite0):
-            return self.encoder(pixels)  # [N, g*g, 1280]
+        if isinstance(self.encoder, OWN_TOWERS):
+            return self.encoder(pixels)  # [N, g*g, C]
         out = self.encoder(pixel_values=pixels, output_hidden_states=True)
         features = out.hidden_states[self.selection.select_layer]  # [N, T(+1), C]
         if self.has_cls_token and self.selection.select_feature == "patch":
@@ -127,6 +131,20 @@ def _efficientnet_encoder(config: dict | None, folder: Path | None, dtype: torch
     return net if dtype is None else net.to(dtype)
 
 
+def _convnet_encoder(config: dict | None, folder: Path | None, dtype: torch.dtype | None) -> nn.Module:
+    from safetensors.torch import load_file
+
+    net = ConvNetTower(ConvNetConfig.from_dict(config or {}))  # fresh: PyTorch's default init (seeded by the caller)
+    if folder is not None:
+        weights = folder / "model.safetensors"
+        if not weights.is_file():
+            raise FileNotFoundError(f"missing model.safetensors in {folder} (the convnet tower's weights)")
+        missing, unexpected = net.load_state_dict(load_file(str(weights)), strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{weights}: parameters do not match the convnet tower (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return net if dtype is None else net.to(dtype)
+
+
 def _hf_fields(config: dict | None) -> dict:
     """A tower config dict without the keys that `from_dict` must not see twice."""
     return {k: v for k, v in (config or {}).items() if k not in ("architectures", "transformers_version")}
@@ -137,14 +155,17 @@ TOWER_KINDS: dict[str, Callable[..., nn.Module]] = {
     "siglip_vision_model": _siglip_encoder,
     "clip_vision_model": _clip_encoder,
     "efficientnet_lite0": _efficientnet_encoder,
+    "navila_convnet": _convnet_encoder,
 }
 
 
 def default_image_processor(kind: str, config: dict) -> ImageProcessor:
     """The preprocessing a tower expects when its folder has no preprocessor_config.json (fresh builds)."""
-    size = int(config.get("image_size", 224 if kind == "efficientnet_lite0" else 384))
+    size = int(config.get("image_size", {"efficientnet_lite0": 224, "navila_convnet": 64}.get(kind, 384)))
     if kind == "efficientnet_lite0":
         return ImageProcessor(size=size, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, processor_type="EfficientNetImageProcessor")
+    if kind == "navila_convnet":  # [-1, 1] (the SigLIP-style default); bilinear PIL downscaling is antialiased
+        return ImageProcessor(size=size, resample="bilinear", processor_type="ConvNetImageProcessor")
     if kind == "clip_vision_model":
         return ImageProcessor(
             size=size, image_mean=(0.48145466, 0.4578275, 0.40821073), image_std=(0.26862954, 0.26130258, 0.27577711),
@@ -192,7 +213,7 @@ def save_vision_tower(tower: VisionTower, folder: Path) -> None:
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    if isinstance(tower.encoder, EfficientNetLite0):
+    if isinstance(tower.encoder, OWN_TOWERS):
         (folder / "config.json").write_text(json.dumps(tower.config_dict, indent=2) + "\n")
         state = {k: v.detach().contiguous().cpu() for k, v in tower.encoder.state_dict().items()}
         save_file(state, str(folder / "model.safetensors"))

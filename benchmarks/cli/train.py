@@ -22,7 +22,9 @@ from typing import Any
 
 import typer
 
-INITS = ("embedded", "tiny")  # fresh models --init can build (tiny: a seconds-fast test model)
+# Fresh models --init can build: embedded (the shipped architecture), embedded-cnn (the same with vlm/convnet.py's
+# CNN tower, trained from scratch with the navigator: needs --tune-vision-tower), tiny (a seconds-fast test model).
+INITS = ("embedded", "embedded-cnn", "tiny")
 TOKENIZER_FOLDER = "init_tokenizer"  # where a fresh model's tokenizer is kept, so a resumed run reuses it
 
 
@@ -72,6 +74,8 @@ def build_init_model(
     torch.manual_seed(seed)  # the same init on a resume: frozen weights are not in the checkpoint state
     if init == "embedded":
         config = vlm.embedded_config(tokenizer)
+    elif init == "embedded-cnn":
+        config = vlm.embedded_config(tokenizer, tower="convnet")
     else:
         config = vlm.tiny_config(vocab_size=len(tokenizer))
     return vlm.build_model(config, tokenizer)
@@ -191,7 +195,9 @@ def register(app: typer.Typer) -> None:
         ),
         model: Path = typer.Option(None, help="Start from this VILA-layout checkpoint."),
         init: str = typer.Option(
-            None, help="Or start from a fresh model: embedded (the shipped architecture) or tiny (tests)."
+            None,
+            help="Or start from a fresh model: embedded (the shipped architecture), embedded-cnn (the same with a "
+            "small CNN tower on 64 px frames, trained from scratch: with --tune-vision-tower) or tiny (tests).",
         ),
         vision_tower: Path = typer.Option(
             None,
@@ -281,7 +287,7 @@ def register(app: typer.Typer) -> None:
         )  # one report per run, not per rank
         if (model is None) == (init is None):
             raise _fail(
-                "give exactly one of --model PATH (a checkpoint) or --init embedded|tiny (a fresh model)"
+                f"give exactly one of --model PATH (a checkpoint) or --init {'|'.join(INITS)} (a fresh model)"
             )
         if vision_tower is not None and init is None:
             raise _fail(
@@ -294,6 +300,11 @@ def register(app: typer.Typer) -> None:
             )
         if stage1:
             tune_vision_tower, tune_mm_projector, tune_language_model = True, True, False
+        if init == "embedded-cnn" and not tune_vision_tower:
+            raise _fail(
+                "--init embedded-cnn: its convnet tower starts from random weights and must train with the "
+                "navigator; add --tune-vision-tower"
+            )
         try:
             from envs.paths import cache_dir
 

@@ -262,3 +262,31 @@ def test_a_fresh_model_takes_the_vision_tower_it_is_given(tiny_splits, tmp_path)
         app, ["train", "--data-mixture", str(data), "--output", str(tmp_path / "r3"), *model]
     )
     assert result.exit_code == 2 and "--vision-tower goes with --init" in result.output
+
+
+def test_embedded_cnn_trains_its_tower_from_scratch_and_resumes(tiny_splits, tmp_path):
+    """--init embedded-cnn: the embedded architecture with vlm/convnet.py's tower, which has no pretrained weights,
+    so it must train (--tune-vision-tower, else a clear error); the tower's weights move, are in the checkpoints
+    (a stopped run resumes them) and the final folder loads as a navila_convnet model."""
+    import torch
+
+    import vlm
+
+    data = tmp_path / "collected"
+    invoke(["collect", "--split", "r2r_train", "--output", str(data), "--limit", "1", "--frame-size", "64"])
+    run = tmp_path / "run"
+    args = ["train", "--data-mixture", str(data), "--init", "embedded-cnn", "--batch-size", "2", "--save-every", "1",
+            "--vocab-size", "400", "--output", str(run), "--steps", "2", "--lr", "1e-3"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "add --tune-vision-tower" in " ".join(result.output.split())
+    invoke([*args, "--tune-vision-tower", "--stop-after", "1"])
+    assert '"resumed_from": 1' in invoke([*args, "--tune-vision-tower"]).output.replace("\n", "")
+    model = vlm.load(run, device="cpu", dtype="float32")
+    assert model.vision_tower.kind == "navila_convnet" and model.tokens_per_image == 16
+    torch.manual_seed(0)  # the fresh model's seed: build_init_model seeds it with --seed (0)
+    fresh = vlm.build_model(vlm.embedded_config(model.tokenizer, tower="convnet"), model.tokenizer)
+    first_conv = "stages.0.0.weight"
+    trained = model.vision_tower.encoder.state_dict()[first_conv]
+    assert not torch.equal(trained, fresh.vision_tower.encoder.state_dict()[first_conv])
+    config = json.loads((run / "train_config.json").read_text())
+    assert config["train"]["tune_vision_tower"] is True and config["init"] == "embedded-cnn"

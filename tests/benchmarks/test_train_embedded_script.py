@@ -39,3 +39,28 @@ def test_dry_run_installs_compact_model_with_its_training_files(tmp_path: Path) 
     rxr = json.loads((training / "data_manifest_rxr.json").read_text())
     assert rxr["split"] == "rxr_train" and rxr["settings"]["every"] == 2
     assert not list((training / "eval").iterdir())  # EVAL=0: no summaries to copy
+
+
+def _script_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable, "PYTHONPATH": str(REPO),
+            "NAVILA_AGENT_CACHE": str(tmp_path / "cache"),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **extra}  # fmt: skip
+
+
+def test_an_unknown_tower_stops_the_script_before_any_work(tmp_path: Path) -> None:
+    done = subprocess.run(["bash", str(REPO / "scripts" / "train_embedded.sh")], cwd=tmp_path,
+                          env=_script_env(tmp_path, TOWER="vit"), capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and "TOWER must be efficientnet or cnn, got 'vit'" in done.stderr
+    assert not (tmp_path / "cache").exists()  # nothing collected
+
+
+@pytest.mark.slow  # collect 1 + 1 episodes, build the embedded-cnn model, 2 steps: ~20 s on the 2-core CI box
+def test_tower_cnn_trains_the_convnet_tower_with_the_navigator(tmp_path: Path) -> None:
+    env = _script_env(tmp_path, TOWER="cnn", STEPS="2", LIMIT="1", EVAL="0")
+    done = subprocess.run(["bash", str(REPO / "scripts" / "train_embedded.sh")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    config = json.loads((tmp_path / "runs" / "navila-tiny" / "train_config.json").read_text())
+    assert config["init"] == "embedded-cnn" and config["train"]["tune_vision_tower"] is True
+    tower = json.loads((tmp_path / "runs" / "navila-tiny" / "vision_tower" / "config.json").read_text())
+    assert tower["model_type"] == "navila_convnet"

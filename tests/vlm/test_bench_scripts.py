@@ -55,3 +55,19 @@ def test_bench_train_both_paths_report_and_agree(capsys) -> None:
     assert "cached features train" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench_train.main([*argv, "--paths", "pixels,bogus"])
+
+
+
+def test_bench_train_embedded_cnn_trains_its_tower_on_pixels(capsys) -> None:
+    """--init embedded-cnn: the convnet tower always trains, so only the pixels path runs (cached features need a
+    frozen tower, and asking for them says so)."""
+    from benchmarks import bench_train
+
+    argv = ["--init", "embedded-cnn", "--steps", "1", "--warmup", "0", "--trajectories", "1", "--frame-size", "64",
+            "--batch-size", "2"]  # fmt: skip
+    assert bench_train.main([*argv, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(r["path"], r["init"], r["trainable_vision_tower"]) for r in rows] == [("pixels", "embedded-cnn", True)]
+    assert rows[0]["samples_per_s"] > 0
+    with pytest.raises(SystemExit):
+        bench_train.main([*argv, "--paths", "cached"])

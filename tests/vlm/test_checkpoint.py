@@ -21,7 +21,7 @@ def _logits(model, tokenizer, frames, prompt) -> torch.Tensor:
         return model(input_ids=ids, images=frames).logits
 
 
-@pytest.mark.parametrize("tower", ["siglip", "clip", "efficientnet"])
+@pytest.mark.parametrize("tower", ["siglip", "clip", "efficientnet", "convnet"])
 def test_save_load_round_trip_identical_logits(tmp_path: Path, tokenizer, tower: str) -> None:
     torch.manual_seed(1)
     projector = "mlp2x_gelu" if tower == "clip" else "mlp_downsample"

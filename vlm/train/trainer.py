@@ -87,6 +87,9 @@ class TrainConfig:
     # (vlm/train/frame_features.py). "auto" = on when the tower is frozen and the model has the VLM parts.
     cache_vision_features: str = "auto"  # "auto" | "yes" | "no"
     feature_cache_dir: str | None = None  # where the features go (None: OUTPUT/vision_features)
+    # Training tower: keep this many MB of frames decoded and resized to its input (per DataLoader process), so
+    # a sample's 8 frames are not decoded from their 224 px files at every draw (0 = off).
+    frame_cache_mb: int = 2048
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu"):
@@ -94,7 +97,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "save_every", "log_every", "lora_r"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_every", "num_workers", "keep_checkpoints"):
+        for name in ("eval_every", "num_workers", "keep_checkpoints", "frame_cache_mb"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -489,8 +492,12 @@ def train(
             core, dataset, encoder, config, accelerator, show_progress
         )
         model = CachedFeatureModel(core)  # projector + LM over the cached features, weighted loss
-    elif encoder.config.action_token_weight != 1.0 and not _wants_label_weights(model):
-        model = ActionWeightedLoss(model)
+    else:
+        resize = getattr(encoder.image_processor, "resize", None)
+        if config.tune_vision_tower and config.frame_cache_mb and resize and hasattr(dataset, "resize_frames"):
+            dataset.resize_frames(resize, config.frame_cache_mb * 2**20)
+        if encoder.config.action_token_weight != 1.0 and not _wants_label_weights(model):
+            model = ActionWeightedLoss(model)
     pass_weights = _wants_label_weights(model)
     # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it once per
     # process (a schedule N times too fast on N GPUs).

@@ -116,3 +116,23 @@ def test_current_frames_decode_each_samples_last_frame_one_file_at_a_time(tmp_pa
     for positions, frames in groups:
         for position, frame in zip(positions, frames, strict=True):
             assert np.array_equal(frame, data.frames_for(indices[position])[-1])
+
+
+def test_resized_frame_cache_gives_the_processors_pixels_within_its_byte_budget(tmp_path):
+    """resize_frames (used while a tower trains): each trajectory is decoded once and resized by the processor's
+    own `resize`; samples then carry exactly the pixels the encoder would have made, and the cache keeps at most
+    `max_bytes` of frames (least recently used out first)."""
+    root = write_collected(tmp_path / "d", {"a": ANSWERS, "b": ANSWERS}, size=16)
+    plain = TrajectoryDataset(root)
+    data = TrajectoryDataset(root)
+    processor = ImageProcessor(size=4, resample="bilinear")
+    one_trajectory = 3 * 4 * 4 * 3  # 3 frames of 4 x 4 RGB
+    data.resize_frames(processor.resize, max_bytes=one_trajectory)
+    for i in range(len(data)):
+        expected = np.stack([processor.resize(f) for f in plain.frames_for(i)])
+        assert np.array_equal(data.frames_for(i), expected)
+    assert len(data._cache) == 1 and data._cached_bytes == one_trajectory  # "a" went when "b" came
+    encoder = SampleEncoder(build_tokenizer(ANSWERS, vocab_size=300), processor)
+    assert torch.equal(encoder.encode(data[4])["images"], encoder.encode(plain[4])["images"])
+    with pytest.raises(ValueError, match="max_bytes"):
+        data.resize_frames(processor.resize, max_bytes=-1)
