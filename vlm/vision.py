@@ -1,6 +1,6 @@
 """Vision towers: pixels -> a sequence of feature tokens per image.
 
-Three kinds, picked by the `model_type` of the tower config (one explicit mapping, `TOWER_KINDS`):
+Four kinds, picked by the `model_type` of the tower config (one explicit mapping, `TOWER_KINDS`):
 - `siglip_vision_model` (NaVILA: SigLIP so400m-patch14-384, 27 x 27 = 729 tokens of 1152 channels),
 - `clip_vision_model` (CLIP ViT; its CLS token is dropped by `mm_vision_select_feature="patch"`),
 - `efficientnet_lite0` (this project's CPU default: ImageNet EfficientNet-Lite0, 7 x 7 = 49 tokens of 1280 at
@@ -116,33 +116,31 @@ def _clip_encoder(config: dict | None, folder: Path | None, dtype: torch.dtype |
 
 
 def _efficientnet_encoder(config: dict | None, folder: Path | None, dtype: torch.dtype | None, pretrained: bool = True) -> nn.Module:
-    from safetensors.torch import load_file
-
     net = EfficientNetLite0(EfficientNetLiteConfig.from_dict(config or {}))
     if folder is not None:
-        weights = folder / "model.safetensors"
-        if not weights.is_file():
-            raise FileNotFoundError(f"missing model.safetensors in {folder} (the EfficientNet-Lite0 tower's weights)")
-        missing, unexpected = net.load_state_dict(load_file(str(weights)), strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{weights}: parameters do not match EfficientNet-Lite0 (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        _load_own_weights(net, folder, "the EfficientNet-Lite0 tower")
     elif pretrained:
         load_imagenet_weights(net)
     return net if dtype is None else net.to(dtype)
 
 
 def _convnet_encoder(config: dict | None, folder: Path | None, dtype: torch.dtype | None) -> nn.Module:
-    from safetensors.torch import load_file
-
     net = ConvNetTower(ConvNetConfig.from_dict(config or {}))  # fresh: PyTorch's default init (seeded by the caller)
     if folder is not None:
-        weights = folder / "model.safetensors"
-        if not weights.is_file():
-            raise FileNotFoundError(f"missing model.safetensors in {folder} (the convnet tower's weights)")
-        missing, unexpected = net.load_state_dict(load_file(str(weights)), strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{weights}: parameters do not match the convnet tower (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        _load_own_weights(net, folder, "the convnet tower")
     return net if dtype is None else net.to(dtype)
+
+
+def _load_own_weights(net: nn.Module, folder: Path, name: str) -> None:
+    """Load one of this project's towers (`OWN_TOWERS`) from `folder/model.safetensors`, every parameter or an error."""
+    from safetensors.torch import load_file
+
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"missing model.safetensors in {folder} ({name}'s weights)")
+    missing, unexpected = net.load_state_dict(load_file(str(weights)), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{weights}: parameters do not match {name} (missing {missing[:5]}, unexpected {unexpected[:5]})")
 
 
 def _hf_fields(config: dict | None) -> dict:

@@ -64,3 +64,22 @@ def test_embedded_cnn_config_gives_16_tokens_per_frame_and_trains_end_to_end() -
     out.loss.backward()
     first_conv = model.vision_tower.encoder.stages[0][0].weight
     assert first_conv.grad is not None and float(first_conv.grad.abs().sum()) > 0
+
+
+def test_saved_tower_loads_back_and_mismatched_weights_are_named(tmp_path) -> None:
+    from vlm.vision import load_vision_tower, save_vision_tower
+
+    torch.manual_seed(0)
+    tower = build_vision_tower(ConvNetConfig(image_size=32, widths=(8, 16)).to_dict(), VisionSelection())
+    save_vision_tower(tower, tmp_path / "vt")
+    loaded = load_vision_tower(tmp_path / "vt", VisionSelection())
+    x = torch.randn(1, 3, 32, 32)
+    assert loaded.image_processor == tower.image_processor and torch.equal(loaded(x), tower(x))
+    other = build_vision_tower(ConvNetConfig(image_size=32, widths=(8, 16, 32)).to_dict(), VisionSelection())
+    save_vision_tower(other, tmp_path / "other")
+    (tmp_path / "vt" / "model.safetensors").replace(tmp_path / "vt" / "gone.safetensors")
+    with pytest.raises(FileNotFoundError, match="the convnet tower's weights"):
+        load_vision_tower(tmp_path / "vt", VisionSelection())
+    (tmp_path / "other" / "model.safetensors").replace(tmp_path / "vt" / "model.safetensors")
+    with pytest.raises(ValueError, match="parameters do not match the convnet tower"):
+        load_vision_tower(tmp_path / "vt", VisionSelection())
