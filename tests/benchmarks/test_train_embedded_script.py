@@ -16,14 +16,19 @@ from tests.vlm.conftest import stored_float_dtypes
 REPO = Path(__file__).resolve().parents[2]
 
 
+def run_script(tmp_path: Path, timeout: int, **settings: str) -> subprocess.CompletedProcess:
+    """scripts/train_embedded.sh in `tmp_path` with `settings` as its environment variables, one torch thread and
+    a cache of its own."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable, "PYTHONPATH": str(REPO),
+           "NAVILA_AGENT_CACHE": str(tmp_path / "cache"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **settings}  # fmt: skip
+    return subprocess.run(["bash", str(REPO / "scripts" / "train_embedded.sh")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
 @pytest.mark.slow  # collect 2 + 2 episodes, build the embedded model, 20 steps, install: ~40 s on the 2-core CI box
 def test_dry_run_installs_compact_model_with_its_training_files(tmp_path: Path) -> None:
-    env = {**os.environ, "STEPS": "20", "LIMIT": "2", "EVAL": "0", "INSTALL": "1", "OMP_NUM_THREADS": "1",
-           "RXR_EVERY": "2", "SEED": "3",
-           "PYTHON": sys.executable, "PYTHONPATH": str(REPO), "NAVILA_AGENT_CACHE": str(tmp_path / "cache"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
-    done = subprocess.run(["bash", str(REPO / "scripts" / "train_embedded.sh")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=420)  # fmt: skip
+    done = run_script(tmp_path, 420, STEPS="20", LIMIT="2", EVAL="0", INSTALL="1", RXR_EVERY="2", SEED="3")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     installed = tmp_path / "models" / "navila-tiny"  # relative to the working directory, not the repository
     dtypes = stored_float_dtypes(installed)
@@ -41,24 +46,15 @@ def test_dry_run_installs_compact_model_with_its_training_files(tmp_path: Path) 
     assert not list((training / "eval").iterdir())  # EVAL=0: no summaries to copy
 
 
-def _script_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable, "PYTHONPATH": str(REPO),
-            "NAVILA_AGENT_CACHE": str(tmp_path / "cache"),
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **extra}  # fmt: skip
-
-
 def test_an_unknown_tower_stops_the_script_before_any_work(tmp_path: Path) -> None:
-    done = subprocess.run(["bash", str(REPO / "scripts" / "train_embedded.sh")], cwd=tmp_path,
-                          env=_script_env(tmp_path, TOWER="vit"), capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = run_script(tmp_path, 60, TOWER="vit")
     assert done.returncode == 2 and "TOWER must be efficientnet or cnn, got 'vit'" in done.stderr
     assert not (tmp_path / "cache").exists()  # nothing collected
 
 
 @pytest.mark.slow  # collect 1 + 1 episodes, build the embedded-cnn model, 2 steps: ~20 s on the 2-core CI box
 def test_tower_cnn_trains_the_convnet_tower_with_the_navigator(tmp_path: Path) -> None:
-    env = _script_env(tmp_path, TOWER="cnn", STEPS="2", LIMIT="1", EVAL="0")
-    done = subprocess.run(["bash", str(REPO / "scripts" / "train_embedded.sh")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = run_script(tmp_path, 300, TOWER="cnn", STEPS="2", LIMIT="1", EVAL="0")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     config = json.loads((tmp_path / "runs" / "navila-tiny" / "train_config.json").read_text())
     assert config["init"] == "embedded-cnn" and config["train"]["tune_vision_tower"] is True

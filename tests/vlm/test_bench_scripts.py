@@ -57,7 +57,6 @@ def test_bench_train_both_paths_report_and_agree(capsys) -> None:
         bench_train.main([*argv, "--paths", "pixels,bogus"])
 
 
-
 def test_bench_train_embedded_cnn_trains_its_tower_on_pixels(capsys) -> None:
     """--init embedded-cnn: the convnet tower always trains, so only the pixels path runs (cached features need a
     frozen tower, and asking for them says so)."""

@@ -70,6 +70,18 @@ class FrameStore:
                     f"frames file {path}: expected 'rgb' or 'data' + 'offsets', found {list(data)}"
                 )
 
+    @classmethod
+    def from_rgb(cls, rgb: np.ndarray) -> FrameStore:
+        """A store over frames already decoded ([T, H, W, 3] uint8), e.g. resized to a tower's input."""
+        store = cls.__new__(cls)
+        store._rgb, store.shape = rgb, tuple(rgb.shape)
+        return store
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held: the decoded frames, or the encoded bytes of a PNG/JPEG store."""
+        return int(self._rgb.nbytes if self._rgb is not None else self._data.nbytes + self._offsets.nbytes)
+
     def __len__(self) -> int:
         return self.shape[0]
 
@@ -80,21 +92,6 @@ class FrameStore:
 
         bgr = cv2.imdecode(self._data[self._offsets[i] : self._offsets[i + 1]], cv2.IMREAD_COLOR)
         return bgr[:, :, ::-1]  # [H, W, 3] RGB
-
-
-class ResizedFrames:
-    """A trajectory's frames decoded once and resized to the tower's input (`FrameStore`'s interface)."""
-
-    def __init__(self, frames: np.ndarray) -> None:
-        self._rgb = frames  # [T, S, S, 3] uint8
-        self.shape = tuple(frames.shape)
-        self.nbytes = int(frames.nbytes)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def frame(self, i: int) -> np.ndarray:
-        return self._rgb[i]
 
 
 class TrajectoryDataset(torch.utils.data.Dataset):
@@ -125,7 +122,7 @@ class TrajectoryDataset(torch.utils.data.Dataset):
                     self._shard_of.append(shard)
         if not self.samples:
             raise ValueError(f"dataset '{self.name}' at {self.root} holds no finished samples")
-        self._cache: OrderedDict[Path, FrameStore | ResizedFrames] = OrderedDict()
+        self._cache: OrderedDict[Path, FrameStore] = OrderedDict()
         self._cache_size = cache_trajectories
         self._resize: Callable[[np.ndarray], np.ndarray] | None = None
         self._max_bytes = self._cached_bytes = 0
@@ -146,23 +143,23 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def _trajectory_frames(self, path: Path) -> FrameStore:
-        # A small LRU: consecutive samples of one trajectory share its frames file.
+        # An LRU: consecutive samples of one trajectory share its frames file. It holds `cache_trajectories`
+        # files, or `max_bytes` of them once `resize_frames` is on.
         if path in self._cache:
             self._cache.move_to_end(path)
             return self._cache[path]
         if not path.is_file():
             raise ValueError(f"dataset '{self.name}': frames file {path} is missing")
-        frames: FrameStore | ResizedFrames = FrameStore(path)
-        if self._resize is not None and frames.shape[1] == frames.shape[2] and self._max_bytes > 0:
-            frames = ResizedFrames(np.stack([self._resize(frames.frame(i)) for i in range(len(frames))]))
-            self._cache[path] = frames
-            self._cached_bytes += frames.nbytes
-            while len(self._cache) > 1 and self._cached_bytes > self._max_bytes:
-                self._cached_bytes -= getattr(self._cache.popitem(last=False)[1], "nbytes", 0)
-            return frames
+        frames = FrameStore(path)
+        resizing = self._resize is not None and self._max_bytes > 0
+        if resizing and frames.shape[1] == frames.shape[2]:
+            frames = FrameStore.from_rgb(np.stack([self._resize(frames.frame(i)) for i in range(len(frames))]))
         self._cache[path] = frames
-        if len(self._cache) > self._cache_size:
-            self._cached_bytes -= getattr(self._cache.popitem(last=False)[1], "nbytes", 0)
+        self._cached_bytes += frames.nbytes
+        while len(self._cache) > 1 and (
+            self._cached_bytes > self._max_bytes if resizing else len(self._cache) > self._cache_size
+        ):
+            self._cached_bytes -= self._cache.popitem(last=False)[1].nbytes
         return frames
 
     def frame_source(self, index: int) -> tuple[Path, str]:
