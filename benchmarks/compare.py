@@ -222,7 +222,8 @@ def spread_runs(runs: Sequence[Path]) -> Spread:
         )
     metrics = [[ok[u].get("metrics") or {} for u in common] for ok, _ in loaded]
     keys = [k for k in METRIC_KEYS if any(k in m for run in metrics for m in run)]
-    per_run = [{k: means[k] for k in keys} for means in map(aggregate, metrics)]  # NaN: no finite value in a run
+    # Each run's means over its finite values (NaN where a run has none).
+    per_run = [{k: means[k] for k in keys} for means in map(aggregate, metrics)]
     spread = Spread(
         runs=[str(r) for r in runs],
         paired=len(common),

@@ -153,7 +153,9 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         frames = FrameStore(path)
         resizing = self._resize is not None and self._max_bytes > 0
         if resizing and frames.shape[1] == frames.shape[2]:
-            frames = FrameStore.from_rgb(np.stack([self._resize(frames.frame(i)) for i in range(len(frames))]))
+            frames = FrameStore.from_rgb(
+                np.stack([self._resize(frames.frame(i)) for i in range(len(frames))])
+            )
         self._cache[path] = frames
         self._cached_bytes += frames.nbytes
         while len(self._cache) > 1 and (
