@@ -83,7 +83,7 @@ def synthetic_dataset(
             ["expert"] * len(decisions),
             ended_with_stop=True,
         )
-        samples = build_samples(traj, build_user_prompt, 8, False, f"frames/{traj.key}.npz")
+        samples = build_samples(traj, build_user_prompt, 8, None, f"frames/{traj.key}.npz")
         writer.write(traj, samples, np.ascontiguousarray(frames), codec)
     write_manifest(folder, CollectConfig(split="bench", output=str(folder)))
     return folder

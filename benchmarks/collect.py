@@ -52,6 +52,11 @@ them under `scene_qa`. NaVILA mixes ScanQA into its navigation data the same way
 Rebalancing (`--rebalance`): NaVILA duplicates the rare stop and turn samples; the paper gives no factors, so
 ours are `REBALANCE_FACTORS` (stop ×4, turns ×2, forward ×1), which brings the generated splits' label
 histogram close to uniform over {forward, turn, stop} mass. Duplicates are extra lines with `"copy": k > 0`.
+`--rebalance-factors stop=1` sets the copies per kind (kinds not named keep these defaults).
+
+Resuming (`collect` again into the same folder) skips finished trajectories; settings that would change what a
+sample is (`RESUME_SETTINGS`, the rebalance factors) must match the manifest's, or the run is refused before it
+writes anything: two labellings in one folder could not be told apart afterwards.
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ import math
 import os
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -95,7 +100,8 @@ class CollectConfig:
     )
     shards: int = 1  # path p (DAgger: episode i) goes to shard p % shards; see shard_assignment
     shard_index: int | None = None  # collect only this shard (parallel collectors, one per shard); None = all
-    rebalance: bool = False  # duplicate stop/turn samples by REBALANCE_FACTORS
+    rebalance: bool = False  # duplicate stop/turn samples by `rebalance_factors`
+    rebalance_factors: dict[str, int] | None = None  # copies per answer kind when rebalancing; None: REBALANCE_FACTORS
     policy: str | None = None  # DAgger: VILA-layout checkpoint that acts with probability 1 - beta
     beta: float = 1.0  # DAgger: probability that the expert acts at a decision
     data_root: str | None = None  # VLN-CE data folder (real episodes; expert = ground-truth replay)
@@ -128,6 +134,14 @@ class CollectConfig:
             raise ValueError("--beta < 1 needs --policy PATH (the model that acts when the expert does not)")
         if self.num_frames < 1:
             raise ValueError(f"--num-frames must be >= 1, got {self.num_frames}")
+        if self.rebalance_factors is not None:
+            self.rebalance_factors = check_rebalance_factors(self.rebalance_factors)
+
+    def factors(self) -> dict[str, int] | None:
+        """Copies per answer kind, or None without rebalancing."""
+        if not self.rebalance:
+            return None
+        return dict(self.rebalance_factors) if self.rebalance_factors is not None else dict(REBALANCE_FACTORS)
         if self.frame_codec not in FRAME_CODECS:
             raise ValueError(
                 f"unknown --frame-codec '{self.frame_codec}'; available: {', '.join(FRAME_CODECS)}"
@@ -185,9 +199,37 @@ def sample_frame_indices(num_seen: int, num_frames: int = NUM_FRAMES) -> list[in
     return [buffer[i] for i in history] + [buffer[-1]]
 
 
-def rebalance_copies(kind: str, enabled: bool) -> int:
-    """How many times a sample with answer `kind` is written (1 without rebalancing)."""
-    return REBALANCE_FACTORS[kind] if enabled else 1
+def check_rebalance_factors(factors: Mapping[str, int]) -> dict[str, int]:
+    """`factors` over REBALANCE_FACTORS (kinds not named keep their default); ValueError naming a bad kind or count."""
+    unknown = sorted(set(factors) - set(REBALANCE_FACTORS))
+    if unknown:
+        raise ValueError(
+            f"--rebalance-factors: unknown answer kind(s) {unknown}; available: {', '.join(REBALANCE_FACTORS)}"
+        )
+    out = dict(REBALANCE_FACTORS)
+    for kind, count in factors.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"--rebalance-factors: {kind}={count!r} must be a whole number of copies >= 1")
+        out[kind] = count
+    return out
+
+
+def parse_rebalance_factors(text: str) -> dict[str, int]:
+    """'stop=2,left=2' -> every kind's copies (unnamed kinds keep REBALANCE_FACTORS); ValueError on bad text."""
+    factors: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, sep, count = part.partition("=")
+        if not sep or not count.strip().lstrip("-").isdigit():
+            raise ValueError(f"--rebalance-factors: '{part}' is not KIND=COUNT (e.g. 'stop=2,left=2,right=2')")
+        factors[kind.strip()] = int(count)
+    if not factors:
+        raise ValueError("--rebalance-factors: empty; give KIND=COUNT pairs, e.g. 'stop=2'")
+    return check_rebalance_factors(factors)
+
+
+def rebalance_copies(kind: str, factors: Mapping[str, int] | None) -> int:
+    """How many times a sample with answer `kind` is written (1 without rebalancing, `factors` None)."""
+    return factors[kind] if factors is not None else 1
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -456,7 +498,11 @@ def run_dagger(
 
 
 def build_samples(
-    traj: Trajectory, prompt_fn: Callable[[str, int], str], num_frames: int, rebalance: bool, frames_file: str
+    traj: Trajectory,
+    prompt_fn: Callable[[str, int], str],
+    num_frames: int,
+    factors: Mapping[str, int] | None,
+    frames_file: str,
 ) -> list[dict[str, Any]]:
     """One LLaVA-style sample per decision (plus rebalancing duplicates), frames by index into `frames_file`."""
     instruction = traj.episode.instruction.instruction_text
@@ -478,7 +524,7 @@ def build_samples(
             "low_level": list(d.low_level),
             "executed_by": who,
         }
-        samples.extend({**base, "copy": c} for c in range(rebalance_copies(d.action.kind, rebalance)))
+        samples.extend({**base, "copy": c} for c in range(rebalance_copies(d.action.kind, factors)))
     return samples
 
 
@@ -660,7 +706,7 @@ def write_manifest(output: Path, config: CollectConfig) -> dict[str, Any]:
         "policy_decisions": sum(r.get("policy_decisions", 0) for r in trajectories),
         "policy_parse_failures": sum(r.get("policy_parse_failures", 0) for r in trajectories),
         "shards": sorted(p.name for p in output.glob("shard-*")),
-        "rebalance_factors": REBALANCE_FACTORS if config.rebalance else None,
+        "rebalance_factors": config.factors(),
         "expert": "shortest_path_follower" if config.beta < 1.0 else config.expert,
         "settings": settings,
     }
@@ -670,6 +716,36 @@ def write_manifest(output: Path, config: CollectConfig) -> dict[str, Any]:
     tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     os.replace(tmp, output / MANIFEST_FILE)
     return manifest
+
+
+# Settings that change what a sample is: a resumed collection must keep them, or its shards would mix two labellings.
+RESUME_SETTINGS: tuple[str, ...] = (
+    "split", "every", "shards", "policy", "beta", "data_root", "num_frames", "frame_size", "frame_codec", "max_steps",
+    "expert", "scene_qa_every",
+)  # fmt: skip
+
+
+def check_resume(output: Path, config: CollectConfig) -> None:
+    """Refuse to resume a collection in `output` with settings that would change its samples (ValueError naming
+    the first differing setting); a folder without a manifest is a fresh start."""
+    path = output / MANIFEST_FILE
+    if not path.is_file():
+        return
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        before = manifest["settings"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: unreadable collection manifest ({e}); use another --output") from None
+    now = asdict(config)
+    differing = [(k, before.get(k), now[k]) for k in RESUME_SETTINGS if k in before and before[k] != now[k]]
+    if manifest.get("rebalance_factors") != config.factors():
+        differing.insert(0, ("rebalance_factors", manifest.get("rebalance_factors"), config.factors()))
+    if differing:
+        key, old, new = differing[0]
+        raise ValueError(
+            f"{output} already holds a collection made with {key}={old!r}; this run asks for {key}={new!r}. "
+            "Resume with the same settings, or collect into another --output."
+        )
 
 
 def collect(
@@ -689,6 +765,7 @@ def collect(
     if config.beta < 1.0 and policy is None:
         raise ValueError("collect: beta < 1 needs a policy")
     output = Path(config.output)
+    check_resume(output, config)
     output.mkdir(parents=True, exist_ok=True)
     selected = list(episodes)[:: config.every]
     selected = selected[: config.limit] if config.limit else selected
@@ -757,7 +834,7 @@ def _collect_episode(
     if source is not None:
         traj = shared_trajectory(episode, source)
         samples = build_samples(
-            traj, prompt_fn, config.num_frames, config.rebalance, frames_file(source["traj"])
+            traj, prompt_fn, config.num_frames, config.factors(), frames_file(source["traj"])
         )
         writer.write(traj, samples, None, path=pkey, shares_frames_with=source)
         return
@@ -773,7 +850,7 @@ def _collect_episode(
     if not traj.frames:
         raise RuntimeError(f"episode {episode.uid}: the expert produced no action")
     frames = np.stack([_resize(f, config.frame_size) for f in traj.frames])  # [T, H, W, 3] uint8
-    samples = build_samples(traj, prompt_fn, config.num_frames, config.rebalance, frames_file(key))
+    samples = build_samples(traj, prompt_fn, config.num_frames, config.factors(), frames_file(key))
     if config.scene_qa_every:
         samples += scene_qa_for(traj, driver, config)
     writer.write(traj, samples, frames, config.frame_codec, path=pkey)

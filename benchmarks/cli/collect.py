@@ -44,6 +44,11 @@ def register(app: typer.Typer) -> None:
         rebalance: bool = typer.Option(
             False, help="Duplicate stop (x4) and turn (x2) samples, as NaVILA does."
         ),
+        rebalance_factors: str = typer.Option(
+            None,
+            help="Copies per answer kind when rebalancing, e.g. 'stop=2' (kinds not named keep the defaults "
+            "stop=4, left=2, right=2, forward=1); implies --rebalance.",
+        ),
         policy: Path = typer.Option(None, help="DAgger: checkpoint that acts when the expert does not."),
         beta: float = typer.Option(1.0, help="DAgger: probability that the expert acts at each decision."),
         expert: str = typer.Option(
@@ -77,7 +82,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from benchmarks.collect import CollectConfig, collect_split
+        from benchmarks.collect import CollectConfig, collect_split, parse_rebalance_factors
 
         console = Console(stderr=True)
         if policy is not None and not (policy / "config.json").is_file():
@@ -88,6 +93,7 @@ def register(app: typer.Typer) -> None:
         if policy is not None and beta >= 1.0:
             raise _fail("--policy is only used with --beta < 1 (the share of decisions the expert takes)")
         try:
+            factors = parse_rebalance_factors(rebalance_factors) if rebalance_factors is not None else None
             config = CollectConfig(
                 split=split,
                 output=str(output),
@@ -95,10 +101,11 @@ def register(app: typer.Typer) -> None:
                 every=every,
                 shards=shards,
                 shard_index=shard_index,
-                rebalance=rebalance,
-                policy=str(policy) if policy else None,
+                rebalance=rebalance or factors is not None,
+                rebalance_factors=factors,
+                policy=str(policy.resolve()) if policy else None,
                 beta=beta,
-                data_root=str(data_root) if data_root else None,
+                data_root=str(data_root.resolve()) if data_root else None,
                 num_frames=num_frames,
                 frame_size=frame_size,
                 frame_codec=frame_codec,

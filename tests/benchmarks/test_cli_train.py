@@ -31,6 +31,11 @@ def test_collect_train_checkpoint_load_eval(tiny_splits, tmp_path):
     invoke(["collect", "--split", "r2r_train", "--output", str(data), "--limit", "1", "--frame-size", "32"])
     manifest = json.loads((data / "manifest.json").read_text())
     assert manifest["trajectories"] == 1 and manifest["samples"] > 3 and manifest["actions"]["stop"] == 1
+    # Resuming with settings that change the samples is refused, naming the setting; nothing is lost.
+    result = CliRunner().invoke(app, ["collect", "--split", "r2r_train", "--output", str(data), "--limit", "1",
+                                      "--frame-size", "32", "--rebalance-factors", "stop=2"])  # fmt: skip
+    assert result.exit_code == 2 and "rebalance_factors=None; this run asks for" in result.output
+    assert json.loads((data / "manifest.json").read_text()) == manifest
     assert manifest["success_rate"] == 1.0  # the expert (ground-truth replay) reaches the goal
     run = tmp_path / "run"
     train_args = [
@@ -111,6 +116,8 @@ def test_bad_input_gives_a_clear_message(tmp_path):
     assert result.exit_code == 2 and "did you mean 'r2r_train'" in result.output
     result = CliRunner().invoke(app, ["collect", "--output", str(tmp_path / "c"), "--beta", "0.5"])
     assert result.exit_code == 2 and "--policy" in result.output
+    result = CliRunner().invoke(app, ["collect", "--output", str(tmp_path / "c"), "--rebalance-factors", "stop=x"])
+    assert result.exit_code == 2 and "'stop=x' is not KIND=COUNT" in result.output
 
 
 @pytest.mark.slow  # two processes (torchrun, gloo on CPU): ~30 s on a shared 2-core machine

@@ -16,6 +16,7 @@ from benchmarks.collect import (
     collect,
     decision_points,
     expert_label,
+    parse_rebalance_factors,
     predict_pose,
     read_jsonl,
     run_dagger,
@@ -179,6 +180,46 @@ def test_rebalance_duplicates_stop_and_turns(tmp_path):
     assert manifest["actions"] == {"forward": 3, "left": 2, "right": 2, "stop": 4}
     samples = read_jsonl(tmp_path / "c" / "shard-00000" / "samples.jsonl")
     assert sorted(s["copy"] for s in samples if s["action"] == "stop") == [0, 1, 2, 3]
+
+
+def test_rebalance_factors_set_the_copies_per_kind(tmp_path):
+    factors = parse_rebalance_factors("stop=1, forward=2")
+    assert factors == {"stop": 1, "left": 2, "right": 2, "forward": 2}  # unnamed kinds keep their defaults
+    manifest = collect(
+        CollectConfig(output=str(tmp_path / "c"), rebalance=True, rebalance_factors=factors),
+        [make_episode(0, HAND)],
+        FakeDriver(),
+        ReplayExpert(),
+        prompt_fn,
+    )
+    assert manifest["actions"] == {"forward": 6, "left": 2, "right": 2, "stop": 1}
+    assert manifest["rebalance_factors"] == factors
+    samples = read_jsonl(tmp_path / "c" / "shard-00000" / "samples.jsonl")
+    assert [s["copy"] for s in samples if s["action"] == "stop"] == [0]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("stop", "not KIND=COUNT"), ("jump=2", "unknown answer kind"), ("stop=0", "stop=0"), ("", "empty")],
+)
+def test_bad_rebalance_factors_are_named(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_rebalance_factors(text)
+
+
+def test_resume_refuses_other_labelling_settings(tmp_path):
+    out = tmp_path / "c"
+    cfg = CollectConfig(output=str(out), rebalance=True)
+    collect(cfg, [make_episode(0, HAND)], FakeDriver(), ReplayExpert(), prompt_fn)
+    other = CollectConfig(output=str(out), rebalance=True, rebalance_factors={"stop": 2})
+    with pytest.raises(ValueError, match=r"rebalance_factors=.*'stop': 4.*'stop': 2"):
+        collect(other, [make_episode(0, HAND), make_episode(1, [3, 0])], FakeDriver(), ReplayExpert(), prompt_fn)
+    with pytest.raises(ValueError, match="num_frames=8; this run asks for num_frames=4"):
+        collect(CollectConfig(output=str(out), rebalance=True, num_frames=4), [], FakeDriver(), ReplayExpert(), prompt_fn)
+    # Nothing was written by the refused runs; the same settings resume (and add episode 1 only).
+    assert len(read_jsonl(out / "shard-00000" / "trajectories.jsonl")) == 1
+    manifest = collect(cfg, [make_episode(0, HAND), make_episode(1, [3, 0])], FakeDriver(), ReplayExpert(), prompt_fn)
+    assert manifest["trajectories"] == 2
 
 
 def _same_path(i: int, text: str) -> Episode:
