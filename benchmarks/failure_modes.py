@@ -1,0 +1,227 @@
+"""Where do a run's episodes fail? A failure taxonomy of recorded rollouts (`eval --record`).
+
+SR, SPL and nDTW say how often and how well an agent arrives; they do not say why it does not. This tool reads the
+rollout records of a run folder (docs/rollout_format.md) and puts every episode in one class, checked in this order:
+
+- `success`: the episode's SR is 1.
+- `missed_stop`: it came within the success distance of the goal at some step but ended elsewhere (OS without SR:
+  the route was right, the stop was not).
+- `no_stop`: it never said stop (the step limit ended it: stuck against a wall, or turning in place).
+- `left_route`: at some step it was more than `--off-route` metres (default 2) from the reference path, the
+  polyline through `reference_path` on the floor plane. The leg it was on when it first left (0: before the first
+  waypoint after the start) says which part of the instruction it lost.
+- `stopped_short`: it stayed on the route and stopped before reaching the goal.
+
+Per class it reports the share of episodes and the median route progress at the end (the arc length of the
+agent's last position projected on the reference path, as a fraction of the path's length), and over the run the
+share of forward steps that collided and the legs at which `left_route` episodes left.
+
+    python -m benchmarks.failure_modes RUN_DIR [--off-route 2.0] [--json out.json]
+
+Session 17 (`docs/training_log.md`) used it on the shipped model: most failures leave the route or stop short of
+the goal half-way through the route; premature stopping alone does not explain them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.constants import MOVE_FORWARD, STOP
+from viz.run_folder import RECORD_FILE, ROLLOUTS_DIR, RunFolderError, load_record, load_run
+
+CATEGORIES: tuple[str, ...] = ("success", "missed_stop", "no_stop", "left_route", "stopped_short")
+DESCRIPTIONS: dict[str, str] = {
+    "success": "success",
+    "missed_stop": "reached the goal area, ended elsewhere",
+    "no_stop": "never stopped (step limit)",
+    "left_route": "left the route",
+    "stopped_short": "stopped on the route, short of the goal",
+}
+OFF_ROUTE_M = 2.0
+
+
+@dataclass(frozen=True)
+class EpisodeFailure:
+    """One episode's class and the numbers behind it."""
+
+    uid: str
+    category: str  # one of CATEGORIES
+    route_m: float  # length of the reference path on the floor plane
+    progress: float  # final position's arc length along the path / route_m, in [0, 1]
+    max_progress: float  # the furthest any step got along the path, same scale
+    left_leg: int | None  # leg of the reference path (0-based) being walked when it first left the route
+    left_progress: float | None  # progress when it first left the route
+    steps: int  # low-level steps taken
+    forward_steps: int
+    collided_forward: int  # forward steps whose move collided
+
+
+def route_position(point: np.ndarray, path: np.ndarray) -> tuple[float, float, int]:
+    """(distance to the polyline `path` [N, 2], arc length of the closest point, index of its segment)."""
+    if len(path) == 1:
+        return float(np.linalg.norm(point - path[0])), 0.0, 0
+    best = (math.inf, 0.0, 0)
+    start = 0.0
+    for k, (a, b) in enumerate(itertools.pairwise(path)):
+        ab = b - a
+        length = float(np.linalg.norm(ab))
+        t = 0.0 if length < 1e-9 else float(np.clip(np.dot(point - a, ab) / length**2, 0.0, 1.0))
+        d = float(np.linalg.norm(point - (a + t * ab)))
+        if d < best[0]:
+            best = (d, start + t * length, k)
+        start += length
+    return best
+
+
+def _floor(points: Sequence[Sequence[float]], where: str) -> np.ndarray:
+    """[x, y, z] points -> [N, 2] (x, z): the floor plane, where VLN-CE measures distances."""
+    try:
+        arr = np.asarray(points, dtype=float)
+    except (TypeError, ValueError):
+        raise RunFolderError(f"{where}: expected a list of [x, y, z] points") from None
+    if arr.ndim != 2 or arr.shape[1] != 3 or len(arr) == 0:
+        raise RunFolderError(f"{where}: expected a non-empty list of [x, y, z] points, got shape {arr.shape}")
+    return arr[:, [0, 2]]
+
+
+def classify(record: dict[str, Any], off_route_m: float = OFF_ROUTE_M) -> EpisodeFailure:
+    """The class of one rollout record (see the module docstring for the order of the checks)."""
+    uid = str(record.get("uid"))
+    if "reference_path" not in record:
+        raise RunFolderError(f"record {uid}: field 'reference_path' is missing")
+    path = _floor(record["reference_path"], f"record {uid}: field 'reference_path'")
+    steps = record["steps"]
+    points = _floor([s["position"] for s in steps], f"record {uid}: steps[].position")
+    route_m = float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum()) if len(path) > 1 else 0.0
+    where = [route_position(p, path) for p in points]
+    scale = route_m if route_m > 0 else 1.0
+    progress = [min(1.0, arc / scale) for _, arc, _ in where]
+    off = next((i for i, (d, _, _) in enumerate(where) if d > off_route_m), None)
+    moves = [s for s in steps[1:] if s.get("action") == MOVE_FORWARD]
+    metrics = record.get("metrics") or {}
+    radius = float(record.get("success_distance", 3.0))
+    dist = [s.get("distance_to_goal") for s in steps]
+    reached = any(d is not None and math.isfinite(d) and d <= radius for d in dist)
+    stopped = len(steps) > 1 and steps[-1].get("action") == STOP
+    if metrics.get("sr") == 1.0:
+        category = "success"
+    elif reached or metrics.get("os") == 1.0:
+        category = "missed_stop"
+    elif not stopped:
+        category = "no_stop"
+    elif off is not None:
+        category = "left_route"
+    else:
+        category = "stopped_short"
+    return EpisodeFailure(
+        uid=uid,
+        category=category,
+        route_m=round(route_m, 3),
+        progress=round(progress[-1], 4),
+        max_progress=round(max(progress), 4),
+        left_leg=where[off][2] if off is not None else None,
+        left_progress=round(progress[off], 4) if off is not None else None,
+        steps=len(steps) - 1,
+        forward_steps=len(moves),
+        collided_forward=sum(bool(s.get("collided")) for s in moves),
+    )
+
+
+def analyse_run(run_dir: str | Path, off_route_m: float = OFF_ROUTE_M) -> list[EpisodeFailure]:
+    """Classify every recorded episode of a run folder; RunFolderError when it holds no records."""
+    run = load_run(run_dir)
+    files = sorted((run.root / ROLLOUTS_DIR).glob(f"*/{RECORD_FILE}"))
+    if not files:
+        raise RunFolderError(
+            f"{run.root}: no rollout records under {ROLLOUTS_DIR}/ (evaluate with --record to write them)"
+        )
+    return [classify(load_record(f), off_route_m) for f in files]
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return round(float(np.median(values)), 4) if values else None
+
+
+def summarise(rows: Sequence[EpisodeFailure]) -> dict[str, Any]:
+    """Counts, shares and median progress per class; the legs where routes were left; collided forward steps."""
+    n = len(rows)
+    classes = {}
+    for c in CATEGORIES:
+        mine = [r for r in rows if r.category == c]
+        classes[c] = {
+            "episodes": len(mine),
+            "share": round(len(mine) / n, 4) if n else 0.0,
+            "median_progress": _median([r.progress for r in mine]),
+            "median_steps": _median([r.steps for r in mine]),
+        }
+    left = [r for r in rows if r.category == "left_route"]
+    forward = sum(r.forward_steps for r in rows)
+    return {
+        "episodes": n,
+        "classes": classes,
+        "left_route_legs": dict(sorted(Counter(r.left_leg for r in left if r.left_leg is not None).items())),
+        "left_route_median_progress": _median([r.left_progress for r in left if r.left_progress is not None]),
+        "collided_forward_share": round(sum(r.collided_forward for r in rows) / forward, 4) if forward else None,
+        "episodes_mostly_colliding": sum(
+            1 for r in rows if r.forward_steps and r.collided_forward > r.forward_steps / 2
+        ),
+    }
+
+
+def failure_table(summary: dict[str, Any]) -> str:
+    """A readable table of `summarise`'s output."""
+    head = f"{'class':44s} {'episodes':>8s} {'share':>7s} {'progress (median)':>17s} {'steps (median)':>14s}"
+    lines = [head, "-" * len(head)]
+    for c, row in summary["classes"].items():
+        prog = "-" if row["median_progress"] is None else f"{row['median_progress']:.2f}"
+        steps = "-" if row["median_steps"] is None else f"{row['median_steps']:.0f}"
+        lines.append(f"{DESCRIPTIONS[c]:44s} {row['episodes']:8d} {100 * row['share']:6.1f}% {prog:>17s} {steps:>14s}")
+    legs = ", ".join(f"leg {k}: {v}" for k, v in summary["left_route_legs"].items()) or "-"
+    lines.append(f"left the route at: {legs} (median progress there {summary['left_route_median_progress']})")
+    share = summary["collided_forward_share"]
+    lines.append(
+        f"forward steps that collided: {'-' if share is None else f'{100 * share:.1f}%'}; episodes where most "
+        f"forward steps collided: {summary['episodes_mostly_colliding']} of {summary['episodes']}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.failure_modes", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", type=Path, help="A run folder evaluated with --record.")
+    parser.add_argument(
+        "--off-route", type=float, default=OFF_ROUTE_M, help="Metres from the reference path that count as off it."
+    )
+    parser.add_argument("--json", type=Path, default=None, help="Also write the summary and every episode here.")
+    args = parser.parse_args(argv)
+    if not args.off_route > 0:
+        parser.error(f"--off-route must be > 0, got {args.off_route}")
+    try:
+        rows = analyse_run(args.run_dir, args.off_route)
+    except RunFolderError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary = summarise(rows)
+    print(failure_table(summary))
+    if args.json is not None:
+        out = {**summary, "off_route_m": args.off_route, "per_episode": [asdict(r) for r in rows]}
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(out, indent=2), encoding="utf-8")
+        tmp.replace(args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
