@@ -16,6 +16,11 @@ Per class it reports the share of episodes and the median route progress at the 
 agent's last position projected on the reference path, as a fraction of the path's length), and over the run the
 share of forward steps that collided and the legs at which `left_route` episodes left.
 
+The first turn: VLN-CE episodes often start facing away from the route ("Turn around and ..."). The turn the agent
+makes before its first non-turn action is compared with the turn that faces the first waypoint at least 0.5 m from
+the start: the absolute error, the share off by more than 45°, and whether it turned the right way when the route
+starts with a turn of more than 30°. The instruction names the direction; the size has to come from the view.
+
     python -m benchmarks.failure_modes RUN_DIR [--off-route 2.0] [--json out.json]
 
 Session 17 (`docs/training_log.md`) used it on the shipped model: most failures leave the route or stop short of
@@ -37,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from envs.constants import MOVE_FORWARD, STOP
+from envs.constants import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
+from envs.geometry import angle_difference, heading_towards, quaternion_to_heading
 from viz.run_folder import RECORD_FILE, ROLLOUTS_DIR, RunFolderError, load_record, load_run
 
 CATEGORIES: tuple[str, ...] = ("success", "missed_stop", "no_stop", "left_route", "stopped_short")
@@ -49,6 +55,7 @@ DESCRIPTIONS: dict[str, str] = {
     "stopped_short": "stopped on the route, short of the goal",
 }
 OFF_ROUTE_M = 2.0
+FIRST_WAYPOINT_M = 0.5  # the first turn aims at the first reference point at least this far from the start
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,9 @@ class EpisodeFailure:
     steps: int  # low-level steps taken
     forward_steps: int
     collided_forward: int  # forward steps whose move collided
+    first_turn_needed: float | None = None  # degrees (+ left) that face the first waypoint from the start pose
+    first_turn_made: float | None = None  # degrees (+ left) turned before the first non-turn action
+    first_turn_error: float | None = None  # |made - needed|, wrapped to [0, 180]
 
 
 def route_position(point: np.ndarray, path: np.ndarray) -> tuple[float, float, int]:
@@ -93,6 +103,27 @@ def _floor(points: Sequence[Sequence[float]], where: str) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[1] != 3 or len(arr) == 0:
         raise RunFolderError(f"{where}: expected a non-empty list of [x, y, z] points, got shape {arr.shape}")
     return arr[:, [0, 2]]
+
+
+def first_turn(record: dict[str, Any], path: np.ndarray) -> tuple[float, float, float] | None:
+    """(needed, made, |error|) in degrees for the turn before the first non-turn action; None when the record has
+    no rotations or the route has no point FIRST_WAYPOINT_M from the start."""
+    steps = record["steps"]
+    rotations = [s.get("rotation") for s in steps]
+    if any(r is None or len(r) != 4 for r in rotations):
+        return None
+    start = np.asarray(steps[0]["position"], dtype=float)
+    far = [p for p in path if np.linalg.norm(p - start[[0, 2]]) >= FIRST_WAYPOINT_M]
+    if not far:
+        return None
+    heading = quaternion_to_heading(np.asarray(rotations[0], dtype=float))
+    target = heading_towards(start, np.array([far[0][0], 0.0, far[0][1]]))
+    k = 1
+    while k < len(steps) and steps[k].get("action") in (TURN_LEFT, TURN_RIGHT):
+        k += 1
+    made = angle_difference(quaternion_to_heading(np.asarray(rotations[k - 1], dtype=float)), heading)
+    needed = angle_difference(target, heading)
+    return math.degrees(needed), math.degrees(made), abs(math.degrees(angle_difference(made, needed)))
 
 
 def classify(record: dict[str, Any], off_route_m: float = OFF_ROUTE_M) -> EpisodeFailure:
@@ -124,6 +155,7 @@ def classify(record: dict[str, Any], off_route_m: float = OFF_ROUTE_M) -> Episod
         category = "left_route"
     else:
         category = "stopped_short"
+    turn = first_turn(record, path)
     return EpisodeFailure(
         uid=uid,
         category=category,
@@ -135,6 +167,9 @@ def classify(record: dict[str, Any], off_route_m: float = OFF_ROUTE_M) -> Episod
         steps=len(steps) - 1,
         forward_steps=len(moves),
         collided_forward=sum(bool(s.get("collided")) for s in moves),
+        first_turn_needed=round(turn[0], 1) if turn else None,
+        first_turn_made=round(turn[1], 1) if turn else None,
+        first_turn_error=round(turn[2], 1) if turn else None,
     )
 
 
@@ -164,9 +199,12 @@ def summarise(rows: Sequence[EpisodeFailure]) -> dict[str, Any]:
             "share": round(len(mine) / n, 4) if n else 0.0,
             "median_progress": _median([r.progress for r in mine]),
             "median_steps": _median([r.steps for r in mine]),
+            "median_first_turn_error": _median([r.first_turn_error for r in mine if r.first_turn_error is not None]),
         }
     left = [r for r in rows if r.category == "left_route"]
     forward = sum(r.forward_steps for r in rows)
+    turned = [r for r in rows if r.first_turn_error is not None]
+    big = [r for r in turned if abs(r.first_turn_needed) > 30]
     return {
         "episodes": n,
         "classes": classes,
@@ -176,17 +214,38 @@ def summarise(rows: Sequence[EpisodeFailure]) -> dict[str, Any]:
         "episodes_mostly_colliding": sum(
             1 for r in rows if r.forward_steps and r.collided_forward > r.forward_steps / 2
         ),
+        "first_turn": {
+            "episodes": len(turned),
+            "median_error": _median([r.first_turn_error for r in turned]),
+            "share_error_over_45": round(sum(r.first_turn_error > 45 for r in turned) / len(turned), 4) if turned else None,
+            "routes_starting_with_turn_over_30": len(big),
+            "right_direction_share": (
+                round(sum(r.first_turn_made * r.first_turn_needed > 0 for r in big) / len(big), 4) if big else None
+            ),
+            "median_error_left_on_leg_0": _median(
+                [r.first_turn_error for r in turned if r.category == "left_route" and r.left_leg == 0]
+            ),
+        },
     }
 
 
 def failure_table(summary: dict[str, Any]) -> str:
     """A readable table of `summarise`'s output."""
-    head = f"{'class':44s} {'episodes':>8s} {'share':>7s} {'progress (median)':>17s} {'steps (median)':>14s}"
+    head = (
+        f"{'class':40s} {'episodes':>8s} {'share':>7s} {'progress (median)':>17s} {'steps (median)':>14s} "
+        f"{'first-turn error (median)':>25s}"
+    )
     lines = [head, "-" * len(head)]
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
     for c, row in summary["classes"].items():
-        prog = "-" if row["median_progress"] is None else f"{row['median_progress']:.2f}"
-        steps = "-" if row["median_steps"] is None else f"{row['median_steps']:.0f}"
-        lines.append(f"{DESCRIPTIONS[c]:44s} {row['episodes']:8d} {100 * row['share']:6.1f}% {prog:>17s} {steps:>14s}")
+        lines.append(
+            f"{DESCRIPTIONS[c]:40s} {row['episodes']:8d} {100 * row['share']:6.1f}% "
+            f"{fmt(row['median_progress'], '.2f'):>17s} {fmt(row['median_steps'], '.0f'):>14s} "
+            f"{fmt(row['median_first_turn_error'], '.0f'):>25s}"
+        )
     legs = ", ".join(f"leg {k}: {v}" for k, v in summary["left_route_legs"].items()) or "-"
     lines.append(f"left the route at: {legs} (median progress there {summary['left_route_median_progress']})")
     share = summary["collided_forward_share"]
@@ -194,6 +253,15 @@ def failure_table(summary: dict[str, Any]) -> str:
         f"forward steps that collided: {'-' if share is None else f'{100 * share:.1f}%'}; episodes where most "
         f"forward steps collided: {summary['episodes_mostly_colliding']} of {summary['episodes']}"
     )
+    turn = summary["first_turn"]
+    if turn["episodes"]:
+        lines.append(
+            f"first turn (degrees): error median {fmt(turn['median_error'], '.0f')}, over 45 in "
+            f"{100 * turn['share_error_over_45']:.1f}% of {turn['episodes']} episodes (median "
+            f"{fmt(turn['median_error_left_on_leg_0'], '.0f')} where the route was left on leg 0); the right way in "
+            f"{fmt(None if turn['right_direction_share'] is None else 100 * turn['right_direction_share'], '.1f')}% "
+            f"of the {turn['routes_starting_with_turn_over_30']} routes that start with a turn over 30"
+        )
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from benchmarks import failure_modes, runner
 from benchmarks.cli import app
 from benchmarks.failure_modes import classify, route_position, summarise
-from envs.constants import MOVE_FORWARD, STOP, TURN_LEFT
+from envs.constants import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
 from tests.benchmarks import fakes
 from viz.run_folder import RunFolderError
 
@@ -103,3 +103,19 @@ def test_tool_on_a_recorded_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert failure_modes.main([str(tmp_path / "rec"), "--json", str(tmp_path / "f.json")]) == 0
     summary = json.loads((tmp_path / "f.json").read_text())
     assert summary["classes"]["success"]["episodes"] == 3 and len(summary["per_episode"]) == 3
+
+
+def test_first_turn_against_the_first_waypoint():
+    from envs.geometry import heading_to_quaternion
+
+    # Start at the origin facing -z; the route starts along +x, i.e. 90 degrees to the right.
+    headings = [0.0, -15.0, -30.0, -45.0, -45.0]
+    rec = record([(0, 0)] * 4 + [(1, 0)], [TURN_RIGHT, TURN_RIGHT, TURN_RIGHT, MOVE_FORWARD])
+    for step, h in zip(rec["steps"], headings, strict=True):
+        step["rotation"] = heading_to_quaternion(np.radians(h)).tolist()
+    row = classify(rec)
+    assert row.first_turn_needed == pytest.approx(-90.0) and row.first_turn_made == pytest.approx(-45.0)
+    assert row.first_turn_error == pytest.approx(45.0)
+    turn = summarise([row])["first_turn"]
+    assert turn["right_direction_share"] == 1.0 and turn["share_error_over_45"] == 0.0
+    assert classify(record([(0, 0), (1, 0)], [STOP])).first_turn_error is None  # no rotations recorded
