@@ -136,12 +136,6 @@ class CollectConfig:
             raise ValueError(f"--num-frames must be >= 1, got {self.num_frames}")
         if self.rebalance_factors is not None:
             self.rebalance_factors = check_rebalance_factors(self.rebalance_factors)
-
-    def factors(self) -> dict[str, int] | None:
-        """Copies per answer kind, or None without rebalancing."""
-        if not self.rebalance:
-            return None
-        return dict(self.rebalance_factors) if self.rebalance_factors is not None else dict(REBALANCE_FACTORS)
         if self.frame_codec not in FRAME_CODECS:
             raise ValueError(
                 f"unknown --frame-codec '{self.frame_codec}'; available: {', '.join(FRAME_CODECS)}"
@@ -154,6 +148,12 @@ class CollectConfig:
             raise ValueError(f"--scene-qa-every must be >= 0 (0 = off), got {self.scene_qa_every}")
         if self.scene_qa_every and self.beta < 1.0:
             raise ValueError("--scene-qa-every works on expert drives only; it cannot be combined with --policy/--beta")
+
+    def factors(self) -> dict[str, int] | None:
+        """Copies per answer kind, or None without rebalancing."""
+        if not self.rebalance:
+            return None
+        return dict(self.rebalance_factors) if self.rebalance_factors is not None else dict(REBALANCE_FACTORS)
 
 
 # ---------------------------------------------------------------------------------------------------------------

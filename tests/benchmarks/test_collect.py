@@ -515,3 +515,17 @@ def test_model_policy_encodes_each_frame_once():
         assert plan and set(plan) <= {0, 1, 2, 3}
     assert encoded == [2, 1, 1]  # black pad + frame 0, then only the new frame each decision
     assert policy.decisions == 3 and 0 <= policy.parse_failures <= 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"frame_codec": "gif"}, "unknown --frame-codec 'gif'"),
+        ({"frame_size": 4}, "--frame-size must be >= 8"),
+        ({"max_steps": 0}, "max_steps must be >= 1"),
+        ({"rebalance_factors": {"stop": 0}}, "stop=0"),
+    ],
+)
+def test_config_errors_name_the_option(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CollectConfig(**kwargs)
