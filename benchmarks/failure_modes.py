@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import sys
 from collections import Counter
@@ -43,7 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from envs.constants import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
+from benchmarks.metrics import oracle_success
+from benchmarks.store import atomic_write_json
+from envs.constants import MOVE_FORWARD, STOP, SUCCESS_DISTANCE_M, TURN_LEFT, TURN_RIGHT
 from envs.geometry import angle_difference, heading_towards, quaternion_to_heading
 from viz.run_folder import RECORD_FILE, ROLLOUTS_DIR, RunFolderError, load_record, load_run
 
@@ -142,9 +143,9 @@ def classify(record: dict[str, Any], off_route_m: float = OFF_ROUTE_M) -> Episod
     off = next((i for i, (d, _, _) in enumerate(where) if d > off_route_m), None)
     moves = [s for s in steps[1:] if s.get("action") == MOVE_FORWARD]
     metrics = record.get("metrics") or {}
-    radius = float(record.get("success_distance", 3.0))
-    dist = [s.get("distance_to_goal") for s in steps]
-    reached = any(d is not None and math.isfinite(d) and d <= radius for d in dist)
+    radius = float(record.get("success_distance", SUCCESS_DISTANCE_M))
+    dist = [d for d in (s.get("distance_to_goal") for s in steps) if d is not None and math.isfinite(d)]
+    reached = bool(dist) and oracle_success(dist, radius) == 1.0  # VLN-CE's OS, from the steps
     stopped = len(steps) > 1 and steps[-1].get("action") == STOP
     if metrics.get("sr") == 1.0:
         category = "success"
@@ -286,9 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     print(failure_table(summary))
     if args.json is not None:
         out = {**summary, "off_route_m": args.off_route, "per_episode": [asdict(r) for r in rows]}
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(out, indent=2), encoding="utf-8")
-        tmp.replace(args.json)
+        atomic_write_json(args.json, out)
     return 0
 
 
