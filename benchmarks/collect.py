@@ -25,6 +25,7 @@ Output layout (one folder per collection; `vlm/train/dataset.py` reads it):
     OUT/manifest.json                     # counts per action, trajectories, samples, frames, split, settings
     OUT/shard-00000/frames/<traj>.npz     # every frame of one trajectory, stored once (see `write_frames`):
                                           #   one PNG (default) or JPEG per frame, or raw `rgb` [T, H, W, 3]
+    OUT/shard-00000/depth/<traj>.npz      # with --depth-size S: `depth` [T, S, S] float16 metres (`depth_grid`)
     OUT/shard-00000/samples.jsonl         # one sample per line (LLaVA conversation + frame indices)
     OUT/shard-00000/trajectories.jsonl    # one line per finished trajectory: resuming skips these
 
@@ -48,6 +49,10 @@ Scene QA (`--scene-qa-every K`, generated houses, expert drives only): every K-t
 auxiliary question-answer sample over the same stored frames — the room, the nearest object in view, the free
 distance ahead (`benchmarks/scene_qa.py`) — marked `"task": "scene_qa"`, `"action": null`; the manifest counts
 them under `scene_qa`. NaVILA mixes ScanQA into its navigation data the same way.
+
+Depth (`--depth-size S`): the env's depth of every stored frame, averaged to S × S cells, beside the frames. The
+model never sees it (NaVILA is RGB only); it is a dense target for fine-tuning the vision tower on geometry
+(`navila-agent train-tower --tasks depth`).
 
 Rebalancing (`--rebalance`): NaVILA duplicates the rare stop and turn samples; the paper gives no factors, so
 ours are `REBALANCE_FACTORS` (stop ×4, turns ×2, forward ×1), which brings the generated splits' label
@@ -116,6 +121,7 @@ class CollectConfig:
         "auto"  # "auto" (replay ground truth when the episode has it, else follower) | "replay" | "follower"
     )
     scene_qa_every: int = 0  # > 0: a scene QA sample every K frames of each expert path (benchmarks/scene_qa.py)
+    depth_size: int = 0  # > 0: store every frame's depth, averaged to S×S cells, in depth/<traj>.npz (depth_grid)
 
     def __post_init__(self) -> None:
         if self.expert not in EXPERTS:
@@ -148,6 +154,8 @@ class CollectConfig:
             raise ValueError(f"--scene-qa-every must be >= 0 (0 = off), got {self.scene_qa_every}")
         if self.scene_qa_every and self.beta < 1.0:
             raise ValueError("--scene-qa-every works on expert drives only; it cannot be combined with --policy/--beta")
+        if self.depth_size < 0:
+            raise ValueError(f"--depth-size must be >= 0 (0 = no depth stored), got {self.depth_size}")
 
     def factors(self) -> dict[str, int] | None:
         """Copies per answer kind, or None without rebalancing."""
@@ -370,6 +378,7 @@ class Trajectory:
     )  # the driver's final_distance / success, when it knows
     poses: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # expert drives: (position,
     # rotation) at frame t, for scene QA
+    depths: list[np.ndarray] = field(default_factory=list)  # with record_depth: depth [H, W] metres at frame t
 
 
 def trajectory_key(episode: Episode) -> str:
@@ -380,6 +389,21 @@ def trajectory_key(episode: Episode) -> str:
 def frames_file(key: str) -> str:
     """Where trajectory `key` stores its frames, relative to its shard (samples' `frames_file`)."""
     return f"frames/{key}.npz"
+
+
+def depth_grid(depth: np.ndarray, size: int) -> np.ndarray:
+    """A depth image [H, W] (or [H, W, 1]) in metres, 0 where nothing was hit, averaged to [size, size] cells over
+    the pixels that hit something (cells with none stay 0): the dense target `train-tower --tasks depth` learns.
+
+    Area-weighted like cv2.INTER_AREA, so any H, W work; the mean of metres over a cell, not of its inverse."""
+    import cv2
+
+    d = np.asarray(depth, dtype=np.float32)
+    d = d.reshape(d.shape[0], d.shape[1])
+    valid = (d > 0).astype(np.float32)
+    total = cv2.resize(d * valid, (size, size), interpolation=cv2.INTER_AREA)
+    share = cv2.resize(valid, (size, size), interpolation=cv2.INTER_AREA)
+    return np.where(share > 1e-6, total / np.maximum(share, 1e-6), 0.0).astype(np.float32)
 
 
 def path_key(episode: Episode) -> str:
@@ -416,9 +440,21 @@ def shared_trajectory(episode: Episode, source: dict[str, Any]) -> Trajectory:
     )
 
 
-def run_expert(driver: EpisodeDriver, expert: Expert, episode: Episode, max_steps: int) -> Trajectory:
-    """The expert drives the whole episode; labels come from NaVILA's merge of its actions afterwards."""
+def _depth_now(driver: Any) -> np.ndarray:
+    """The depth [H, W] of the driver's latest observation (`--depth-size`); a clear error for a driver without."""
+    if not hasattr(driver, "depth"):
+        raise ValueError("--depth-size needs a driver that observes depth (the env's 'depth' observation)")
+    return driver.depth()
+
+
+def run_expert(
+    driver: EpisodeDriver, expert: Expert, episode: Episode, max_steps: int, record_depth: bool = False
+) -> Trajectory:
+    """The expert drives the whole episode; labels come from NaVILA's merge of its actions afterwards.
+
+    record_depth: also keep the depth of every kept frame (`Trajectory.depths`, index-aligned with `frames`)."""
     frames = [driver.reset(episode)]
+    depths = [_depth_now(driver)] if record_depth else []
     expert.reset(episode)
     actions: list[int] = []
     poses: list[tuple[np.ndarray, np.ndarray]] = []
@@ -431,6 +467,8 @@ def run_expert(driver: EpisodeDriver, expert: Expert, episode: Episode, max_step
         frame, done = driver.step(action)
         if not done and action != STOP:
             frames.append(frame)
+            if record_depth:
+                depths.append(_depth_now(driver))
     frames = frames[: len(actions)]  # the frame after the last action is never a decision input
     decisions = decision_points(actions)
     return Trajectory(
@@ -442,6 +480,7 @@ def run_expert(driver: EpisodeDriver, expert: Expert, episode: Episode, max_step
         ["expert"] * len(decisions),
         ended_with_stop=bool(actions) and actions[-1] == STOP,
         poses=poses[: len(frames)],
+        depths=depths[: len(frames)],
     )
 
 
@@ -453,9 +492,11 @@ def run_dagger(
     beta: float,
     rng: random.Random,
     max_steps: int,
+    record_depth: bool = False,
 ) -> Trajectory:
     """At each decision the expert (prob. beta) or the policy acts; the expert's label is always recorded."""
     frames = [driver.reset(episode)]
+    depths = [_depth_now(driver)] if record_depth else []
     expert.reset(episode)
     if hasattr(policy, "reset"):
         policy.reset(episode)
@@ -481,6 +522,8 @@ def run_dagger(
                 done = done or action == STOP
                 break
             frames.append(frame)
+            if record_depth:
+                depths.append(_depth_now(driver))
     frames = frames[: len(actions)]
     return Trajectory(
         trajectory_key(episode),
@@ -490,6 +533,7 @@ def run_dagger(
         decisions,
         executed_by,
         ended_with_stop=bool(actions) and actions[-1] == STOP,
+        depths=depths[: len(frames)],
     )
 
 
@@ -632,11 +676,14 @@ class ShardWriter:
         codec: str = "png",
         path: str | None = None,
         shares_frames_with: dict[str, Any] | None = None,
+        depth: np.ndarray | None = None,
     ) -> dict[str, Any]:
-        """Frames file (atomic rename), then the samples, then the trajectory line that marks it finished.
+        """Frames file (atomic rename), its depth file if any, then the samples, then the trajectory line that
+        marks it finished.
 
         `path`: the episode's `path_key` (recorded so later episodes of the path can share these frames);
-        `shares_frames_with`: the line of the trajectory whose frames this one uses (then `frames` is None)."""
+        `shares_frames_with`: the line of the trajectory whose frames this one uses (then `frames` is None);
+        `depth`: [T, S, S] metres per frame (`depth_grid`), stored as float16 in depth/<traj>.npz."""
         if shares_frames_with is None:
             if frames is None:
                 raise ValueError(f"trajectory {traj.key}: no frames to write")
@@ -644,6 +691,16 @@ class ShardWriter:
             tmp = frames_path.with_suffix(f".{os.getpid()}.tmp.npz")
             write_frames(tmp, frames, codec)
             os.replace(tmp, frames_path)
+            if depth is not None:
+                if len(depth) != len(frames):
+                    raise ValueError(f"trajectory {traj.key}: {len(depth)} depth maps for {len(frames)} frames")
+                from vlm.train.dataset import depth_file
+
+                depth_path = self.folder / depth_file(frames_file(traj.key))
+                depth_path.parent.mkdir(exist_ok=True)
+                tmp = depth_path.with_suffix(f".{os.getpid()}.tmp.npz")
+                np.savez_compressed(tmp, depth=depth.astype(np.float16))
+                os.replace(tmp, depth_path)
         _append_lines(self.folder / SAMPLES_FILE, samples)
         record = {
             "traj": traj.key,
@@ -721,7 +778,7 @@ def write_manifest(output: Path, config: CollectConfig) -> dict[str, Any]:
 # Settings that change what a sample is: a resumed collection must keep them, or its shards would mix two labellings.
 RESUME_SETTINGS: tuple[str, ...] = (
     "split", "every", "shards", "policy", "beta", "data_root", "num_frames", "frame_size", "frame_codec", "max_steps",
-    "expert", "scene_qa_every",
+    "expert", "scene_qa_every", "depth_size",
 )  # fmt: skip
 
 
@@ -840,10 +897,11 @@ def _collect_episode(
         return
     rng = random.Random(f"{config.seed}:{key}")  # per episode, so a resumed run flips the same coins
     failures_before = getattr(policy, "parse_failures", 0)
+    record_depth = config.depth_size > 0
     if expert_only:
-        traj = run_expert(driver, expert, episode, config.max_steps)
+        traj = run_expert(driver, expert, episode, config.max_steps, record_depth)
     else:
-        traj = run_dagger(driver, expert, policy, episode, config.beta, rng, config.max_steps)
+        traj = run_dagger(driver, expert, policy, episode, config.beta, rng, config.max_steps, record_depth)
     traj.policy_parse_failures = getattr(policy, "parse_failures", 0) - failures_before
     if hasattr(driver, "outcome"):
         traj.outcome = driver.outcome()
@@ -853,7 +911,8 @@ def _collect_episode(
     samples = build_samples(traj, prompt_fn, config.num_frames, config.factors(), frames_file(key))
     if config.scene_qa_every:
         samples += scene_qa_for(traj, driver, config)
-    writer.write(traj, samples, frames, config.frame_codec, path=pkey)
+    depth = np.stack([depth_grid(d, config.depth_size) for d in traj.depths]) if record_depth else None
+    writer.write(traj, samples, frames, config.frame_codec, path=pkey, depth=depth)
 
 
 def scene_qa_for(traj: Trajectory, driver: Any, config: CollectConfig) -> list[dict[str, Any]]:
@@ -889,14 +948,24 @@ class EnvDriver:
         self.data_root = data_root
         self._info: dict[str, Any] = {}
         self._semantics: dict[str, Any] = {}  # semantics file -> HouseSemantics
+        self._depth: np.ndarray | None = None
 
     def reset(self, episode: Episode) -> np.ndarray:
         obs, self._info = self.env.reset(options={"episode_id": episode.episode_id})
+        self._depth = obs.get("depth")
         return obs["rgb"]
 
     def step(self, action: int) -> tuple[np.ndarray, bool]:
         obs, _, terminated, truncated, self._info = self.env.step(action)
+        self._depth = obs.get("depth")
         return obs["rgb"], bool(terminated or truncated)
+
+    def depth(self) -> np.ndarray:
+        """Depth [H, W] float32 metres of the latest observation (0 where nothing was hit)."""
+        if self._depth is None:
+            raise ValueError("--depth-size: the env gives no 'depth' observation")
+        d = np.asarray(self._depth, dtype=np.float32)
+        return d.reshape(d.shape[0], d.shape[1])
 
     def pose(self) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(self._info["position"], dtype=np.float64), np.asarray(

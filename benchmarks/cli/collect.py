@@ -76,6 +76,11 @@ def register(app: typer.Typer) -> None:
             "auxiliary grounding data, as NaVILA mixes in ScanQA) every K frames of each expert path; generated "
             "houses only. 0 = off.",
         ),
+        depth_size: int = typer.Option(
+            0,
+            help="Also store each frame's depth averaged to SxS cells (depth/<traj>.npz): a dense target for "
+            "`train-tower --tasks depth`. The model never sees it. 0 = off; 28 suits the 7x7-token tower.",
+        ),
         device: str = typer.Option("cpu", help="Device of the DAgger policy model: cpu, cuda, auto."),
     ) -> None:
         """Record expert trajectories as LLaVA-style training samples (frames stored once per trajectory)."""
@@ -113,6 +118,7 @@ def register(app: typer.Typer) -> None:
                 expert=expert,
                 max_steps=max_steps,
                 scene_qa_every=scene_qa_every,
+                depth_size=depth_size,
             )
             from envs.datasets.splits import parse_split
 

@@ -5,7 +5,8 @@
     python -m benchmarks.probe_tower --samples data/r2r_qa --model runs/tower           # held-out houses
     navila-agent train --model runs/tower --data-mixture ... --output runs/nav          # the navigator on it
 
-The labels are the answers of the folder's scene-QA samples: the room the agent is in ("pink bedroom") and the
+With `--tasks depth` the tower learns the depth of every cell of its 7 × 7 grid instead (collect with
+`--depth-size 28`; no scene QA needed). The other labels are the answers of the folder's scene-QA samples: the room the agent is in ("pink bedroom") and the
 nearest object in view ("red sofa", or none), read by `benchmarks.probe_tower.labels_of`. The last --holdout share
 of the houses is never trained on and is scored after every epoch, by the same rule `probe_tower --holdout` uses.
 Use --holdout 0 for a tower that is meant to ship. The result is the --model checkpoint with the fine-tuned tower,
@@ -21,11 +22,12 @@ import typer
 
 from benchmarks.cli.train import _fail
 
-TASKS = ("room", "room_type", "room_colour", "object", "object_side", "clearance")  # probe_tower.TARGETS
+TASKS = ("room", "room_type", "room_colour", "object", "object_side", "clearance", "depth")  # + probe_tower.TARGETS
 
 
 def fact_examples(data: Any, samples: Path, tasks: list[str], limit: int, holdout: float) -> list[Any]:
-    """Up to `limit` examples, spread evenly over the folder's scene-QA samples whose answers give one of `tasks`;
+    """Up to `limit` examples, spread evenly over the folder's scene-QA samples whose answers give one of `tasks`
+    and, for `depth`, over the distinct current frames of all samples with stored depth (`collect --depth-size`);
     those in the held-out houses (`probe_tower.held_out_houses`) are marked held out."""
     import numpy as np
 
@@ -34,17 +36,28 @@ def fact_examples(data: Any, samples: Path, tasks: list[str], limit: int, holdou
 
     scene_of = scene_ids(samples)
     rows: list[tuple[int, str, str, str]] = []
+    seen_frames: set[tuple[Any, str, int]] = set()
+    depth_of: dict[tuple[Any, str], bool] = {}
     for i, s in enumerate(data.samples):
+        source = data.frame_source(i)
+        if "depth" in tasks and (*source, s["frames"][-1]) not in seen_frames:
+            seen_frames.add((*source, s["frames"][-1]))
+            if source not in depth_of:
+                depth_of[source] = data.has_depth(i)
+            if depth_of[source]:
+                rows.append((i, "depth", "", scene_of[(source[0].name, s["traj"])]))
         if s.get("task") != "scene_qa":
             continue
         labels = labels_of(s["qa_kind"], s["conversations"][1]["value"])
         for task in tasks:
             if task in labels:
                 rows.append((i, task, labels[task], scene_of[(data.frame_source(i)[0].name, s["traj"])]))
-    if not rows:
+    if "depth" in tasks and not any(r[1] == "depth" for r in rows):
+        raise ValueError(f"--samples {samples}: no stored depth for --tasks depth; collect with --depth-size S")
+    if not any(r[1] != "depth" for r in rows) and [t for t in tasks if t != "depth"]:
         raise ValueError(
-            f"--samples {samples}: no scene-QA answers for {', '.join(tasks)}; collect with "
-            "`navila-agent collect --scene-qa-every K` (generated houses)"
+            f"--samples {samples}: no scene-QA answers for {', '.join(t for t in tasks if t != 'depth')}; collect "
+            "with `navila-agent collect --scene-qa-every K` (generated houses)"
         )
     picks = np.linspace(0, len(rows) - 1, num=min(limit, len(rows))).round().astype(int)
     rows = [rows[j] for j in sorted(set(picks.tolist()))]
@@ -72,7 +85,8 @@ def register(app: typer.Typer) -> None:
             "Its LM and projector stay untrained: use the output with `train --init embedded --vision-tower`.",
         ),
         tasks: str = typer.Option(
-            "room,object", help=f"Comma-separated facts the tower learns to name: {', '.join(TASKS)}."
+            "room,object", help=f"Comma-separated facts the tower learns to name: {', '.join(TASKS)} (depth: per-cell depth, from "
+            "collect --depth-size)."
         ),
         tune_blocks: int = typer.Option(5, help="The last N blocks of the tower (and its head) are trained."),
         epochs: int = typer.Option(6, help="Passes over the training examples."),

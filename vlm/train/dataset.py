@@ -53,6 +53,16 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def depth_file(frames_name: str) -> str:
+    """Where the depth of the frames in `frames_name` (a sample's `frames_file`) is stored, relative to the shard:
+    frames/<traj>.npz -> depth/<traj>.npz (`navila-agent collect --depth-size S`). Episodes that share a path's
+    frames share its depth too."""
+    folder, _, name = frames_name.rpartition("/")
+    if folder != "frames":
+        raise ValueError(f"'{frames_name}' is not a frames file name (frames/<traj>.npz)")
+    return f"depth/{name}"
+
+
 class FrameStore:
     """The frames of one trajectory file, decoded on demand: `len(store)`, `store.frame(i)` → [H, W, 3] uint8."""
 
@@ -189,6 +199,27 @@ class TrajectoryDataset(torch.utils.data.Dataset):
             store = FrameStore(shard / frames_file)
             current = [self.samples[indices[p]]["frames"][-1] for p in positions]
             yield positions, np.stack([store.frame(f) for f in current])
+
+    def current_depths(self, indices: Sequence[int]) -> Iterator[tuple[list[int], np.ndarray]]:
+        """The stored depth of each sample's current frame (`collect --depth-size S`), one trajectory at a time:
+        (positions into `indices`, depth [n, S, S] float32 metres, 0 where nothing was hit). A clear error names
+        the file when the collection has no depth."""
+        by_file: dict[tuple[Path, str], list[int]] = {}
+        for position, index in enumerate(indices):
+            by_file.setdefault(self.frame_source(index), []).append(position)
+        for (shard, frames_file), positions in by_file.items():
+            path = shard / depth_file(frames_file)
+            if not path.is_file():
+                raise ValueError(f"{path}: no stored depth; collect with `navila-agent collect --depth-size S`")
+            with np.load(path) as npz:
+                depth = npz["depth"]
+            current = [self.samples[indices[p]]["frames"][-1] for p in positions]
+            yield positions, depth[current].astype(np.float32)
+
+    def has_depth(self, index: int) -> bool:
+        """Whether sample `index`'s trajectory has stored depth (`collect --depth-size S`)."""
+        shard, frames_file = self.frame_source(index)
+        return (shard / depth_file(frames_file)).is_file()
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]

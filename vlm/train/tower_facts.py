@@ -14,6 +14,13 @@ their activations are kept in memory as fp16 (about 44 KB per 224-px frame when 
 makes the stage a CPU job: session 11 ran 8,000 frames for 6 epochs in about 25 minutes on 2 cores. BatchNorm keeps
 its running statistics (`EfficientNetLite0.train`).
 
+The dense task `depth` teaches geometry instead of names: a linear head on every token predicts the log depth of
+its cell of the frame (the env's depth, stored by `collect --depth-size S` and averaged onto the tower's 7 × 7
+grid), with an L1 loss. Its "accuracy" is the share of cells whose predicted depth is within a factor 1.25 of the
+truth (δ1, the usual monocular-depth score). Why: the navigator's failures are about where it can go (session 17:
+the first turn has the right sign but the wrong size), and sessions 13–14 found that free distance does not decode
+from the tower's features, even with a clearance head; the clearance label is one ray, depth is dense.
+
 Examples marked `held_out` (the CLI holds out whole houses) are never trained on. After every epoch they are
 scored: per-task accuracy of the heads on houses the tower never saw. A label that only held-out houses have
 counts as an error. Progress is saved after every epoch in OUTPUT/tower_facts/, so rerunning the same command
@@ -31,6 +38,7 @@ navigation loss.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -43,6 +51,12 @@ import torch
 import torch.nn.functional as F
 
 STATE_FOLDER = "tower_facts"  # OUTPUT/tower_facts/{state.pt, best.pt, log.jsonl, summary.json}
+DEPTH = "depth"  # the dense task: log depth per token cell, from `collect --depth-size S` (no classes)
+# The depth head's learning rate is head_lr × this. It sums 1280 features per cell; at the classifiers' rate AdamW's
+# per-weight steps move its output by more than the whole depth range (the test's held-out δ1 swung 0.3–0.8 between
+# epochs at ×1, and rose steadily to 1.0 at ×0.1).
+DEPTH_LR_SCALE = 0.1
+DEPTH_DELTA = 1.25  # a cell counts as right when prediction and truth differ by less than this factor (δ1)
 KEEP = ("last", "best")  # which epoch's tower the checkpoint gets (TowerFactsConfig.keep)
 
 
@@ -51,8 +65,8 @@ class FactExample:
     """One labelled frame: the current frame of sample `sample` of a TrajectoryDataset, and one fact about it."""
 
     sample: int  # index into TrajectoryDataset.samples; its last frame index is the current view
-    task: str  # what the label is about: "room", "object", ...
-    label: str  # the fact: "pink bedroom", "red sofa", "none"
+    task: str  # what the label is about: "room", "object", ..., or DEPTH (the frame's stored depth map)
+    label: str  # the fact: "pink bedroom", "red sofa", "none"; "" for DEPTH
     held_out: bool = False  # scored after every epoch, never trained on
 
 
@@ -135,6 +149,23 @@ def frozen_activations(
     return torch.stack(out)  # type: ignore[arg-type]
 
 
+def depth_targets(data: Any, examples: Sequence[FactExample], cells: int) -> torch.Tensor:
+    """Log depth [N, cells] per example on the tower's g × g token grid (row-major, as the tokens): the stored
+    depth (`collect --depth-size S`) averaged into g × g cells over its pixels that hit something. NaN where a
+    cell has none, and for every example of another task."""
+    side = math.isqrt(cells)
+    out = torch.full((len(examples), cells), float("nan"))
+    rows = [n for n, e in enumerate(examples) if e.task == DEPTH]
+    for positions, depth in data.current_depths([examples[n].sample for n in rows]):
+        d = torch.from_numpy(depth)[:, None]  # [n, 1, S, S] metres, 0 = nothing hit
+        valid = (d > 0).float()
+        total = F.adaptive_avg_pool2d(d * valid, side)
+        share = F.adaptive_avg_pool2d(valid, side)
+        mean = torch.where(share > 0, total / share.clamp_min(1e-6), torch.nan)  # [n, 1, g, g]
+        out[[rows[p] for p in positions]] = mean.flatten(1).log()
+    return out
+
+
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> int:
     return int((logits.argmax(1) == y).sum())
 
@@ -171,7 +202,9 @@ def train_tower_facts(
     if config.keep == "best" and not test_rows:
         raise ValueError("--keep best needs held-out houses to score the epochs (--holdout > 0)")
     tasks = sorted({examples[i].task for i in train_rows})
-    classes = {t: sorted({examples[i].label for i in train_rows if examples[i].task == t}) for t in tasks}
+    classes = {
+        t: sorted({examples[i].label for i in train_rows if examples[i].task == t}) for t in tasks if t != DEPTH
+    }
     for task, names in classes.items():
         if len(names) < 2:
             raise ValueError(
@@ -192,12 +225,16 @@ def train_tower_facts(
     heads = torch.nn.ModuleDict(
         {t: torch.nn.Linear(net._conv_head.out_channels, len(c)) for t, c in classes.items()}
     )
-    optimizer = torch.optim.AdamW(
-        [{"params": tuned, "lr": config.lr}, {"params": heads.parameters(), "lr": config.head_lr}],
-        weight_decay=config.weight_decay,
-    )
+    if DEPTH in tasks:  # one log-depth per token cell, from that token
+        heads[DEPTH] = torch.nn.Linear(net._conv_head.out_channels, 1)
+    groups = [{"params": tuned, "lr": config.lr}]
+    groups += [{"params": heads[t].parameters(), "lr": config.head_lr * (DEPTH_LR_SCALE if t == DEPTH else 1.0)}
+               for t in heads]  # fmt: skip
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     fingerprint = {"config": {k: v for k, v in asdict(config).items() if k not in ("output_dir", "epochs", "keep")},
                    "classes": classes, "examples": len(examples)}  # fmt: skip
+    if DEPTH in tasks:  # only then: older states (without the key) still resume
+        fingerprint["dense"] = [DEPTH]
     done_epochs, history = 0, []
     state_path = state_dir / "state.pt"
     if state_path.is_file():
@@ -223,16 +260,37 @@ def train_tower_facts(
                 highlight=False,
             )
 
-        def pooled(rows: torch.Tensor) -> torch.Tensor:
+        def tokens_of(rows: torch.Tensor) -> torch.Tensor:
             x = acts[rows].float().contiguous(memory_format=torch.channels_last)
-            return net.forward_from(x, first_block).mean(1)  # [B, 1280]
+            return net.forward_from(x, first_block)  # [B, g*g, 1280]
+
+        log_depth = None
+        if DEPTH in tasks:
+            with torch.no_grad():
+                cells = tokens_of(torch.tensor([0])).shape[1]
+            log_depth = depth_targets(data, examples, cells)
+            train_depth = log_depth[[i for i in train_rows if examples[i].task == DEPTH]]
+            if done_epochs == 0:  # start at the mean log depth everywhere: the head learns the layout, not the offset
+                with torch.no_grad():
+                    heads[DEPTH].weight.zero_()
+                    heads[DEPTH].bias.fill_(float(train_depth[~train_depth.isnan()].mean()))
 
         def step_loss(rows: torch.Tensor, counts: dict[str, list[int]]) -> torch.Tensor:
-            features = pooled(rows)
+            tokens = tokens_of(rows)
+            features = tokens.mean(1)  # [B, 1280]
             loss = features.new_zeros(())
             for k, task in enumerate(tasks):
                 mask = task_id[rows] == k
-                if mask.any():
+                if mask.any() and task == DEPTH:
+                    pred = heads[DEPTH](tokens[mask]).squeeze(-1)  # [b, g*g] log metres
+                    truth = log_depth[rows[mask]]  # type: ignore[index]
+                    valid = ~truth.isnan()
+                    error = (pred - truth.nan_to_num())[valid].abs()
+                    if torch.is_grad_enabled() and error.numel():
+                        loss = loss + error.mean() * mask.float().mean()
+                    counts[task][0] += int((error < math.log(DEPTH_DELTA)).sum())
+                    counts[task][1] += int(valid.sum())
+                elif mask.any():
                     logits = heads[task](features[mask])
                     if torch.is_grad_enabled():  # training rows; a held-out label may be -1 (unseen)
                         loss = loss + F.cross_entropy(logits, y[rows][mask]) * mask.float().mean()
