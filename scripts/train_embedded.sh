@@ -11,6 +11,8 @@
 #                                                  # from scratch with the navigator (session 16's runs C0, C1)
 #   SEED=1 scripts/train_embedded.sh               # the same recipe from another init and data order (session 15's
 #                                                  # seed study; the shipped model is seed 0)
+#   VISION_TOWER=runs/tower scripts/train_embedded.sh  # the navigator on a tower from `navila-agent train-tower`
+#                                                  # (train --vision-tower; sessions 12, 13 and 18)
 #   INSTALL=1 scripts/train_embedded.sh            # install the final model as models/navila-tiny (the shipped default)
 #                                                  # with its training files (config, log, data manifest, eval summaries)
 #
@@ -46,6 +48,8 @@ LR=${LR:-5e-4}
 SEED=${SEED:-0}                                        # train --seed: the fresh model's init and the data order
 TOWER=${TOWER:-efficientnet}                           # efficientnet: the shipped frozen ImageNet tower (its features
                                                        # cached); cnn: train --init embedded-cnn --tune-vision-tower
+VISION_TOWER=${VISION_TOWER:-}                         # a checkpoint whose (fine-tuned) EfficientNet tower replaces
+                                                       # the ImageNet one, frozen (empty = the ImageNet tower)
 ACTION_WEIGHT=${ACTION_WEIGHT:-5.0}                    # loss weight on the action word and amount tokens
 LIMIT=${LIMIT:-}                                       # episodes per collected split (empty = all, after EVERY)
 EVAL_LIMIT=${EVAL_LIMIT:-}                             # episodes per final evaluation (empty = the whole split)
@@ -67,8 +71,14 @@ qa_flag=(); NAV_DATA="$DATA/r2r_gen"                   # a separate folder per s
 if [[ "$SCENE_QA" != 0 ]]; then qa_flag=(--scene-qa-every "$SCENE_QA"); NAV_DATA="$DATA/r2r_gen_qa$SCENE_QA"; fi
 eval_flag=(); [[ -n "$EVAL_LIMIT" ]] && eval_flag=(--limit "$EVAL_LIMIT")
 stop_flag=(); [[ -n "$STOP_AFTER" ]] && stop_flag=(--stop-after "$STOP_AFTER")
+if [[ -n "$VISION_TOWER" ]]; then
+  if [[ "$TOWER" != efficientnet ]]; then echo "VISION_TOWER needs TOWER=efficientnet, got '$TOWER'" >&2; exit 2; fi
+  if [[ ! -f "$VISION_TOWER/config.json" ]]; then
+    echo "VISION_TOWER=$VISION_TOWER: not a checkpoint folder (no config.json; see navila-agent train-tower)" >&2; exit 2
+  fi
+fi
 case "$TOWER" in
-  efficientnet) init_flags=(--init embedded) ;;
+  efficientnet) init_flags=(--init embedded); [[ -n "$VISION_TOWER" ]] && init_flags+=(--vision-tower "$VISION_TOWER") ;;
   cnn) init_flags=(--init embedded-cnn --tune-vision-tower) ;;
   *) echo "TOWER must be efficientnet or cnn, got '$TOWER'" >&2; exit 2 ;;
 esac

@@ -28,7 +28,13 @@ def run_script(tmp_path: Path, timeout: int, **settings: str) -> subprocess.Comp
 
 @pytest.mark.slow  # collect 2 + 2 episodes, build the embedded model, 20 steps, install: ~40 s on the 2-core CI box
 def test_dry_run_installs_compact_model_with_its_training_files(tmp_path: Path) -> None:
-    done = run_script(tmp_path, 420, STEPS="20", LIMIT="2", EVAL="0", INSTALL="1", RXR_EVERY="2", SEED="3")
+    import vlm
+
+    tower = tmp_path / "tower"  # a fresh embedded model stands in for a `train-tower` output
+    tok = vlm.build_tokenizer(["a tower"], vocab_size=300)
+    vlm.save_checkpoint(vlm.build_model(vlm.embedded_config(tok), tok), tower)
+    done = run_script(tmp_path, 420, STEPS="20", LIMIT="2", EVAL="0", INSTALL="1", RXR_EVERY="2", SEED="3",
+                      VISION_TOWER=str(tower))  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     installed = tmp_path / "models" / "navila-tiny"  # relative to the working directory, not the repository
     dtypes = stored_float_dtypes(installed)
@@ -37,6 +43,7 @@ def test_dry_run_installs_compact_model_with_its_training_files(tmp_path: Path) 
     config = json.loads((training / "train_config.json").read_text())
     assert config["train"]["steps"] == 20 and config["init"] == "embedded"
     assert config["train"]["seed"] == 3  # SEED reaches train --seed
+    assert config["vision_tower"] == str(tower)  # VISION_TOWER reaches train --vision-tower
     assert [d["name"] for d in config["datasets"]] == ["r2r_gen", "rxr_gen"]  # RXR_EVERY: both in the mixture
     assert len((training / "train_log.jsonl").read_text().splitlines()) >= 2
     manifest = json.loads((training / "data_manifest.json").read_text())
@@ -49,6 +56,10 @@ def test_dry_run_installs_compact_model_with_its_training_files(tmp_path: Path) 
 def test_an_unknown_tower_stops_the_script_before_any_work(tmp_path: Path) -> None:
     done = run_script(tmp_path, 60, TOWER="vit")
     assert done.returncode == 2 and "TOWER must be efficientnet or cnn, got 'vit'" in done.stderr
+    done = run_script(tmp_path, 60, VISION_TOWER=str(tmp_path / "missing"))
+    assert done.returncode == 2 and "missing: not a checkpoint folder" in done.stderr
+    done = run_script(tmp_path, 60, VISION_TOWER=str(tmp_path), TOWER="cnn")
+    assert done.returncode == 2 and "VISION_TOWER needs TOWER=efficientnet" in done.stderr
     assert not (tmp_path / "cache").exists()  # nothing collected
 
 

@@ -227,9 +227,11 @@ def train_tower_facts(
     )
     if DEPTH in tasks:  # one log-depth per token cell, from that token
         heads[DEPTH] = torch.nn.Linear(net._conv_head.out_channels, 1)
-    groups = [{"params": tuned, "lr": config.lr}]
-    groups += [{"params": heads[t].parameters(), "lr": config.head_lr * (DEPTH_LR_SCALE if t == DEPTH else 1.0)}
-               for t in heads]  # fmt: skip
+    groups = [{"params": tuned, "lr": config.lr}]  # the groups of a run without depth are as they always were,
+    if classes:  # so its saved optimizer state still resumes
+        groups.append({"params": [p for t in classes for p in heads[t].parameters()], "lr": config.head_lr})
+    if DEPTH in tasks:
+        groups.append({"params": list(heads[DEPTH].parameters()), "lr": config.head_lr * DEPTH_LR_SCALE})
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     fingerprint = {"config": {k: v for k, v in asdict(config).items() if k not in ("output_dir", "epochs", "keep")},
                    "classes": classes, "examples": len(examples)}  # fmt: skip
