@@ -5,9 +5,9 @@
     python -m benchmarks.probe_tower --samples data/r2r_qa --model runs/tower           # held-out houses
     navila-agent train --model runs/tower --data-mixture ... --output runs/nav          # the navigator on it
 
-With `--tasks depth` the tower learns the depth of every cell of its 7 × 7 grid instead (collect with
-`--depth-size 28`; no scene QA needed). The other labels are the answers of the folder's scene-QA samples: the room the agent is in ("pink bedroom") and the
-nearest object in view ("red sofa", or none), read by `benchmarks.probe_tower.labels_of`. The last --holdout share
+With `--tasks depth` the tower learns the depth of every cell of its 7 × 7 grid (collect with `--depth-size 28`; no
+scene QA needed). The other labels are the answers of the folder's scene-QA samples: the room the agent is in ("pink
+bedroom") and the nearest object in view ("red sofa", or none), read by `benchmarks.probe_tower.labels_of`. The last --holdout share
 of the houses is never trained on and is scored after every epoch, by the same rule `probe_tower --holdout` uses.
 Use --holdout 0 for a tower that is meant to ship. The result is the --model checkpoint with the fine-tuned tower,
 written to --output. Rerunning the same command continues from the last finished epoch (vlm/train/tower_facts.py).
@@ -51,7 +51,7 @@ def fact_examples(data: Any, samples: Path, tasks: list[str], limit: int, holdou
         labels = labels_of(s["qa_kind"], s["conversations"][1]["value"])
         for task in tasks:
             if task in labels:
-                rows.append((i, task, labels[task], scene_of[(data.frame_source(i)[0].name, s["traj"])]))
+                rows.append((i, task, labels[task], scene_of[(source[0].name, s["traj"])]))
     if "depth" in tasks and not any(r[1] == "depth" for r in rows):
         raise ValueError(f"--samples {samples}: no stored depth for --tasks depth; collect with --depth-size S")
     if not any(r[1] != "depth" for r in rows) and [t for t in tasks if t != "depth"]:
@@ -85,8 +85,9 @@ def register(app: typer.Typer) -> None:
             "Its LM and projector stay untrained: use the output with `train --init embedded --vision-tower`.",
         ),
         tasks: str = typer.Option(
-            "room,object", help=f"Comma-separated facts the tower learns to name: {', '.join(TASKS)} (depth: per-cell depth, from "
-            "collect --depth-size)."
+            "room,object",
+            help=f"Comma-separated facts the tower learns to name: {', '.join(TASKS)} (depth: per-cell depth, "
+            "from collect --depth-size).",
         ),
         tune_blocks: int = typer.Option(5, help="The last N blocks of the tower (and its head) are trained."),
         epochs: int = typer.Option(6, help="Passes over the training examples."),

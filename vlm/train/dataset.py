@@ -188,14 +188,18 @@ class TrajectoryDataset(torch.utils.data.Dataset):
                 out[i] = store.frame(f)
         return out
 
+    def _by_trajectory(self, indices: Sequence[int]) -> dict[tuple[Path, str], list[int]]:
+        """Positions into `indices`, grouped by the trajectory file their samples index (`frame_source`)."""
+        by_file: dict[tuple[Path, str], list[int]] = {}
+        for position, index in enumerate(indices):
+            by_file.setdefault(self.frame_source(index), []).append(position)
+        return by_file
+
     def current_frames(self, indices: Sequence[int]) -> Iterator[tuple[list[int], np.ndarray]]:
         """The current (last) frame of each sample in `indices`, one trajectory file at a time: (positions into
         `indices`, frames [n, H, W, 3] uint8). Each file is opened once and only these frames are decoded, not the
         samples' histories. There are `len({frame_source(i) for i in indices})` groups."""
-        by_file: dict[tuple[Path, str], list[int]] = {}
-        for position, index in enumerate(indices):
-            by_file.setdefault(self.frame_source(index), []).append(position)
-        for (shard, frames_file), positions in by_file.items():
+        for (shard, frames_file), positions in self._by_trajectory(indices).items():
             store = FrameStore(shard / frames_file)
             current = [self.samples[indices[p]]["frames"][-1] for p in positions]
             yield positions, np.stack([store.frame(f) for f in current])
@@ -204,10 +208,7 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         """The stored depth of each sample's current frame (`collect --depth-size S`), one trajectory at a time:
         (positions into `indices`, depth [n, S, S] float32 metres, 0 where nothing was hit). A clear error names
         the file when the collection has no depth."""
-        by_file: dict[tuple[Path, str], list[int]] = {}
-        for position, index in enumerate(indices):
-            by_file.setdefault(self.frame_source(index), []).append(position)
-        for (shard, frames_file), positions in by_file.items():
+        for (shard, frames_file), positions in self._by_trajectory(indices).items():
             path = shard / depth_file(frames_file)
             if not path.is_file():
                 raise ValueError(f"{path}: no stored depth; collect with `navila-agent collect --depth-size S`")
