@@ -25,7 +25,8 @@ Output layout (one folder per collection; `vlm/train/dataset.py` reads it):
     OUT/manifest.json                     # counts per action, trajectories, samples, frames, split, settings
     OUT/shard-00000/frames/<traj>.npz     # every frame of one trajectory, stored once (see `write_frames`):
                                           #   one PNG (default) or JPEG per frame, or raw `rgb` [T, H, W, 3]
-    OUT/shard-00000/depth/<traj>.npz      # with --depth-size S: `depth` [T, S, S] float16 metres (`depth_grid`)
+    OUT/shard-00000/depth/<traj>.npz      # with --depth-size S: `depth` [T, S, S] float16 metres
+                                          #   (`vlm.train.dataset.depth_grid`)
     OUT/shard-00000/samples.jsonl         # one sample per line (LLaVA conversation + frame indices)
     OUT/shard-00000/trajectories.jsonl    # one line per finished trajectory: resuming skips these
 
@@ -121,7 +122,7 @@ class CollectConfig:
         "auto"  # "auto" (replay ground truth when the episode has it, else follower) | "replay" | "follower"
     )
     scene_qa_every: int = 0  # > 0: a scene QA sample every K frames of each expert path (benchmarks/scene_qa.py)
-    depth_size: int = 0  # > 0: store every frame's depth, averaged to S×S cells, in depth/<traj>.npz (depth_grid)
+    depth_size: int = 0  # > 0: store each frame's depth averaged to S×S cells in depth/<traj>.npz (dataset.depth_grid)
 
     def __post_init__(self) -> None:
         if self.expert not in EXPERTS:
@@ -389,21 +390,6 @@ def trajectory_key(episode: Episode) -> str:
 def frames_file(key: str) -> str:
     """Where trajectory `key` stores its frames, relative to its shard (samples' `frames_file`)."""
     return f"frames/{key}.npz"
-
-
-def depth_grid(depth: np.ndarray, size: int) -> np.ndarray:
-    """A depth image [H, W] (or [H, W, 1]) in metres, 0 where nothing was hit, averaged to [size, size] cells over
-    the pixels that hit something (cells with none stay 0): the dense target `train-tower --tasks depth` learns.
-
-    Area-weighted like cv2.INTER_AREA, so any H, W work; the mean of metres over a cell, not of its inverse."""
-    import cv2
-
-    d = np.asarray(depth, dtype=np.float32)
-    d = d.reshape(d.shape[0], d.shape[1])
-    valid = (d > 0).astype(np.float32)
-    total = cv2.resize(d * valid, (size, size), interpolation=cv2.INTER_AREA)
-    share = cv2.resize(valid, (size, size), interpolation=cv2.INTER_AREA)
-    return np.where(share > 1e-6, total / np.maximum(share, 1e-6), 0.0).astype(np.float32)
 
 
 def path_key(episode: Episode) -> str:
@@ -911,7 +897,11 @@ def _collect_episode(
     samples = build_samples(traj, prompt_fn, config.num_frames, config.factors(), frames_file(key))
     if config.scene_qa_every:
         samples += scene_qa_for(traj, driver, config)
-    depth = np.stack([depth_grid(d, config.depth_size) for d in traj.depths]) if record_depth else None
+    depth = None
+    if record_depth:
+        from vlm.train.dataset import depth_grid
+
+        depth = depth_grid(np.stack(traj.depths), config.depth_size)  # [T, S, S]
     writer.write(traj, samples, frames, config.frame_codec, path=pkey, depth=depth)
 
 

@@ -15,7 +15,6 @@ from benchmarks.collect import (
     ShardWriter,
     collect,
     decision_points,
-    depth_grid,
     expert_label,
     parse_rebalance_factors,
     predict_pose,
@@ -29,7 +28,7 @@ from benchmarks.collect import (
 from envs.constants import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
 from envs.datasets.episode import Episode, Goal, GroundTruth, Instruction
 from vlm.mm_utils import vlnce_frame_sampling
-from vlm.train.dataset import FrameStore, TrajectoryDataset, depth_file
+from vlm.train.dataset import FrameStore, TrajectoryDataset, depth_file, depth_grid
 
 
 def test_hand_checked_trajectory_labels():

@@ -63,6 +63,24 @@ def depth_file(frames_name: str) -> str:
     return f"depth/{name}"
 
 
+def depth_grid(depth: np.ndarray, size: int) -> np.ndarray:
+    """Depth maps [..., H, W] in metres (or one env observation [H, W, 1]), 0 where nothing was hit, averaged to
+    [..., size, size] cells over the pixels that hit something; cells with none stay 0.
+
+    One definition for both ends: `collect --depth-size S` stores the env's depth this way, and
+    `train-tower --tasks depth` averages the stored maps onto the tower's token grid with it. The mean of metres over
+    a cell (not of their inverse); for sizes that divide H and W it is the plain block mean."""
+    d = np.asarray(depth, dtype=np.float32)
+    if d.ndim == 3 and d.shape[-1] == 1:  # the env's [H, W, 1]
+        d = d[..., 0]
+    x = torch.from_numpy(np.ascontiguousarray(d)).reshape(-1, 1, *d.shape[-2:])
+    valid = (x > 0).float()
+    total = torch.nn.functional.adaptive_avg_pool2d(x * valid, size)
+    share = torch.nn.functional.adaptive_avg_pool2d(valid, size)
+    mean = torch.where(share > 0, total / share.clamp_min(1e-12), 0.0)
+    return mean.reshape(*d.shape[:-2], size, size).numpy()
+
+
 class FrameStore:
     """The frames of one trajectory file, decoded on demand: `len(store)`, `store.frame(i)` → [H, W, 3] uint8."""
 

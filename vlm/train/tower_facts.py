@@ -153,16 +153,14 @@ def depth_targets(data: Any, examples: Sequence[FactExample], cells: int) -> tor
     """Log depth [N, cells] per example on the tower's g × g token grid (row-major, as the tokens): the stored
     depth (`collect --depth-size S`) averaged into g × g cells over its pixels that hit something. NaN where a
     cell has none, and for every example of another task."""
+    from vlm.train.dataset import depth_grid
+
     side = math.isqrt(cells)
     out = torch.full((len(examples), cells), float("nan"))
     rows = [n for n, e in enumerate(examples) if e.task == DEPTH]
     for positions, depth in data.current_depths([examples[n].sample for n in rows]):
-        d = torch.from_numpy(depth)[:, None]  # [n, 1, S, S] metres, 0 = nothing hit
-        valid = (d > 0).float()
-        total = F.adaptive_avg_pool2d(d * valid, side)
-        share = F.adaptive_avg_pool2d(valid, side)
-        mean = torch.where(share > 0, total / share.clamp_min(1e-6), torch.nan)  # [n, 1, g, g]
-        out[[rows[p] for p in positions]] = mean.flatten(1).log()
+        mean = torch.from_numpy(depth_grid(depth, side)).flatten(1)  # [n, g*g] metres, 0 = nothing hit
+        out[[rows[p] for p in positions]] = torch.where(mean > 0, mean.log(), torch.nan)
     return out
 
 
