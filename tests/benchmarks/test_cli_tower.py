@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,10 @@ def test_train_tower_learns_depth_from_a_collection_with_depth(tmp_path, monkeyp
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "tower_facts" / "summary.json").read_text())
     assert set(summary["classes"]) == {"room"}  # depth is dense: no classes
+    counts = re.search(r"examples \(depth (\d+), room (\d+)\)", " ".join(result.output.split()))
+    assert counts, result.output  # --limit is shared between the tasks: the header says each one's share
+    assert int(counts[1]) + int(counts[2]) == summary["train_examples"] + summary["held_out_examples"]
+    assert int(counts[1]) > 0 and int(counts[2]) > 0
     assert set(summary["epochs"][0]["held_out_acc"]) == {"depth", "room"}  # δ1 for depth
     assert 0 <= summary["epochs"][0]["held_out_acc"]["depth"] <= 1
 
