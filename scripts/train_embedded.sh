@@ -5,6 +5,8 @@
 #                                                  # (collect 4, tower features 13, training 76) + evaluation
 #   STEPS=200 LIMIT=50 scripts/train_embedded.sh   # a quick dry run of the whole pipeline
 #   DAGGER=2 scripts/train_embedded.sh             # then two DAgger rounds (session 4's runs E1, E2; no SR gain yet)
+#   DAGGER=1 DAGGER_BETAS=0.5 DAGGER_STEPS=1500 DAGGER_LRS=2e-4 DAGGER_REBALANCE=0 DAGGER_WEIGHT=2 \
+#     scripts/train_embedded.sh                    # one round as session 6's run H and session 19's DG runs
 #   SCENE_QA=2 scripts/train_embedded.sh           # + scene QA samples every 2nd frame (session 8's run J)
 #   RXR_EVERY=2 scripts/train_embedded.sh          # + every 2nd RxR-style rxr_train episode (session 14's run R)
 #   TOWER=cnn scripts/train_embedded.sh            # the small CNN tower on 64 px frames (vlm/convnet.py), trained
@@ -59,6 +61,10 @@ DAGGER_EVERY=${DAGGER_EVERY:-6}                        # every 6th r2r_train epi
 read -r -a DAGGER_BETAS <<< "${DAGGER_BETAS:-0.5 0.3}" # P(expert acts) per round; later rounds reuse the last
 read -r -a DAGGER_STEPS <<< "${DAGGER_STEPS:-2000 800}"
 read -r -a DAGGER_LRS <<< "${DAGGER_LRS:-3e-4 2e-4}"
+DAGGER_REBALANCE=${DAGGER_REBALANCE:-1}                # 1: the DAgger sets are stop/turn rebalanced as the expert
+                                                       # data (session 4); 0: written once (sessions 6 and 19)
+DAGGER_WEIGHT=${DAGGER_WEIGHT:-1}                      # sampling weight of each DAgger set in the mixture (the
+                                                       # expert data has 1; sessions 6 and 19 used 2)
 SCENE_QA=${SCENE_QA:-0}                                # > 0: also a scene QA sample every K frames of each path
                                                        # (collect --scene-qa-every; session 8's run J used 2)
 RXR_EVERY=${RXR_EVERY:-0}                              # > 0: also collect every Nth rxr_train episode (1000
@@ -71,6 +77,11 @@ qa_flag=(); NAV_DATA="$DATA/r2r_gen"                   # a separate folder per s
 if [[ "$SCENE_QA" != 0 ]]; then qa_flag=(--scene-qa-every "$SCENE_QA"); NAV_DATA="$DATA/r2r_gen_qa$SCENE_QA"; fi
 eval_flag=(); [[ -n "$EVAL_LIMIT" ]] && eval_flag=(--limit "$EVAL_LIMIT")
 stop_flag=(); [[ -n "$STOP_AFTER" ]] && stop_flag=(--stop-after "$STOP_AFTER")
+case "$DAGGER_REBALANCE" in
+  1) dagger_rebalance=(--rebalance) ;;
+  0) dagger_rebalance=(--no-rebalance) ;;
+  *) echo "DAGGER_REBALANCE must be 0 or 1, got '$DAGGER_REBALANCE'" >&2; exit 2 ;;
+esac
 if [[ -n "$VISION_TOWER" ]]; then
   if [[ "$TOWER" != efficientnet ]]; then echo "VISION_TOWER needs TOWER=efficientnet, got '$TOWER'" >&2; exit 2; fi
   if [[ ! -f "$VISION_TOWER/config.json" ]]; then
@@ -124,14 +135,14 @@ for ((round = 1; round <= DAGGER; round++)); do
   # Two shards in parallel (one per core); shard k flips its coins with seed k (as session 4's runs did).
   pids=()
   for shard in 0 1; do
-    navila collect --split r2r_train --output "$DATA/r2r_dagger$round" --every "$DAGGER_EVERY" --rebalance \
+    navila collect --split r2r_train --output "$DATA/r2r_dagger$round" --every "$DAGGER_EVERY" "${dagger_rebalance[@]}" \
       --policy "$FINAL" --beta "$beta" --shards 2 --shard-index "$shard" --seed "$shard" \
       --frame-codec npz "${limit_flag[@]}" &
     pids+=($!)
   done
   for pid in "${pids[@]}"; do wait "$pid"; done  # a failed shard stops the script (set -e); the last one to end
                                                  # writes the manifest over both shards
-  mixture="$mixture+$DATA/r2r_dagger$round"
+  mixture="$mixture+$DATA/r2r_dagger$round*$DAGGER_WEIGHT"
   # Fine-tune the current model on the expert data and every DAgger round so far (aggregation).
   navila train --data-mixture "$mixture" --model "$FINAL" --output "${RUN}_dagger$round" \
     --steps "$steps" --batch-size "$BATCH" --lr "$lr" --warmup-ratio 0.03 --action-token-weight "$ACTION_WEIGHT" \
@@ -158,13 +169,29 @@ if [[ "$INSTALL" == 1 ]]; then
   cp "$final_run/train_config.json" "$final_run/train_log.jsonl" models/navila-tiny/training/
   cp "$NAV_DATA/manifest.json" models/navila-tiny/training/data_manifest.json
   if [[ "$RXR_EVERY" != 0 ]]; then cp "$DATA/rxr_gen/manifest.json" models/navila-tiny/training/data_manifest_rxr.json; fi
-  for summary in "$final_run"/eval_r2r_*/summary.json; do
-    [[ -f "$summary" ]] || continue
-    split=$(basename "$(dirname "$summary")"); cp "$summary" "models/navila-tiny/training/eval/summary_${split#eval_}.json"
-    # Per-episode results, so a new checkpoint can be compared with this one episode by episode without re-running
-    # it: navila-agent compare models/navila-tiny/training/eval/r2r_val_unseen <new run folder>
-    mkdir -p "models/navila-tiny/training/eval/${split#eval_}"
-    cp "$(dirname "$summary")/results.jsonl" "models/navila-tiny/training/eval/${split#eval_}/"
+  # Every evaluation summary and per-episode result of a run, so a new checkpoint can be compared with it episode by
+  # episode without re-running it: navila-agent compare models/navila-tiny/training/eval/r2r_val_unseen <new run>
+  copy_evals() {
+    local summary split
+    for summary in "$1"/eval_r2r_*/summary.json; do
+      [[ -f "$summary" ]] || continue
+      split=$(basename "$(dirname "$summary")"); split=${split#eval_}
+      mkdir -p "$2/$split"
+      cp "$summary" "$2/summary_$split.json"; cp "$(dirname "$summary")/results.jsonl" "$2/$split/"
+    done
+  }
+  copy_evals "$final_run" models/navila-tiny/training/eval
+  # After DAgger the files above are the last round's; the runs before it (the first training, earlier rounds) keep
+  # their config, log and evaluations in training/before/<run>/, and each round's collection its manifest (policy,
+  # beta, counts) in training/data_manifest_dagger<N>.json.
+  previous="$RUN"
+  for ((round = 1; round <= DAGGER; round++)); do
+    before="models/navila-tiny/training/before/$(basename "$previous")"
+    mkdir -p "$before"
+    cp "$previous/train_config.json" "$previous/train_log.jsonl" "$before/"
+    copy_evals "$previous" "$before"
+    cp "$DATA/r2r_dagger$round/manifest.json" "models/navila-tiny/training/data_manifest_dagger$round.json"
+    previous="${RUN}_dagger$round"
   done
   echo "installed models/navila-tiny with its training files in models/navila-tiny/training/"
 fi

@@ -26,7 +26,7 @@ def run_script(tmp_path: Path, timeout: int, **settings: str) -> subprocess.Comp
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
 
-@pytest.mark.slow  # collect 2 + 2 episodes, build the embedded model, 20 steps, install: ~40 s on the 2-core CI box
+@pytest.mark.slow  # collect 2 + 2 (+ 2 DAgger) episodes, 20 + 3 steps, install: ~70 s on the 2-core CI box
 def test_dry_run_installs_compact_model_with_its_training_files(tmp_path: Path) -> None:
     import vlm
 
@@ -34,18 +34,29 @@ def test_dry_run_installs_compact_model_with_its_training_files(tmp_path: Path) 
     tok = vlm.build_tokenizer(["a tower"], vocab_size=300)
     vlm.save_checkpoint(vlm.build_model(vlm.embedded_config(tok), tok), tower)
     done = run_script(tmp_path, 420, STEPS="20", LIMIT="2", EVAL="0", INSTALL="1", RXR_EVERY="2", SEED="3",
-                      VISION_TOWER=str(tower))  # fmt: skip
+                      VISION_TOWER=str(tower), DAGGER="1", DAGGER_STEPS="3", DAGGER_BETAS="0.5",
+                      DAGGER_REBALANCE="0", DAGGER_WEIGHT="2")  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     installed = tmp_path / "models" / "navila-tiny"  # relative to the working directory, not the repository
     dtypes = stored_float_dtypes(installed)
     assert dtypes == {"llm": {torch.float16}, "mm_projector": {torch.float16}, "vision_tower": {torch.float32}}
     training = installed / "training"
-    config = json.loads((training / "train_config.json").read_text())
+    # The installed model is the DAgger round's: fine-tuned from the first run on the expert data + the DAgger set.
+    final = json.loads((training / "train_config.json").read_text())
+    assert final["train"]["steps"] == 3 and Path(final["model"]).name == "navila-tiny"
+    assert [(d["name"], d["weight"]) for d in final["datasets"]] == [
+        ("r2r_gen", 1.0), ("rxr_gen", 1.0), ("r2r_dagger1", 2.0)]  # DAGGER_WEIGHT  # fmt: skip
+    dagger = json.loads((training / "data_manifest_dagger1.json").read_text())
+    assert dagger["settings"]["rebalance"] is False and dagger["settings"]["beta"] == 0.5  # DAGGER_REBALANCE=0
+    assert Path(dagger["settings"]["policy"]).name == "navila-tiny" and dagger["policy_decisions"] >= 0
+    # The first run's provenance is kept beside it.
+    config = json.loads((training / "before" / "navila-tiny" / "train_config.json").read_text())
     assert config["train"]["steps"] == 20 and config["init"] == "embedded"
     assert config["train"]["seed"] == 3  # SEED reaches train --seed
     assert config["vision_tower"] == str(tower)  # VISION_TOWER reaches train --vision-tower
     assert [d["name"] for d in config["datasets"]] == ["r2r_gen", "rxr_gen"]  # RXR_EVERY: both in the mixture
-    assert len((training / "train_log.jsonl").read_text().splitlines()) >= 2
+    assert len((training / "before" / "navila-tiny" / "train_log.jsonl").read_text().splitlines()) >= 2
+    assert len((training / "train_log.jsonl").read_text().splitlines()) >= 1
     manifest = json.loads((training / "data_manifest.json").read_text())
     assert manifest["trajectories"] >= 1 and manifest["split"] == "r2r_train"
     rxr = json.loads((training / "data_manifest_rxr.json").read_text())
@@ -60,6 +71,8 @@ def test_an_unknown_tower_stops_the_script_before_any_work(tmp_path: Path) -> No
     assert done.returncode == 2 and "missing: not a checkpoint folder" in done.stderr
     done = run_script(tmp_path, 60, VISION_TOWER=str(tmp_path), TOWER="cnn")
     assert done.returncode == 2 and "VISION_TOWER needs TOWER=efficientnet" in done.stderr
+    done = run_script(tmp_path, 60, DAGGER_REBALANCE="yes")
+    assert done.returncode == 2 and "DAGGER_REBALANCE must be 0 or 1, got 'yes'" in done.stderr
     assert not (tmp_path / "cache").exists()  # nothing collected
 
 
