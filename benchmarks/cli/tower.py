@@ -15,6 +15,7 @@ written to --output. Rerunning the same command continues from the last finished
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +153,8 @@ def register(app: typer.Typer) -> None:
         held = sum(e.held_out for e in examples)
         # --limit is shared by the tasks in proportion to their rows, so a task beside others gets fewer examples
         # than alone (session 19: depth 8000 alone, 5500 beside room and object): say how many each one got.
-        per_task = ", ".join(f"{t} {sum(e.task == t for e in examples)}" for t in wanted)
+        counts = Counter(e.task for e in examples)
+        per_task = ", ".join(f"{t} {counts[t]}" for t in wanted)
         console.print(
             f"{len(examples) - held} training and {held} held-out examples ({per_task}) from {samples}; "
             f"tuning the last {tune_blocks} blocks of {model or 'a fresh embedded model'}'s tower",

@@ -50,6 +50,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from vlm.train.dataset import depth_grid
+
 STATE_FOLDER = "tower_facts"  # OUTPUT/tower_facts/{state.pt, best.pt, log.jsonl, summary.json}
 DEPTH = "depth"  # the dense task: log depth per token cell, from `collect --depth-size S` (no classes)
 # The depth head's learning rate is head_lr × this. It sums 1280 features per cell; at the classifiers' rate AdamW's
@@ -153,8 +155,6 @@ def depth_targets(data: Any, examples: Sequence[FactExample], cells: int) -> tor
     """Log depth [N, cells] per example on the tower's g × g token grid (row-major, as the tokens): the stored
     depth (`collect --depth-size S`) averaged into g × g cells over its pixels that hit something. NaN where a
     cell has none, and for every example of another task."""
-    from vlm.train.dataset import depth_grid
-
     side = math.isqrt(cells)
     out = torch.full((len(examples), cells), float("nan"))
     rows = [n for n, e in enumerate(examples) if e.task == DEPTH]
