@@ -26,6 +26,7 @@
 set -euo pipefail
 
 PYTHON=${PYTHON:-python}
+source "$(dirname "${BASH_SOURCE[0]}")/install_model.sh"  # install_model, copy_evals
 # The console script when installed (pip install -e .), else the same CLI through the interpreter.
 navila() {
   if command -v navila-agent >/dev/null 2>&1; then navila-agent "$@"
@@ -158,41 +159,10 @@ done
 
 if [[ "$INSTALL" == 1 ]]; then
   echo "== install $FINAL as the shipped model (models/navila-tiny)"
-  # LM and projector in fp16, the vision tower in fp32 (22 MB instead of 30; an fp16 tower costs successes, see
-  # vlm.save_compact); vlm.load casts everything back to float32 on CPU.
-  rm -rf models/navila-tiny
-  "$PYTHON" -c 'import sys, vlm; vlm.save_compact(vlm.load(sys.argv[1]), sys.argv[2])' "$FINAL" models/navila-tiny
-  # Provenance beside the weights (what docs/MODEL_CARD.md quotes): the installed run's config and log, the
-  # collected data's manifest, and every evaluation summary and per-episode result of the installed model.
-  final_run=${FINAL%/checkpoints/checkpoint-*}                # a --stop-after checkpoint belongs to its run folder
-  mkdir -p models/navila-tiny/training/eval
-  cp "$final_run/train_config.json" "$final_run/train_log.jsonl" models/navila-tiny/training/
-  cp "$NAV_DATA/manifest.json" models/navila-tiny/training/data_manifest.json
-  if [[ "$RXR_EVERY" != 0 ]]; then cp "$DATA/rxr_gen/manifest.json" models/navila-tiny/training/data_manifest_rxr.json; fi
-  # Every evaluation summary and per-episode result of a run, so a new checkpoint can be compared with it episode by
-  # episode without re-running it: navila-agent compare models/navila-tiny/training/eval/r2r_val_unseen <new run>
-  copy_evals() {
-    local summary split
-    for summary in "$1"/eval_r2r_*/summary.json; do
-      [[ -f "$summary" ]] || continue
-      split=$(basename "$(dirname "$summary")"); split=${split#eval_}
-      mkdir -p "$2/$split"
-      cp "$summary" "$2/summary_$split.json"; cp "$(dirname "$summary")/results.jsonl" "$2/$split/"
-    done
-  }
-  copy_evals "$final_run" models/navila-tiny/training/eval
-  # After DAgger the files above are the last round's; the runs before it (the first training, earlier rounds) keep
-  # their config, log and evaluations in training/before/<run>/, and each round's collection its manifest (policy,
-  # beta, counts) in training/data_manifest_dagger<N>.json.
-  previous="$RUN"
-  for ((round = 1; round <= DAGGER; round++)); do
-    before="models/navila-tiny/training/before/$(basename "$previous")"
-    mkdir -p "$before"
-    cp "$previous/train_config.json" "$previous/train_log.jsonl" "$before/"
-    copy_evals "$previous" "$before"
-    cp "$DATA/r2r_dagger$round/manifest.json" "models/navila-tiny/training/data_manifest_dagger$round.json"
-    previous="${RUN}_dagger$round"
-  done
+  # LM and projector in fp16, the tower in fp32; beside the weights the provenance docs/MODEL_CARD.md quotes: the
+  # installed run's config, log, data manifests and evaluations, and after DAgger the earlier runs' in
+  # training/before/<run>/ (scripts/install_model.sh).
+  install_model "$FINAL" "$RUN" "$DATA" "$NAV_DATA" "$RXR_EVERY" "$DAGGER" models/navila-tiny
   echo "installed models/navila-tiny with its training files in models/navila-tiny/training/"
 fi
 echo "done: model in $FINAL; fill docs/MODEL_CARD.md from $RUN/train_config.json, $RUN/train_log.jsonl and $RUN/eval_*/summary.json"
