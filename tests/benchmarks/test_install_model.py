@@ -43,7 +43,9 @@ def fake_run(run: Path, name: str, evals: dict[str, bool]) -> None:
     (run / "train_log.jsonl").write_text(json.dumps({"step": 1, "run": name}) + "\n")
     for folder, finished in evals.items():
         (run / folder).mkdir(parents=True)
-        (run / folder / "results.jsonl").write_text(json.dumps({"episode_id": "1", "run": name, "eval": folder}))
+        (run / folder / "results.jsonl").write_text(
+            json.dumps({"episode_id": "1", "run": name, "eval": folder})
+        )
         if finished:
             write_json(run / folder / "summary.json", {"run": name, "eval": folder})
 
@@ -68,7 +70,9 @@ def test_install_after_a_dagger_round_keeps_every_run_and_its_finished_evaluatio
     shutil.copytree(model_dir, checkpoint)
     for name in ("r2r_gen", "rxr_gen", "r2r_dagger1"):
         write_json(data / name / "manifest.json", {"collection": name})
-    (tmp_path / "models" / "navila-tiny" / "stale").mkdir(parents=True)  # a previous install is replaced whole
+    (tmp_path / "models" / "navila-tiny" / "stale").mkdir(
+        parents=True
+    )  # a previous install is replaced whole
 
     done = install(tmp_path, str(checkpoint), str(run), str(data), str(data / "r2r_gen"), "2", "1",
                    "models/navila-tiny")  # fmt: skip
