@@ -11,6 +11,8 @@
 #   RXR_EVERY=2 scripts/train_embedded.sh          # + every 2nd RxR-style rxr_train episode (session 14's run R)
 #   TOWER=cnn scripts/train_embedded.sh            # the small CNN tower on 64 px frames (vlm/convnet.py), trained
 #                                                  # from scratch with the navigator (session 16's runs C0, C1)
+#   MIRROR=0.5 scripts/train_embedded.sh          # mirror augmentation: half the draws left-right mirrored
+#                                                  # (train --mirror-prob; session 20's run M0)
 #   SEED=1 scripts/train_embedded.sh               # the same recipe from another init and data order (session 15's
 #                                                  # seed study; the shipped model is seed 0)
 #   VISION_TOWER=runs/tower scripts/train_embedded.sh  # the navigator on a tower from `navila-agent train-tower`
@@ -53,6 +55,7 @@ TOWER=${TOWER:-efficientnet}                           # efficientnet: the shipp
                                                        # cached); cnn: train --init embedded-cnn --tune-vision-tower
 VISION_TOWER=${VISION_TOWER:-}                         # a checkpoint whose (fine-tuned) EfficientNet tower replaces
                                                        # the ImageNet one, frozen (empty = the ImageNet tower)
+MIRROR=${MIRROR:-0}                                    # train --mirror-prob: share of draws shown mirrored
 ACTION_WEIGHT=${ACTION_WEIGHT:-5.0}                    # loss weight on the action word and amount tokens
 LIMIT=${LIMIT:-}                                       # episodes per collected split (empty = all, after EVERY)
 EVAL_LIMIT=${EVAL_LIMIT:-}                             # episodes per final evaluation (empty = the whole split)
@@ -112,7 +115,7 @@ echo "      is frozen, its features computed once per stored frame and cached, p
 echo "      TOWER=cnn: the convnet tower trains with them)"
 navila train --data-mixture "$TRAIN_DATA" "${init_flags[@]}" --output "$RUN" \
   --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-ratio 0.03 --action-token-weight "$ACTION_WEIGHT" \
-  --save-every 100 --log-every 10 --eval-every 1000 --eval-limit 0 --seed "$SEED" \
+  --save-every 100 --log-every 10 --eval-every 1000 --eval-limit 0 --seed "$SEED" --mirror-prob "$MIRROR" \
   --eval-samples "$DATA/r2r_val_seen_samples" --eval-samples-limit 300 --device cpu "${stop_flag[@]}"
 MODEL=$(finished_model "$RUN")
 
@@ -147,7 +150,7 @@ for ((round = 1; round <= DAGGER; round++)); do
   # Fine-tune the current model on the expert data and every DAgger round so far (aggregation).
   navila train --data-mixture "$mixture" --model "$FINAL" --output "${RUN}_dagger$round" \
     --steps "$steps" --batch-size "$BATCH" --lr "$lr" --warmup-ratio 0.03 --action-token-weight "$ACTION_WEIGHT" \
-    --save-every 500 --log-every 10 --eval-every "$steps" --eval-limit 0 \
+    --save-every 500 --log-every 10 --eval-every "$steps" --eval-limit 0 --mirror-prob "$MIRROR" \
     --eval-samples "$DATA/r2r_val_seen_samples" --eval-samples-limit 300 --device cpu "${stop_flag[@]}"
   FINAL=$(finished_model "${RUN}_dagger$round")
   if [[ "$EVAL" == 1 ]]; then

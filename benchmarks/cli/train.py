@@ -269,6 +269,11 @@ def register(app: typer.Typer) -> None:
             "text, same prompt).",
         ),
         num_workers: int = typer.Option(0, help="DataLoader worker processes."),
+        mirror_prob: float = typer.Option(
+            0.0,
+            help="Mirror augmentation (beyond NaVILA): show each drawn navigation sample left-right mirrored "
+            "(frames flipped, left/right swapped in its instruction and answer) with this probability.",
+        ),
         cache_vision_features: str = typer.Option(
             "auto",
             help="Encode each stored frame once with the frozen tower and train on the cached features: "
@@ -343,6 +348,7 @@ def register(app: typer.Typer) -> None:
                 device=device,
                 cache_vision_features=cache_vision_features,
                 feature_cache_dir=str(feature_cache_dir or cache_dir() / "vision_features"),
+                mirror_prob=mirror_prob,
             )
             encoder_config = EncoderConfig(action_token_weight=action_token_weight)
             dataset = MixtureDataset(entries)

@@ -297,3 +297,29 @@ def test_embedded_cnn_trains_its_tower_from_scratch_and_resumes(tiny_splits, tmp
     assert not torch.equal(trained, fresh.vision_tower.encoder.state_dict()[first_conv])
     config = json.loads((run / "train_config.json").read_text())
     assert config["train"]["tune_vision_tower"] is True and config["init"] == "embedded-cnn"
+
+
+def test_mirror_prob_trains_on_mirrored_collected_samples(tiny_splits, tmp_path):
+    """--mirror-prob: the collected samples mirror exactly (instruction found in NaVILA's prompt), the flipped
+    frames' features are cached beside the others, the setting is recorded, and a bad value is refused."""
+    from vlm.train.dataset import MixtureDataset, mirror_item
+    from vlm.train.registry import DatasetEntry
+
+    data = tmp_path / "collected"
+    invoke(["collect", "--split", "r2r_train", "--output", str(data), "--limit", "1", "--frame-size", "32"])
+    mixture = MixtureDataset([DatasetEntry("c", data)])
+    mirrored = [mirror_item(mixture[i]) for i in range(len(mixture))]
+    assert all(m is not None for m in mirrored)  # every collected navigation sample can be mirrored
+    turns = [(mixture[i]["action"], m["action"]) for i, m in enumerate(mirrored) if m["action"] != "forward"]
+    assert ("left", "right") in turns or ("right", "left") in turns
+    run, cache = tmp_path / "run", tmp_path / "features"
+    args = ["train", "--data-mixture", str(data), "--init", "tiny", "--batch-size", "2", "--save-every", "2",
+            "--vocab-size", "400", "--output", str(run), "--steps", "2", "--feature-cache-dir", str(cache)]  # fmt: skip
+    bad = CliRunner().invoke(app, [*args, "--mirror-prob", "2"])
+    assert bad.exit_code != 0 and "--mirror-prob" in bad.output and "got 2.0" in bad.output
+    invoke([*args, "--mirror-prob", "0.5"])
+    assert json.loads((run / "train_config.json").read_text())["train"]["mirror_prob"] == 0.5
+    plain = {p.name for p in cache.rglob("frames/*.npy") if not p.name.endswith("-mirror.npy")}
+    assert plain and {p.name for p in cache.rglob("frames/*-mirror.npy")} == {
+        n.replace(".npy", "-mirror.npy") for n in plain
+    }

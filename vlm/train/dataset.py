@@ -18,6 +18,13 @@ Encoding (`SampleEncoder`), as in LLaVA/VILA supervised fine-tuning:
 
 The mixture (`MixtureDataset`) concatenates datasets; each sample carries its dataset's sampling weight, and
 `sample_index_stream` draws a deterministic, resumable order from those weights.
+
+Mirror augmentation (`train --mirror-prob P`, beyond NaVILA): a drawn navigation sample is, with probability P,
+shown as its left-right mirror image: every frame flipped horizontally, and "left" and "right" swapped in its
+instruction and its answer (`mirror_text`). A mirrored house is as valid a house, and the expert's action in it
+is the mirrored action, so the labels stay exact. `mirror_stream` marks the draws (index + N for a mirrored one)
+from a counter-based coin per stream position, so a resumed run mirrors exactly the samples the interrupted one
+would have; `MirroredDataset` serves them.
 """
 
 from __future__ import annotations
@@ -39,6 +46,49 @@ from vlm.train.registry import MANIFEST_NAME, DatasetEntry
 SUPPORTED_FORMATS = ("navila-agent-trajectories/1",)
 # Spans of the answer that carry the decision: the action phrase and the amount.
 _ACTION_SPAN = re.compile(r"move forward|turn left|turn right|\bstop\b|\d+", re.IGNORECASE)
+# "right" as an adverb, not a side: kept by `mirror_text` ("walk right up to the sofa").
+_RIGHT_ADVERB = re.compile(
+    r"\bright(?=\s+(?:up\s+to|away|next\s+to|in\s+front|there|here|now)\b)", re.IGNORECASE
+)  # only unambiguous ones: "turn right after the sofa" is a side
+_SIDE_WORD = re.compile(r"\b(left|right)\b", re.IGNORECASE)
+
+
+def mirror_text(text: str) -> str:
+    """`text` as it reads in the left-right mirror image of the scene: "left" and "right" swapped, each keeping
+    its capitalisation ("Turn left" → "Turn right", "LEFT" → "RIGHT"); "right" as an adverb ("walk right up to",
+    "right away", "right next to") is kept. Words that only contain them ("leftover", "righteous") are kept."""
+    adverbs = {m.start() for m in _RIGHT_ADVERB.finditer(text)}
+
+    def swap(m: re.Match[str]) -> str:
+        word = m.group(0)
+        if m.start() in adverbs:
+            return word
+        other = "right" if word.lower() == "left" else "left"
+        if word.isupper():
+            return other.upper()
+        return other.capitalize() if word[0].isupper() else other
+
+    return _SIDE_WORD.sub(swap, text)
+
+
+def mirror_item(item: dict[str, Any]) -> dict[str, Any] | None:
+    """The left-right mirror of a raw navigation item (`TrajectoryDataset.__getitem__`'s dict): its frames flipped
+    horizontally (when it has frames; cached features come flipped from their own cache), its instruction mirrored
+    inside the prompt (the fixed prompt text, "turning left or right", is kept), its answer and action mirrored.
+    None when the item cannot be mirrored exactly: not a navigation sample (a scene QA answer describes the
+    unflipped view), or no instruction found in its prompt."""
+    instruction = item.get("instruction")
+    if item.get("task", "navigation") != "navigation" or not instruction or instruction not in item["prompt"]:
+        return None
+    out = dict(item)
+    out["prompt"] = item["prompt"].replace(instruction, mirror_text(instruction), 1)
+    out["instruction"] = mirror_text(instruction)
+    out["answer"] = mirror_text(item["answer"])
+    out["action"] = {"left": "right", "right": "left"}.get(item.get("action"), item.get("action"))
+    if "frames" in item:
+        out["frames"] = np.ascontiguousarray(np.asarray(item["frames"])[:, :, ::-1])  # [N, H, W, 3]
+    out["mirrored"] = True
+    return out
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -229,7 +279,9 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         for (shard, frames_file), positions in self._by_trajectory(indices).items():
             path = shard / depth_file(frames_file)
             if not path.is_file():
-                raise ValueError(f"{path}: no stored depth; collect with `navila-agent collect --depth-size S`")
+                raise ValueError(
+                    f"{path}: no stored depth; collect with `navila-agent collect --depth-size S`"
+                )
             with np.load(path) as npz:
                 depth = npz["depth"]
             current = [self.samples[indices[p]]["frames"][-1] for p in positions]
@@ -250,6 +302,7 @@ class TrajectoryDataset(torch.utils.data.Dataset):
             "answer": conv[1]["value"],
             "action": sample.get("action"),
             "task": sample.get("task", "navigation"),
+            "instruction": sample.get("instruction"),
         }
 
 
@@ -282,6 +335,11 @@ class MixtureDataset(torch.utils.data.Dataset):
         item = self.datasets[k][i]
         item["dataset"] = self.entries[k].name
         return item
+
+    def mirrored(self, index: int) -> dict[str, Any]:
+        """Sample `index` as its left-right mirror image (`mirror_item`), or as it is when it cannot be mirrored."""
+        item = self[index]
+        return mirror_item(item) or item
 
     def sizes(self) -> dict[str, int]:
         return {e.name: len(d) for e, d in zip(self.entries, self.datasets, strict=True)}
@@ -323,6 +381,41 @@ def sample_index_stream(weights: torch.Tensor, seed: int, start: int = 0) -> Ite
             order = torch.multinomial(weights, n, replacement=True, generator=g)
         yield from order[offset:].tolist()
         epoch, offset = epoch + 1, 0
+
+
+def mirror_stream(stream: Iterator[int], size: int, prob: float, seed: int, start: int = 0) -> Iterator[int]:
+    """`stream`'s indices (into a dataset of `size` samples, drawn from stream position `start` on), each one
+    shifted to `index + size` (its mirror image, `MirroredDataset`) with probability `prob`. The coin of position
+    t depends only on (seed, t), so a run resumed at position `start` mirrors what the interrupted run would have."""
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"mirror probability must be in [0, 1], got {prob}")
+    for position, index in enumerate(stream, start):
+        coin = np.random.default_rng([seed, 0x6D6972, position]).random()
+        yield index + size if coin < prob else index
+
+
+class MirroredDataset(torch.utils.data.Dataset):
+    """A dataset of N samples seen as 2N: index i < N is sample i, index N + i its mirror image (the base's
+    `mirrored(i)`: flipped frames or the flipped frames' cached features, mirrored text). Samples that cannot be
+    mirrored exactly (`mirror_item`) are served unmirrored at both indices."""
+
+    def __init__(self, base: Any) -> None:
+        if not hasattr(base, "mirrored"):
+            raise ValueError(f"{type(base).__name__} cannot serve mirrored samples (no `mirrored(index)`)")
+        self.base = base
+        self.weights = base.weights  # the draw is over the N samples; `mirror_stream` picks the side
+        self.datasets = base.datasets
+        self.entries = base.entries
+
+    def __len__(self) -> int:
+        return 2 * len(self.base)
+
+    def sizes(self) -> dict[str, int]:
+        return self.base.sizes()
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        n = len(self.base)
+        return self.base.mirrored(index - n) if index >= n else self.base[index]
 
 
 @dataclass
@@ -395,7 +488,9 @@ class SampleEncoder:
 
         prompt_ids = tokenizer_image_token(self.prompt_text(item["prompt"]), self.tokenizer)
         # Only navigation answers carry an action to weight (a scene QA answer's "2 meters" is not one).
-        answer_ids, answer_w = self._answer_tokens(item["answer"], item.get("task", "navigation") == "navigation")
+        answer_ids, answer_w = self._answer_tokens(
+            item["answer"], item.get("task", "navigation") == "navigation"
+        )
         input_ids = prompt_ids + answer_ids
         labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
         weights = [0.0] * len(prompt_ids) + answer_w

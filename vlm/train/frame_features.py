@@ -10,8 +10,10 @@ Equivalence: the frames go through exactly the training path (`SampleEncoder.pix
 then `normalize`), and a -1 (padding) frame gets the features of a black frame, so the loss on cached
 features equals the loss on pixels up to fp16 rounding of the features (tested).
 
-Cache layout: `ROOT/<tower fingerprint>/frames/<frames file stem>-<hash of its resolved path>.npy`. The tower
-fingerprint hashes the tower's weights and preprocessing, so a different tower never reads stale features.
+Cache layout: `ROOT/<tower fingerprint>/frames/<frames file stem>-<hash of its resolved path>.npy`, and beside it
+`...-mirror.npy`, the features of the horizontally flipped frames, for runs with mirror augmentation
+(`train --mirror-prob`). The tower fingerprint hashes the tower's weights and preprocessing, so a different tower
+never reads stale features.
 Files are written atomically (tmp + rename): an interrupted precompute resumes where it stopped.
 """
 
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vlm.train.dataset import FrameStore, MixtureDataset, SampleEncoder
+from vlm.train.dataset import FrameStore, MixtureDataset, SampleEncoder, mirror_item
 
 
 def tower_fingerprint(model: nn.Module, encoder: SampleEncoder) -> str:
@@ -84,10 +86,11 @@ class FeatureIndex:
         self.root = root
         self.black = np.load(root / "black.npy")  # [tokens, C] float16
 
-    def path(self, frames_file: Path) -> Path:
+    def path(self, frames_file: Path, mirrored: bool = False) -> Path:
+        """The features of `frames_file`'s frames, or (`mirrored`) of the same frames flipped horizontally."""
         resolved = frames_file.resolve()
         digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:12]
-        return self.root / "frames" / f"{resolved.stem}-{digest}.npy"
+        return self.root / "frames" / f"{resolved.stem}-{digest}{'-mirror' if mirrored else ''}.npy"
 
 
 def precompute_features(
@@ -98,11 +101,13 @@ def precompute_features(
     progress: Callable[[int, int], None] | None = None,
     batch_size: int = 2,
     part: tuple[int, int] = (0, 1),
+    mirror: bool = False,
 ) -> FeatureIndex:
     """Encode every trajectory's frames of `dataset` once (skipping files already cached); returns the index.
 
     `progress(done, total)` is called after each trajectory file. `part=(i, n)` encodes only every n-th file
-    from the i-th (n processes filling one cache in parallel).
+    from the i-th (n processes filling one cache in parallel). `mirror` also encodes every file's frames flipped
+    horizontally (mirror augmentation; the black frame is its own mirror image).
     """
     fingerprint = tower_fingerprint(model, encoder)
     root = Path(cache_root) / fingerprint
@@ -120,12 +125,16 @@ def precompute_features(
             for i in range(len(d)):
                 shard, frames_file = d.frame_source(i)
                 sources.setdefault(shard / frames_file, None)
-        jobs = [(src, index.path(src)) for src in list(sources)[part[0] :: part[1]]]
-        for done, (src, dst) in enumerate(jobs, 1):
-            if not dst.is_file():
+        jobs = list(sources)[part[0] :: part[1]]
+        for done, src in enumerate(jobs, 1):
+            todo = [(flip, index.path(src, flip)) for flip in ((False, True) if mirror else (False,))]
+            todo = [(flip, dst) for flip, dst in todo if not dst.is_file()]
+            if todo:
                 store = FrameStore(src)
                 frames = np.stack([store.frame(i) for i in range(len(store))])  # [T, H, W, 3]
-                _atomic_save(dst, encode_frames(model, encoder, frames, batch_size))
+                for flip, dst in todo:
+                    shown = np.ascontiguousarray(frames[:, :, ::-1]) if flip else frames
+                    _atomic_save(dst, encode_frames(model, encoder, shown, batch_size))
             if progress is not None:
                 progress(done, len(jobs))
     finally:
@@ -159,6 +168,11 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
         if not path.is_file():
             raise ValueError(
                 f"cached features {path} are missing; rerun with the feature cache to rebuild them"
+                + (
+                    " (with --mirror-prob > 0: precompute_features(..., mirror=True))"
+                    if "-mirror" in path.name
+                    else ""
+                )
             )
         array = np.load(path, mmap_mode="r")  # [T, tokens, C] float16
         self._open[path] = array
@@ -167,11 +181,26 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
         return array
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._item(index, flipped=False)
+
+    def mirrored(self, index: int) -> dict[str, Any]:
+        """Sample `index` as its left-right mirror image: the flipped frames' features, mirrored text
+        (`mirror_item`); as it is when it cannot be mirrored."""
+        k, i = self.base.locate(index)
+        sample = self.base.datasets[k].samples[i]
+        conv = sample["conversations"]
+        text = {"prompt": conv[0]["value"], "answer": conv[1]["value"], "instruction": sample.get("instruction"),
+                "task": sample.get("task", "navigation")}  # fmt: skip
+        if mirror_item(text) is None:
+            return self._item(index, flipped=False)
+        return mirror_item(self._item(index, flipped=True))  # type: ignore[return-value]
+
+    def _item(self, index: int, flipped: bool) -> dict[str, Any]:
         k, i = self.base.locate(index)
         d = self.base.datasets[k]
         sample = d.samples[i]
         shard, frames_file = d.frame_source(i)
-        cached = self._features(self.index.path(shard / frames_file))
+        cached = self._features(self.index.path(shard / frames_file, flipped))
         feats = np.stack(
             [cached[f] if f >= 0 else self.index.black for f in sample["frames"]]
         )  # [N, tokens, C]
@@ -183,6 +212,7 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
             "answer": conv[1]["value"],
             "action": sample.get("action"),
             "task": sample.get("task", "navigation"),
+            "instruction": sample.get("instruction"),
             "dataset": self.base.entries[k].name,
         }
 

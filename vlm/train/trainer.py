@@ -43,7 +43,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlm.train.dataset import MixtureDataset, SampleEncoder, sample_index_stream
+from vlm.train.dataset import (
+    MirroredDataset,
+    MixtureDataset,
+    SampleEncoder,
+    mirror_stream,
+    sample_index_stream,
+)
 from vlm.train.frame_features import CachedFeatureDataset, CachedFeatureModel, precompute_features
 
 # Attribute names of the model's three parts (VILA's names).
@@ -90,6 +96,9 @@ class TrainConfig:
     # Training tower: keep this many MB of frames decoded and resized to its input (per DataLoader process), so
     # a sample's 8 frames are not decoded from their 224 px files at every draw (0 = off).
     frame_cache_mb: int = 2048
+    # Mirror augmentation (beyond NaVILA): each drawn navigation sample is shown left-right mirrored (frames
+    # flipped, "left"/"right" swapped in its instruction and answer) with this probability (vlm/train/dataset.py).
+    mirror_prob: float = 0.0
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu"):
@@ -102,6 +111,10 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.mirror_prob <= 1.0:
+            raise ValueError(
+                f"TrainConfig.mirror_prob (--mirror-prob) must be in [0, 1], got {self.mirror_prob}"
+            )
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"TrainConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.cache_vision_features not in ("auto", "yes", "no"):
@@ -383,13 +396,15 @@ def _cached_feature_dataset(
                 if progress
                 else None,
                 batch_size=2 if accelerator.device.type == "cpu" else 64,
+                mirror=config.mirror_prob > 0,
             )
         finally:
             if progress is not None:
                 progress.stop()
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
-        index = precompute_features(model, dataset, encoder, root)  # everything cached: only builds the index
+        # everything cached: only builds the index
+        index = precompute_features(model, dataset, encoder, root, mirror=config.mirror_prob > 0)
     info = {"root": str(index.root), "seconds": round(time.perf_counter() - t0, 1)}
     return CachedFeatureDataset(dataset, index), info
 
@@ -412,6 +427,8 @@ def _micro_batches(
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Endless encoded micro-batches for this process, from sample position `start_sample` of the global order."""
     stream = sample_index_stream(dataset.weights, config.seed, start_sample)
+    if config.mirror_prob > 0:  # a MirroredDataset: index N + i is sample i mirrored
+        stream = mirror_stream(stream, len(dataset) // 2, config.mirror_prob, config.seed, start_sample)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=rank_batches(stream, config.batch_size, world, rank),
@@ -494,10 +511,17 @@ def train(
         model = CachedFeatureModel(core)  # projector + LM over the cached features, weighted loss
     else:
         resize = getattr(encoder.image_processor, "resize", None)
-        if config.tune_vision_tower and config.frame_cache_mb and resize and hasattr(dataset, "resize_frames"):
+        if (
+            config.tune_vision_tower
+            and config.frame_cache_mb
+            and resize
+            and hasattr(dataset, "resize_frames")
+        ):
             dataset.resize_frames(resize, config.frame_cache_mb * 2**20)
         if encoder.config.action_token_weight != 1.0 and not _wants_label_weights(model):
             model = ActionWeightedLoss(model)
+    if config.mirror_prob > 0:
+        dataset = MirroredDataset(dataset)
     pass_weights = _wants_label_weights(model)
     # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it once per
     # process (a schedule N times too fast on N GPUs).

@@ -19,9 +19,18 @@ from vlm.constants import IGNORE_INDEX
 
 
 def write_collected(
-    root: Path, trajectories: dict[str, list[str]], num_frames: int = 8, size: int = 8
+    root: Path,
+    trajectories: dict[str, list[str]],
+    num_frames: int = 8,
+    size: int = 8,
+    instructions: dict[str, str] | None = None,
+    asymmetric: bool = False,
 ) -> Path:
-    """A folder in `navila-agent collect`'s format: one shard, `trajectories` = {traj: [answer per decision]}."""
+    """A folder in `navila-agent collect`'s format: one shard, `trajectories` = {traj: [answer per decision]}.
+
+    Each trajectory's instruction is `instructions[traj]` (default "Go <traj>."), its prompt's text. Frame t is
+    uniformly grey 10 * (t + 1), or with `asymmetric` its left half only (the right half black), so a frame and
+    its mirror image differ."""
     shard = root / "shard-00000"
     (shard / "frames").mkdir(parents=True, exist_ok=True)
     samples, trajs = [], []
@@ -29,6 +38,9 @@ def write_collected(
         frames = np.stack(
             [np.full((size, size, 3), 10 * (t + 1), dtype=np.uint8) for t in range(len(answers))]
         )
+        if asymmetric:
+            frames[:, :, size // 2 :] = 0
+        instruction = (instructions or {}).get(key, f"Go {key}.")
         np.savez_compressed(shard / "frames" / f"{key}.npz", rgb=frames)
         for t, answer in enumerate(answers):
             idx = [-1] * max(0, num_frames - t - 1) + list(range(max(0, t + 1 - num_frames), t + 1))
@@ -40,8 +52,9 @@ def write_collected(
                     "t": t,
                     "frames": idx[-num_frames:],
                     "action": answer.split()[4] if "stop" not in answer else "stop",
+                    "instruction": instruction,
                     "conversations": [
-                        {"from": "human", "value": "<image>\n" * num_frames + f"Go {key}."},
+                        {"from": "human", "value": "<image>\n" * num_frames + instruction},
                         {"from": "gpt", "value": answer},
                     ],
                 }
