@@ -68,6 +68,14 @@ def write_collected(
     return root
 
 
+def tiny_vlm(tokenizer) -> nn.Module:
+    """The real VILA-architecture model at its tiny test size (`vlm.tiny_config`), weights from seed 0."""
+    import vlm
+
+    torch.manual_seed(0)
+    return vlm.build_model(vlm.tiny_config(vocab_size=len(tokenizer)), tokenizer)
+
+
 class TinyLM(nn.Module):
     """Embedding, one `q_proj` (a LoRA target) and a head; reached by attribute so a peft wrapper passes through."""
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import vlm
-from tests.vlm.train.fakes import write_collected
+from tests.vlm.train.fakes import tiny_vlm, write_collected
 from vlm.train.dataset import EncoderConfig, MixtureDataset, SampleEncoder
 from vlm.train.frame_features import (
     CachedFeatureDataset,
@@ -35,14 +35,9 @@ def tiny(tmp_path_factory):
     return tok, MixtureDataset([DatasetEntry("d", data)])
 
 
-def _model(tok):
-    torch.manual_seed(0)
-    return vlm.build_model(vlm.tiny_config(vocab_size=len(tok)), tok)
-
-
 def test_loss_on_cached_features_equals_loss_on_pixels(tiny, tmp_path):
     tok, ds = tiny
-    model = _model(tok).eval()
+    model = tiny_vlm(tok).eval()
     enc = SampleEncoder(tok, model.image_processor, EncoderConfig(action_token_weight=3.0))
     index = precompute_features(model, ds, enc, tmp_path / "cache")
     cached = CachedFeatureDataset(ds, index)
@@ -60,7 +55,7 @@ def test_loss_on_cached_features_equals_loss_on_pixels(tiny, tmp_path):
 
 def test_precompute_resumes_and_is_keyed_by_the_tower(tiny, tmp_path):
     tok, ds = tiny
-    model = _model(tok)
+    model = tiny_vlm(tok)
     enc = SampleEncoder(tok, model.image_processor)
     index = precompute_features(model, ds, enc, tmp_path / "cache")
     files = sorted(index.root.rglob("*.npy"))
@@ -77,7 +72,7 @@ def test_precompute_resumes_and_is_keyed_by_the_tower(tiny, tmp_path):
 
 
 def _run(tok, ds, tmp_path, name, cache):
-    model = _model(tok)
+    model = tiny_vlm(tok)
     enc = SampleEncoder(tok, model.image_processor, EncoderConfig(action_token_weight=2.0))
     cfg = TrainConfig(
         output_dir=str(tmp_path / name),
@@ -112,7 +107,7 @@ def test_auto_turns_the_cache_on_for_a_frozen_tower_only():
     from vlm.train.trainer import uses_feature_cache
 
     tok = vlm.build_tokenizer(ANSWERS, vocab_size=300)
-    model = _model(tok)
+    model = tiny_vlm(tok)
     assert uses_feature_cache(model, TrainConfig())
     assert not uses_feature_cache(model, TrainConfig(tune_vision_tower=True))
     assert not uses_feature_cache(model, TrainConfig(cache_vision_features="no"))

@@ -12,7 +12,7 @@ import torch
 
 import vlm
 from agent.prompt import build_user_prompt
-from tests.vlm.train.fakes import write_collected
+from tests.vlm.train.fakes import tiny_vlm, write_collected
 from vlm.train.dataset import (
     EncoderConfig,
     MirroredDataset,
@@ -108,14 +108,9 @@ def tiny(tmp_path_factory):
     return tok, MixtureDataset([DatasetEntry("d", data)])
 
 
-def _model(tok):
-    torch.manual_seed(0)
-    return vlm.build_model(vlm.tiny_config(vocab_size=len(tok)), tok)
-
-
 def test_mirrored_samples_give_the_same_loss_from_pixels_and_from_cached_features(tiny, tmp_path):
     tok, ds = tiny
-    model = _model(tok).eval()
+    model = tiny_vlm(tok).eval()
     enc = SampleEncoder(tok, model.image_processor, EncoderConfig(action_token_weight=3.0))
     index = precompute_features(model, ds, enc, tmp_path / "cache", mirror=True)
     assert len(list(index.root.rglob("*-mirror.npy"))) == 2  # one per trajectory file
@@ -145,7 +140,7 @@ def test_mirrored_samples_give_the_same_loss_from_pixels_and_from_cached_feature
 
 def test_a_missing_mirror_cache_names_the_option(tiny, tmp_path):
     tok, ds = tiny
-    model = _model(tok)
+    model = tiny_vlm(tok)
     enc = SampleEncoder(tok, model.image_processor)
     index = precompute_features(model, ds, enc, tmp_path / "cache")  # without mirror=True
     with pytest.raises(ValueError, match="mirror=True"):
@@ -153,7 +148,7 @@ def test_a_missing_mirror_cache_names_the_option(tiny, tmp_path):
 
 
 def _run(tok, ds, tmp_path, name, cache):
-    model = _model(tok)
+    model = tiny_vlm(tok)
     enc = SampleEncoder(tok, model.image_processor, EncoderConfig(action_token_weight=2.0))
     cfg = TrainConfig(output_dir=str(tmp_path / name), steps=4, batch_size=2, lr=1e-3, warmup_ratio=0.0,
                       log_every=1, save_every=2, cache_vision_features=cache, device="cpu", mirror_prob=0.5)  # fmt: skip
@@ -168,7 +163,7 @@ def test_training_with_mirroring_matches_between_pixels_and_cache_and_resumes(ti
     assert np.allclose(pixel_losses, cached_losses, atol=5e-3), (pixel_losses, cached_losses)
     plain = TrainConfig(output_dir=str(tmp_path / "plain"), steps=4, batch_size=2, lr=1e-3, warmup_ratio=0.0,
                         log_every=1, save_every=100, cache_vision_features="yes", device="cpu")  # fmt: skip
-    model = _model(tok)
+    model = tiny_vlm(tok)
     train(model, ds, SampleEncoder(tok, model.image_processor, EncoderConfig(action_token_weight=2.0)), plain,
           show_progress=False)  # fmt: skip
     plain_losses = [
@@ -178,12 +173,12 @@ def test_training_with_mirroring_matches_between_pixels_and_cache_and_resumes(ti
     saved = json.loads((tmp_path / "cached" / "train_config.json").read_text())
     assert saved["train"]["mirror_prob"] == 0.5
     # Killed after step 2 and resumed: the same mirrored draws, the same losses.
-    model = _model(tok)
+    model = tiny_vlm(tok)
     enc = SampleEncoder(tok, model.image_processor, EncoderConfig(action_token_weight=2.0))
     cfg = TrainConfig(output_dir=str(tmp_path / "resumed"), steps=4, batch_size=2, lr=1e-3, warmup_ratio=0.0,
                       log_every=1, save_every=2, cache_vision_features="yes", device="cpu", mirror_prob=0.5)  # fmt: skip
     train(model, ds, enc, cfg, show_progress=False, stop_after=2)
-    model = _model(tok)
+    model = tiny_vlm(tok)
     train(model, ds, enc, cfg, show_progress=False)
     log = [json.loads(x) for x in (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()]
     resumed = {r["step"]: r["loss"] for r in log}
