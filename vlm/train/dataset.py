@@ -71,14 +71,20 @@ def mirror_text(text: str) -> str:
     return _SIDE_WORD.sub(swap, text)
 
 
+def mirrorable(task: str, instruction: str | None, prompt: str) -> bool:
+    """Whether a sample can be mirrored exactly: a navigation sample whose prompt holds its instruction (a scene QA
+    answer describes the unflipped view; without the instruction the prompt's direction words cannot be found)."""
+    return task == "navigation" and bool(instruction) and instruction in prompt
+
+
 def mirror_item(item: dict[str, Any]) -> dict[str, Any] | None:
     """The left-right mirror of a raw navigation item (`TrajectoryDataset.__getitem__`'s dict): its frames flipped
     horizontally (when it has frames; cached features come flipped from their own cache), its instruction mirrored
     inside the prompt (the fixed prompt text, "turning left or right", is kept), its answer and action mirrored.
     None when the item cannot be mirrored exactly: not a navigation sample (a scene QA answer describes the
-    unflipped view), or no instruction found in its prompt."""
+    unflipped view), or no instruction found in its prompt (`mirrorable`)."""
     instruction = item.get("instruction")
-    if item.get("task", "navigation") != "navigation" or not instruction or instruction not in item["prompt"]:
+    if not mirrorable(item.get("task", "navigation"), instruction, item["prompt"]):
         return None
     out = dict(item)
     out["prompt"] = item["prompt"].replace(instruction, mirror_text(instruction), 1)
@@ -279,9 +285,7 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         for (shard, frames_file), positions in self._by_trajectory(indices).items():
             path = shard / depth_file(frames_file)
             if not path.is_file():
-                raise ValueError(
-                    f"{path}: no stored depth; collect with `navila-agent collect --depth-size S`"
-                )
+                raise ValueError(f"{path}: no stored depth; collect with `navila-agent collect --depth-size S`")
             with np.load(path) as npz:
                 depth = npz["depth"]
             current = [self.samples[indices[p]]["frames"][-1] for p in positions]
@@ -488,9 +492,7 @@ class SampleEncoder:
 
         prompt_ids = tokenizer_image_token(self.prompt_text(item["prompt"]), self.tokenizer)
         # Only navigation answers carry an action to weight (a scene QA answer's "2 meters" is not one).
-        answer_ids, answer_w = self._answer_tokens(
-            item["answer"], item.get("task", "navigation") == "navigation"
-        )
+        answer_ids, answer_w = self._answer_tokens(item["answer"], item.get("task", "navigation") == "navigation")
         input_ids = prompt_ids + answer_ids
         labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
         weights = [0.0] * len(prompt_ids) + answer_w

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vlm.train.dataset import FrameStore, MixtureDataset, SampleEncoder, mirror_item
+from vlm.train.dataset import FrameStore, MixtureDataset, SampleEncoder, mirror_item, mirrorable
 
 
 def tower_fingerprint(model: nn.Module, encoder: SampleEncoder) -> str:
@@ -188,11 +188,9 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
         (`mirror_item`); as it is when it cannot be mirrored."""
         k, i = self.base.locate(index)
         sample = self.base.datasets[k].samples[i]
-        conv = sample["conversations"]
-        text = {"prompt": conv[0]["value"], "answer": conv[1]["value"], "instruction": sample.get("instruction"),
-                "task": sample.get("task", "navigation")}  # fmt: skip
-        if mirror_item(text) is None:
-            return self._item(index, flipped=False)
+        prompt = sample["conversations"][0]["value"]
+        if not mirrorable(sample.get("task", "navigation"), sample.get("instruction"), prompt):
+            return self._item(index, flipped=False)  # its flipped features are never read
         return mirror_item(self._item(index, flipped=True))  # type: ignore[return-value]
 
     def _item(self, index: int, flipped: bool) -> dict[str, Any]:

@@ -427,8 +427,8 @@ def _micro_batches(
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Endless encoded micro-batches for this process, from sample position `start_sample` of the global order."""
     stream = sample_index_stream(dataset.weights, config.seed, start_sample)
-    if config.mirror_prob > 0:  # a MirroredDataset: index N + i is sample i mirrored
-        stream = mirror_stream(stream, len(dataset) // 2, config.mirror_prob, config.seed, start_sample)
+    if config.mirror_prob > 0:  # a MirroredDataset: index N + i is sample i mirrored (the weights cover the N)
+        stream = mirror_stream(stream, len(dataset.weights), config.mirror_prob, config.seed, start_sample)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=rank_batches(stream, config.batch_size, world, rank),
@@ -511,12 +511,7 @@ def train(
         model = CachedFeatureModel(core)  # projector + LM over the cached features, weighted loss
     else:
         resize = getattr(encoder.image_processor, "resize", None)
-        if (
-            config.tune_vision_tower
-            and config.frame_cache_mb
-            and resize
-            and hasattr(dataset, "resize_frames")
-        ):
+        if config.tune_vision_tower and config.frame_cache_mb and resize and hasattr(dataset, "resize_frames"):
             dataset.resize_frames(resize, config.frame_cache_mb * 2**20)
         if encoder.config.action_token_weight != 1.0 and not _wants_label_weights(model):
             model = ActionWeightedLoss(model)
