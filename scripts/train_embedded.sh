@@ -17,6 +17,8 @@
 #                                                  # seed study; the shipped model is seed 0)
 #   VISION_TOWER=runs/tower scripts/train_embedded.sh  # the navigator on a tower from `navila-agent train-tower`
 #                                                  # (train --vision-tower; sessions 12, 13 and 18)
+#   COLOUR_GRID=2 scripts/train_embedded.sh       # the tower's tokens also carry their cells' 2x2 mean colours
+#                                                  # (train --colour-grid; session 21's run K0)
 #   INSTALL=1 scripts/train_embedded.sh            # install the final model as models/navila-tiny (the shipped default)
 #                                                  # with its training files (config, log, data manifest, eval summaries)
 #
@@ -56,6 +58,8 @@ TOWER=${TOWER:-efficientnet}                           # efficientnet: the shipp
 VISION_TOWER=${VISION_TOWER:-}                         # a checkpoint whose (fine-tuned) EfficientNet tower replaces
                                                        # the ImageNet one, frozen (empty = the ImageNet tower)
 MIRROR=${MIRROR:-0}                                    # train --mirror-prob: share of draws shown mirrored
+COLOUR_GRID=${COLOUR_GRID:-0}                          # train --colour-grid: K x K mean colours per tower token
+                                                       # (0 = off, as NaVILA; TOWER=efficientnet only)
 ACTION_WEIGHT=${ACTION_WEIGHT:-5.0}                    # loss weight on the action word and amount tokens
 LIMIT=${LIMIT:-}                                       # episodes per collected split (empty = all, after EVERY)
 EVAL_LIMIT=${EVAL_LIMIT:-}                             # episodes per final evaluation (empty = the whole split)
@@ -92,8 +96,12 @@ if [[ -n "$VISION_TOWER" ]]; then
     echo "VISION_TOWER=$VISION_TOWER: not a checkpoint folder (no config.json; see navila-agent train-tower)" >&2; exit 2
   fi
 fi
+if [[ "$COLOUR_GRID" != 0 && "$TOWER" != efficientnet ]]; then
+  echo "COLOUR_GRID needs TOWER=efficientnet, got '$TOWER'" >&2; exit 2
+fi
 case "$TOWER" in
-  efficientnet) init_flags=(--init embedded); [[ -n "$VISION_TOWER" ]] && init_flags+=(--vision-tower "$VISION_TOWER") ;;
+  efficientnet) init_flags=(--init embedded --colour-grid "$COLOUR_GRID")
+    [[ -n "$VISION_TOWER" ]] && init_flags+=(--vision-tower "$VISION_TOWER") ;;
   cnn) init_flags=(--init embedded-cnn --tune-vision-tower) ;;
   *) echo "TOWER must be efficientnet or cnn, got '$TOWER'" >&2; exit 2 ;;
 esac

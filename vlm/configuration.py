@@ -117,7 +117,11 @@ EMBEDDED_TOWERS = ("efficientnet", "convnet")
 
 
 def embedded_config(
-    tokenizer: Any = None, vocab_size: int | None = None, projector: str = "mlp_downsample", tower: str = "efficientnet"
+    tokenizer: Any = None,
+    vocab_size: int | None = None,
+    projector: str = "mlp_downsample",
+    tower: str = "efficientnet",
+    colour_grid: int = 0,
 ) -> LlavaLlamaConfig:
     """The small CPU model of the NaVILA architecture: EfficientNet-Lite0 (ImageNet) + `projector` + 4-layer Llama.
 
@@ -127,13 +131,19 @@ def embedded_config(
     Llama: 4 layers, hidden 256, 4 heads of 64 (2 KV heads), MLP 512 (2.6 M parameters with a ~700-token vocabulary).
     The size is set by the CPU budget: >= 10 decisions/s on one core with 8 frames (measured with bench_vlm: hidden 384
     / MLP 1024 gave ~7/s, MLP 768 ~9-10/s, MLP 512 ~11/s; decoding is memory-bound on the weights).
-    The vocabulary size comes from `tokenizer` (this project's BPE tokenizer) or `vocab_size`.
+    The vocabulary size comes from `tokenizer` (this project's BPE tokenizer) or `vocab_size`. `colour_grid` K > 0
+    (EfficientNet only) appends each token's cell colours to it (`EfficientNetLiteConfig.colour_grid`).
     """
     if tokenizer is None and vocab_size is None:
         raise ValueError("embedded_config needs the tokenizer (or vocab_size) that the model will use")
     if tower not in EMBEDDED_TOWERS:
         raise ValueError(f"unknown embedded tower '{tower}'; available: {', '.join(EMBEDDED_TOWERS)}")
-    tower_cfg = EfficientNetLiteConfig(image_size=224).to_dict() if tower == "efficientnet" else ConvNetConfig().to_dict()
+    if colour_grid and tower != "efficientnet":
+        raise ValueError(f"colour_grid goes with the efficientnet tower, not '{tower}'")
+    if tower == "efficientnet":
+        tower_cfg = EfficientNetLiteConfig(image_size=224, colour_grid=colour_grid).to_dict()
+    else:
+        tower_cfg = ConvNetConfig().to_dict()
     vocab = len(tokenizer) if tokenizer is not None else int(vocab_size)
     special: dict[str, Any] = {}
     if tokenizer is not None:

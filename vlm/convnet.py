@@ -55,6 +55,11 @@ class ConvNetConfig:
         """Channels of each output token."""
         return self.widths[-1]
 
+    @property
+    def token_channels(self) -> int:
+        """Channels of each output token (as `EfficientNetLiteConfig.token_channels`; no extras here)."""
+        return self.hidden_size
+
     def to_dict(self) -> dict:
         return {**asdict(self), "widths": list(self.widths), "architectures": ["ConvNetTower"]}
 

@@ -7,6 +7,11 @@ with ReLU6 activations and a fixed 32-channel stem and 1280-channel head; TF "SA
 come from TensorFlow. At 224 px the head gives a 7 x 7 grid, i.e. 49 feature tokens of 1280 channels — the
 "patch tokens" of this tower. BatchNorm always runs with its running statistics (frozen), so fine-tuning with
 small batches cannot corrupt it.
+
+Beyond NaVILA, `colour_grid = K > 0` appends to every token the mean input colour of its cell's K x K sub-cells
+(3 K^2 numbers, in the tower's normalised pixel space): ImageNet features keep less of a room's paint colour than
+an 8 x 8 thumbnail does (docs/training_log.md, session 11), and the generated instructions name rooms by it ("the
+green bedroom"). The colours are computed from the pixels, not learnt, so they add no weights.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ MODEL_TYPE = "efficientnet_lite0"
 BN_EPS = 1e-3  # EfficientNet's BatchNorm epsilon
 IMAGENET_MEAN = (0.498, 0.498, 0.498)  # TF-Lite preprocessing: (x - 127) / 128
 IMAGENET_STD = (0.502, 0.502, 0.502)
+COLOUR_GRIDS = (0, 1, 2, 4, 8)  # sub-cells per side of a token's cell for `colour_grid` (divisors of 32 px)
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels) per stage of Lite0.
 STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
@@ -34,8 +40,9 @@ class EfficientNetLiteConfig:
     """Configuration of the EfficientNet-Lite0 tower (saved as vision_tower/config.json)."""
 
     image_size: int = 224  # input resolution; the token grid is image_size / 32 per side
-    hidden_size: int = 1280  # channels of each output token (the head's width; fixed for Lite0)
+    hidden_size: int = 1280  # channels of the network's head (fixed for Lite0)
     model_type: str = MODEL_TYPE
+    colour_grid: int = 0  # K > 0: each token also carries its cell's K x K mean colours (3 K^2 more channels)
 
     def __post_init__(self) -> None:
         if self.image_size < 32 or self.image_size % 32:
@@ -44,17 +51,27 @@ class EfficientNetLiteConfig:
             raise ValueError(f"EfficientNetLiteConfig.hidden_size is fixed at 1280 for Lite0, got {self.hidden_size}")
         if self.model_type != MODEL_TYPE:
             raise ValueError(f"EfficientNetLiteConfig.model_type must be '{MODEL_TYPE}', got '{self.model_type}'")
+        if self.colour_grid not in COLOUR_GRIDS:
+            raise ValueError(
+                f"EfficientNetLiteConfig.colour_grid must be one of {', '.join(map(str, COLOUR_GRIDS))} (0 = off; a "
+                f"token's 32 x 32 px cell splits into K x K sub-cells), got {self.colour_grid}"
+            )
 
     @property
     def grid(self) -> int:
         return self.image_size // 32
+
+    @property
+    def token_channels(self) -> int:
+        """Channels of each output token: the head's 1280, then the cell colours when `colour_grid` is on."""
+        return self.hidden_size + 3 * self.colour_grid**2
 
     def to_dict(self) -> dict:
         return {**asdict(self), "architectures": ["EfficientNetLite0"]}
 
     @classmethod
     def from_dict(cls, data: dict) -> EfficientNetLiteConfig:
-        return cls(**{k: data[k] for k in ("image_size", "hidden_size", "model_type") if k in data})
+        return cls(**{k: data[k] for k in ("image_size", "hidden_size", "model_type", "colour_grid") if k in data})
 
 
 class Conv2dSame(nn.Conv2d):
@@ -117,7 +134,11 @@ class EfficientNetLite0(nn.Module):
         self.memory_format = torch.channels_last
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.forward_from(self.forward_until(pixels, len(self._blocks)), len(self._blocks))
+        tokens = self.forward_from(self.forward_until(pixels, len(self._blocks)), len(self._blocks))
+        if self.config.colour_grid:
+            colours = cell_colours(pixels, tokens.shape[1], self.config.colour_grid)
+            tokens = torch.cat([tokens, colours.to(tokens.dtype)], dim=-1)  # [N, g*g, 1280 + 3 K^2]
+        return tokens
 
     def forward_until(self, pixels: torch.Tensor, first_block: int) -> torch.Tensor:
         """The stem and blocks[:first_block]: the activation [N, C, H, W] that blocks[first_block] takes. With
@@ -142,6 +163,16 @@ class EfficientNetLite0(nn.Module):
             if isinstance(module, nn.BatchNorm2d):
                 module.eval()
         return self
+
+
+def cell_colours(pixels: torch.Tensor, tokens: int, sub: int) -> torch.Tensor:
+    """pixels [N, 3, S, S] -> [N, tokens, 3 * sub^2]: for each cell of the sqrt(tokens)^2 grid (row-major, as the
+    tower's tokens), the mean pixel of each of its sub x sub sub-cells, channels ordered (colour, row, column)."""
+    grid = math.isqrt(tokens)
+    n = pixels.shape[0]
+    means = F.adaptive_avg_pool2d(pixels.float(), grid * sub)  # [N, 3, g*sub, g*sub]
+    means = means.view(n, 3, grid, sub, grid, sub).permute(0, 2, 4, 1, 3, 5)  # [N, g, g, 3, sub, sub]
+    return means.reshape(n, grid * grid, 3 * sub * sub)
 
 
 def pretrained_weights_path() -> Path:

@@ -69,7 +69,7 @@ class VisionTower(nn.Module):
     @property
     def hidden_size(self) -> int:
         if isinstance(self.encoder, OWN_TOWERS):
-            return self.encoder.config.hidden_size
+            return self.encoder.config.token_channels
         return int(self.encoder.config.hidden_size)
 
     @property

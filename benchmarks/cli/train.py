@@ -45,7 +45,13 @@ def corpus_texts(dataset: Any, limit: int = 20000) -> list[str]:
 
 
 def build_init_model(
-    init: str, output: Path, dataset: Any, vocab_size: int, seed: int, prompt_phrases: bool = True
+    init: str,
+    output: Path,
+    dataset: Any,
+    vocab_size: int,
+    seed: int,
+    prompt_phrases: bool = True,
+    colour_grid: int = 0,
 ) -> Any:
     """A fresh `init` model; its tokenizer is trained on the mixture once and kept in OUTPUT/init_tokenizer.
 
@@ -72,15 +78,18 @@ def build_init_model(
             tokenizer.save_pretrained(str(tmp))
             os.replace(tmp, tok_dir)
     torch.manual_seed(seed)  # the same init on a resume: frozen weights are not in the checkpoint state
-    return vlm.build_model(init_config(init, tokenizer), tokenizer)
+    return vlm.build_model(init_config(init, tokenizer, colour_grid), tokenizer)
 
 
-def init_config(init: str, tokenizer: Any) -> Any:
-    """The model config of a fresh `--init` model (one of `INITS`) for `tokenizer`."""
+def init_config(init: str, tokenizer: Any, colour_grid: int = 0) -> Any:
+    """The model config of a fresh `--init` model (one of `INITS`) for `tokenizer`; `colour_grid` > 0 (embedded
+    only) gives its tower's tokens their cells' colours (`--colour-grid`)."""
     import vlm
 
+    if colour_grid and init != "embedded":
+        raise ValueError(f"--colour-grid goes with --init embedded (the EfficientNet tower), not --init {init}")
     if init == "embedded":
-        return vlm.embedded_config(tokenizer)
+        return vlm.embedded_config(tokenizer, colour_grid=colour_grid)
     if init == "embedded-cnn":
         return vlm.embedded_config(tokenizer, tower="convnet")
     if init == "tiny":
@@ -91,7 +100,7 @@ def init_config(init: str, tokenizer: Any) -> Any:
 def use_vision_tower(model: Any, source: Path) -> None:
     """Put the tower saved in `source` (a checkpoint folder or its vision_tower/ folder) into the fresh `model`:
     the navigator then trains from scratch on that tower, e.g. one `navila-agent train-tower` fine-tuned. Its kind
-    and token shape must be the fresh model's, or the projector would not fit it."""
+    and network shape must be the fresh model's; the fresh model keeps its own `colour_grid` (no weights)."""
     from vlm.vision import load_vision_tower
 
     folder = source / "vision_tower" if (source / "vision_tower").is_dir() else source
@@ -100,10 +109,11 @@ def use_vision_tower(model: Any, source: Path) -> None:
     except (FileNotFoundError, ValueError) as err:
         raise ValueError(f"--vision-tower {source}: {err}") from None
     mine = model.vision_tower
-    if (tower.kind, tower.num_tokens, tower.hidden_size) != (mine.kind, mine.num_tokens, mine.hidden_size):
+    theirs_net, mine_net = tower.encoder.config.hidden_size, mine.encoder.config.hidden_size  # without cell colours
+    if (tower.kind, tower.num_tokens, theirs_net) != (mine.kind, mine.num_tokens, mine_net):
         raise ValueError(
-            f"--vision-tower {source}: a {tower.kind} tower with {tower.num_tokens} tokens of {tower.hidden_size}; "
-            f"the fresh model's is a {mine.kind} tower with {mine.num_tokens} tokens of {mine.hidden_size}"
+            f"--vision-tower {source}: a {tower.kind} tower with {tower.num_tokens} tokens of {theirs_net}; "
+            f"the fresh model's is a {mine.kind} tower with {mine.num_tokens} tokens of {mine_net}"
         )
     mine.encoder.load_state_dict(tower.encoder.state_dict())
 
@@ -211,6 +221,12 @@ def register(app: typer.Typer) -> None:
             help="With --init: the fresh model gets this checkpoint's vision tower (e.g. navila-agent train-tower's "
             "output) instead of the ImageNet one.",
         ),
+        colour_grid: int = typer.Option(
+            0,
+            help="With --init embedded (beyond NaVILA): each of the tower's 7x7 tokens also carries the mean colour "
+            "of its cell's KxK sub-cells (3*K*K numbers; K in 1, 2, 4, 8; 0 = off). ImageNet features keep little of "
+            "a room's paint colour, which instructions name.",
+        ),
         registry: Path = typer.Option(
             None, help="Data registry YAML (default: vlm/train/registry/default.yaml)."
         ),
@@ -310,6 +326,13 @@ def register(app: typer.Typer) -> None:
                 f"--model {model}: not a checkpoint folder (expected config.json, llm/, vision_tower/, "
                 "mm_projector/)"
             )
+        if colour_grid and init != "embedded":
+            raise _fail(f"--colour-grid goes with --init embedded (a fresh EfficientNet model), not {init or '--model'}")
+        if colour_grid:
+            from vlm.efficientnet import COLOUR_GRIDS
+
+            if colour_grid not in COLOUR_GRIDS:
+                raise _fail(f"--colour-grid must be one of {', '.join(map(str, COLOUR_GRIDS))}, got {colour_grid}")
         if stage1:
             tune_vision_tower, tune_mm_projector, tune_language_model = True, True, False
         if init == "embedded-cnn" and not tune_vision_tower:
@@ -375,7 +398,7 @@ def register(app: typer.Typer) -> None:
         if model is not None:
             net = vlm.load(model, device="cpu", dtype="float32")  # accelerate moves it; bf16 is autocast
         else:
-            net = build_init_model(init, output, dataset, vocab_size, seed, prompt_phrases)
+            net = build_init_model(init, output, dataset, vocab_size, seed, prompt_phrases, colour_grid)
             if vision_tower is not None:
                 try:
                     use_vision_tower(net, vision_tower)
@@ -418,6 +441,7 @@ def register(app: typer.Typer) -> None:
             "sizes": dataset.sizes(),
             "init": init,
             "vision_tower": str(vision_tower) if vision_tower else None,
+            "colour_grid": getattr(getattr(net.vision_tower.encoder, "config", None), "colour_grid", 0),
             "model": str(model) if model else None,
             "action_token_weight": action_token_weight,
         }
@@ -425,12 +449,19 @@ def register(app: typer.Typer) -> None:
         if init is not None and previous.is_file():
             from vlm.train.trainer import find_resume_checkpoint
 
-            before = json.loads(previous.read_text()).get("vision_tower")
-            if before != run_config["vision_tower"] and find_resume_checkpoint(output) is not None:
+            saved = json.loads(previous.read_text())
+            resuming = find_resume_checkpoint(output) is not None
+            before = saved.get("vision_tower")
+            if before != run_config["vision_tower"] and resuming:
                 # The fresh model's tower is frozen, so it is not in the checkpoint: a resume must rebuild the same.
                 raise _fail(
                     f"{output} was trained with --vision-tower {before}; resume it with the same --vision-tower "
                     f"(now {run_config['vision_tower']})"
+                )
+            if saved.get("colour_grid", 0) != colour_grid and resuming:
+                raise _fail(
+                    f"{output} was trained with --colour-grid {saved.get('colour_grid', 0)}; resume it with the same "
+                    f"--colour-grid (now {colour_grid})"
                 )
         try:
             if stop_after is not None and stop_after < 1:

@@ -323,3 +323,27 @@ def test_mirror_prob_trains_on_mirrored_collected_samples(tiny_splits, tmp_path)
     assert plain and {p.name for p in cache.rglob("frames/*-mirror.npy")} == {
         n.replace(".npy", "-mirror.npy") for n in plain
     }
+
+
+def test_colour_grid_gives_the_fresh_towers_tokens_their_cells_colours(tiny_splits, tmp_path):
+    """--init embedded --colour-grid 2: the tower's tokens carry 12 more channels (its cells' 2x2 mean colours),
+    the projector is sized for them, the saved model keeps them, and a resume must keep the setting."""
+    import vlm
+
+    data = tmp_path / "collected"
+    invoke(["collect", "--split", "r2r_train", "--output", str(data), "--limit", "1", "--frame-size", "32"])
+    run = tmp_path / "run"
+    args = ["train", "--data-mixture", str(data), "--init", "embedded", "--batch-size", "2", "--save-every", "1",
+            "--vocab-size", "400", "--output", str(run), "--steps", "2"]  # fmt: skip
+    invoke([*args, "--colour-grid", "2", "--stop-after", "1"])
+    result = CliRunner().invoke(app, args)  # a resume without the colours it started with
+    assert result.exit_code == 2 and "resume it with the same --colour-grid (now 0)" in " ".join(result.output.split())
+    assert '"resumed_from": 1' in invoke([*args, "--colour-grid", "2"]).output.replace("\n", "")
+    model = vlm.load(run, device="cpu", dtype="float32")
+    assert model.vision_tower.encoder.config.colour_grid == 2 and model.config.mm_hidden_size == 1280 + 12
+    assert json.loads((run / "train_config.json").read_text())["colour_grid"] == 2
+
+    for wrong, message in ((["--colour-grid", "3"], "--colour-grid must be one of 0, 1, 2, 4, 8, got 3"),
+                           (["--colour-grid", "2", "--init", "tiny"], "--colour-grid goes with --init embedded")):  # fmt: skip
+        result = CliRunner().invoke(app, [*args[:-3], str(tmp_path / "r2"), *wrong])
+        assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output

@@ -35,11 +35,13 @@ def test_dry_run_installs_compact_model_with_its_training_files(tmp_path: Path) 
     vlm.save_checkpoint(vlm.build_model(vlm.embedded_config(tok), tok), tower)
     done = run_script(tmp_path, 420, STEPS="20", LIMIT="2", EVAL="0", INSTALL="1", RXR_EVERY="2", SEED="3",
                       VISION_TOWER=str(tower), DAGGER="1", DAGGER_STEPS="3", DAGGER_BETAS="0.5",
-                      DAGGER_REBALANCE="0", DAGGER_WEIGHT="2", MIRROR="0.5")  # fmt: skip
+                      DAGGER_REBALANCE="0", DAGGER_WEIGHT="2", MIRROR="0.5", COLOUR_GRID="2")  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     installed = tmp_path / "models" / "navila-tiny"  # relative to the working directory, not the repository
     dtypes = stored_float_dtypes(installed)
     assert dtypes == {"llm": {torch.float16}, "mm_projector": {torch.float16}, "vision_tower": {torch.float32}}
+    tower_config = json.loads((installed / "vision_tower" / "config.json").read_text())
+    assert tower_config["colour_grid"] == 2  # COLOUR_GRID reaches train --colour-grid and survives the DAgger round
     training = installed / "training"
     # The installed model is the DAgger round's: fine-tuned from the first run on the expert data + the DAgger set.
     final = json.loads((training / "train_config.json").read_text())

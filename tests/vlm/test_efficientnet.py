@@ -8,6 +8,7 @@ import torch
 from vlm.efficientnet import (
     EfficientNetLite0,
     EfficientNetLiteConfig,
+    cell_colours,
     load_imagenet_weights,
     pretrained_weights_path,
 )
@@ -76,3 +77,49 @@ def test_a_split_forward_gives_the_whole_forward(first_block: int) -> None:
     with torch.no_grad():
         split = net.forward_from(net.forward_until(x, first_block), first_block)
         assert torch.equal(split, net(x))
+
+
+def test_colour_grid_appends_each_cells_mean_colours() -> None:
+    """colour_grid K: after the 1280 network channels, each token carries its 32 px cell's K x K mean colours,
+    (colour, row, column) order, row-major tokens; the network part is unchanged and there are no new weights."""
+    torch.manual_seed(0)
+    plain = EfficientNetLite0(EfficientNetLiteConfig(image_size=64)).eval()
+    coloured = EfficientNetLite0(EfficientNetLiteConfig(image_size=64, colour_grid=2)).eval()
+    coloured.load_state_dict(plain.state_dict())  # strict: the same parameters
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        tokens = coloured(x)
+        assert tokens.shape == (2, 4, 1292) and coloured.config.token_channels == 1292
+        assert torch.equal(tokens[..., :1280], plain(x))
+    extra = tokens[..., 1280:]
+    # token 1 = row 0, column 1 (pixels [0:32, 32:64]); channel 2 = red, sub-row 1, sub-column 0 -> [16:32, 32:48]
+    assert torch.isclose(extra[0, 1, 2], x[0, 0, 16:32, 32:48].mean(), atol=1e-6)
+    # token 2 = row 1, column 0; channel 4 + 3 = green, sub-row 1, sub-column 1 -> pixels [48:64, 16:32]
+    assert torch.isclose(extra[1, 2, 7], x[1, 1, 48:64, 16:32].mean(), atol=1e-6)
+    assert torch.allclose(cell_colours(x, 4, 1), extra.view(2, 4, 3, 4).mean(-1), atol=1e-6)  # K=1: the cell's mean
+
+
+def test_colour_grid_config_round_trip_and_validation() -> None:
+    config = EfficientNetLiteConfig(colour_grid=4)
+    assert EfficientNetLiteConfig.from_dict(config.to_dict()) == config and config.token_channels == 1280 + 48
+    assert EfficientNetLiteConfig.from_dict({"image_size": 224}).colour_grid == 0  # older checkpoints: off
+    with pytest.raises(ValueError, match="colour_grid must be one of 0, 1, 2, 4, 8"):
+        EfficientNetLiteConfig(colour_grid=3)
+
+
+def test_a_checkpoint_with_cell_colours_loads_with_them(tmp_path) -> None:
+    """The projector is sized for the extra channels, and save -> load keeps colour_grid (the agent's model)."""
+    import vlm
+
+    tok = vlm.build_tokenizer(["walk into the green bedroom"], vocab_size=300)
+    config = vlm.tiny_config(vocab_size=len(tok), tower="efficientnet")
+    config.vision_tower_cfg["colour_grid"] = 2
+    model = vlm.build_model(config, tok, pretrained_vision=False)
+    assert model.vision_tower.hidden_size == 1292 and model.config.mm_hidden_size == 1292
+    vlm.save_checkpoint(model, tmp_path / "ckpt")
+    loaded = vlm.load(tmp_path / "ckpt", device="cpu", dtype="float32")
+    assert loaded.vision_tower.encoder.config.colour_grid == 2 and loaded.config.mm_hidden_size == 1292
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded.vision_tower(x), model.vision_tower.eval()(x))
+        assert torch.equal(loaded.mm_projector(loaded.vision_tower(x)), model.mm_projector(model.vision_tower(x)))

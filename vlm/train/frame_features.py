@@ -35,11 +35,16 @@ from vlm.train.dataset import FrameStore, MixtureDataset, SampleEncoder, mirror_
 
 
 def tower_fingerprint(model: nn.Module, encoder: SampleEncoder) -> str:
-    """A short hash of the vision tower's weights and the image preprocessing (what the features depend on)."""
+    """A short hash of the vision tower's weights, its cell colours and the image preprocessing (what the features
+    depend on)."""
     h = hashlib.sha1()
     for name, tensor in sorted(model.vision_tower.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().numpy().tobytes())
+    encoder_config = getattr(getattr(model.vision_tower, "encoder", None), "config", None)
+    colour_grid = getattr(encoder_config, "colour_grid", 0)
+    if colour_grid:  # the cell colours add no weights; towers without them keep the keys of existing caches
+        h.update(f"colour_grid={colour_grid}".encode())
     ip = encoder.image_processor
     h.update(
         json.dumps(

@@ -71,6 +71,29 @@ def test_precompute_resumes_and_is_keyed_by_the_tower(tiny, tmp_path):
     assert traj.dtype == np.float16 and traj.ndim == 3
 
 
+def test_cell_colours_are_part_of_the_cached_features_and_of_their_key(tiny, tmp_path):
+    """A tower with `colour_grid` has the same weights as one without, so its features must get another key, and
+    the cached features carry the colours: the loss from them equals the loss from pixels."""
+    tok, ds = tiny
+    config = vlm.tiny_config(vocab_size=len(tok), tower="efficientnet")
+    torch.manual_seed(0)
+    plain = vlm.build_model(config, tok, pretrained_vision=False).eval()
+    config.vision_tower_cfg["colour_grid"] = 2
+    coloured = vlm.build_model(config, tok, pretrained_vision=False).eval()
+    coloured.vision_tower.encoder.load_state_dict(plain.vision_tower.encoder.state_dict())
+    enc = SampleEncoder(tok, coloured.image_processor, EncoderConfig(action_token_weight=3.0))
+    assert tower_fingerprint(plain, enc) != tower_fingerprint(coloured, enc)
+    cached = CachedFeatureDataset(ds, precompute_features(coloured, ds, enc, tmp_path / "cache"))
+    feature_batch = enc.collate([cached[i] for i in (0, 5)])
+    assert feature_batch["images"].shape[-1] == 1280 + 12
+    pixel_batch = enc.collate([ds[i] for i in (0, 5)])
+    pixel_batch["images"] = enc.normalize(pixel_batch["images"])
+    with torch.no_grad():
+        from_pixels = ActionWeightedLoss(coloured)(**pixel_batch).loss
+        from_features = CachedFeatureModel(coloured)(**feature_batch).loss
+    assert torch.allclose(from_pixels, from_features, atol=2e-3), (from_pixels, from_features)
+
+
 def _run(tok, ds, tmp_path, name, cache):
     model = tiny_vlm(tok)
     enc = SampleEncoder(tok, model.image_processor, EncoderConfig(action_token_weight=2.0))
