@@ -5,6 +5,8 @@
     python -m benchmarks.bench_train --init tiny --steps 5    # seconds-fast smoke run
     python -m benchmarks.bench_train --paths cached           # only the frozen-tower cached-feature path
     python -m benchmarks.bench_train --init embedded-cnn      # the convnet tower trained with the navigator (pixels)
+    python -m benchmarks.bench_train --features 1,2           # only the one-off feature encoding: frames/s with 1
+                                                              # and 2 worker processes (train --feature-workers)
 
 Both training paths run by default: pixels (the tower in the loop, as when it is tuned) and cached features
 (the frozen tower's features encoded once per stored frame, what `navila-agent train` does by default), with
@@ -178,6 +180,31 @@ def bench(device: str, args: argparse.Namespace, data: Path, cached: bool = Fals
     }
 
 
+def bench_features(args: argparse.Namespace, data: Path, workers: list[int]) -> list[dict]:
+    """Frames/s of the one-off feature encoding (`precompute_features`) into a fresh cache per worker count, with
+    the same model and data: what `train --feature-workers N` changes. The torch threads are split between the
+    worker processes, so every row uses the same cores."""
+    import torch
+
+    from vlm.train.dataset import EncoderConfig, MixtureDataset, SampleEncoder
+    from vlm.train.frame_features import precompute_features
+    from vlm.train.registry import DatasetEntry
+
+    dataset = MixtureDataset([DatasetEntry("bench", data)])
+    model = build_model(args.init, dataset, args.seed, args.pretrained_tower)
+    encoder = SampleEncoder(model.tokenizer, model.image_processor, EncoderConfig())
+    rows = []
+    for n in workers:
+        with tempfile.TemporaryDirectory() as out:
+            t0 = time.perf_counter()
+            index = precompute_features(model, dataset, encoder, out, workers=n)
+            wall = time.perf_counter() - t0
+            frames = sum(len(np.load(f, mmap_mode="r")) for f in (Path(index.root) / "frames").glob("*.npy"))
+        rows.append({"workers": n, "threads": torch.get_num_threads(), "frames": frames, "wall_s": round(wall, 1),
+                     "frames_per_s": round(frames / wall, 1)})  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -213,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--features",
+        default=None,
+        help="comma list of worker counts, e.g. 1,2: time only the feature encoding (train --feature-workers)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print one JSON object per device instead of a table"
     )
     args = parser.parse_args(argv)
@@ -240,6 +272,14 @@ def main(argv: list[str] | None = None) -> int:
             data = synthetic_dataset(
                 Path(tmp) / "synthetic", args.trajectories, 60, args.frame_size, args.seed, args.frame_codec
             )
+        if args.features:
+            try:
+                workers = [int(w) for w in args.features.split(",")]
+            except ValueError:
+                parser.error(f"--features: a comma list of worker counts, got {args.features!r}")
+            if not workers or min(workers) < 1:
+                parser.error(f"--features: worker counts must be >= 1, got {args.features!r}")
+            return report_features(bench_features(args, data, workers), args.json)
         paths = [p.strip() for p in args.paths.split(",") if p.strip()]
         unknown = sorted(set(paths) - {"pixels", "cached"})
         if unknown or not paths:
@@ -270,6 +310,20 @@ def main(argv: list[str] | None = None) -> int:
         if len(by_path) == 2 and by_path["pixels"]:
             ratio = by_path["cached features"] / by_path["pixels"]
             print(f"{device}: cached features train {ratio:.1f}x the samples/s of pixels")
+    return 0
+
+
+def report_features(rows: list[dict], as_json: bool) -> int:
+    """Print the feature-encoding rows, with each row's speed against the first row's (measured in this run)."""
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    print(f"feature encoding: {rows[0]['frames']} frames, torch threads {rows[0]['threads']} split between the workers")
+    print(f"{'workers':>8} {'wall s':>8} {'frames/s':>10} {'vs first':>9}")
+    for r in rows:
+        print(f"{r['workers']:>8} {r['wall_s']:>8.1f} {r['frames_per_s']:>10.1f} "
+              f"{r['frames_per_s'] / rows[0]['frames_per_s']:>8.2f}x")  # fmt: skip
     return 0
 
 

@@ -298,6 +298,11 @@ def register(app: typer.Typer) -> None:
         feature_cache_dir: Path = typer.Option(
             None, help="Where cached tower features go (default: <cache>/vision_features, shared by runs)."
         ),
+        feature_workers: int = typer.Option(
+            1,
+            help="Processes that encode the cached tower features on the CPU, the torch threads split between "
+            "them (2 on 2 cores: ~1.5x faster than one process; see benchmarks/bench_train.py --features).",
+        ),
         device: str = typer.Option("auto", help="auto (the GPU when there is one) or cpu."),
         seed: int = typer.Option(0, help="Seed of the data order and the fresh model's init."),
         report_to: str = typer.Option("none", help="none or wandb (offline unless WANDB_MODE=online)."),
@@ -371,6 +376,7 @@ def register(app: typer.Typer) -> None:
                 device=device,
                 cache_vision_features=cache_vision_features,
                 feature_cache_dir=str(feature_cache_dir or cache_dir() / "vision_features"),
+                feature_workers=feature_workers,
                 mirror_prob=mirror_prob,
             )
             encoder_config = EncoderConfig(action_token_weight=action_token_weight)

@@ -335,7 +335,8 @@ def test_colour_grid_gives_the_fresh_towers_tokens_their_cells_colours(tiny_spli
     run = tmp_path / "run"
     args = ["train", "--data-mixture", str(data), "--init", "embedded", "--batch-size", "2", "--save-every", "1",
             "--vocab-size", "400", "--output", str(run), "--steps", "2"]  # fmt: skip
-    invoke([*args, "--colour-grid", "2", "--stop-after", "1"])
+    invoke([*args, "--colour-grid", "2", "--stop-after", "1", "--feature-workers", "2"])
+    assert json.loads((run / "train_config.json").read_text())["train"]["feature_workers"] == 2
     result = CliRunner().invoke(app, args)  # a resume without the colours it started with
     assert result.exit_code == 2 and "resume it with the same --colour-grid (now 0)" in " ".join(result.output.split())
     assert '"resumed_from": 1' in invoke([*args, "--colour-grid", "2"]).output.replace("\n", "")

@@ -70,3 +70,18 @@ def test_bench_train_embedded_cnn_trains_its_tower_on_pixels(capsys) -> None:
     assert rows[0]["samples_per_s"] > 0
     with pytest.raises(SystemExit):
         bench_train.main([*argv, "--paths", "cached"])
+
+
+def test_bench_train_features_times_the_encoding_per_worker_count(capsys) -> None:
+    """--features 1,2: one row per worker count over the same frames, and the speed against the first row."""
+    from benchmarks import bench_train
+
+    argv = ["--init", "tiny", "--trajectories", "2", "--frame-size", "32", "--features", "1,2"]
+    assert bench_train.main([*argv, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [r["workers"] for r in rows] == [1, 2] and rows[0]["frames"] == rows[1]["frames"] == 2 * 60
+    assert all(r["frames_per_s"] > 0 for r in rows)
+    assert bench_train.main(argv[:-1] + ["1"]) == 0
+    assert "1.00x" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench_train.main([*argv[:-1], "0,2"])

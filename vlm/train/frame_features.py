@@ -107,13 +107,18 @@ def precompute_features(
     batch_size: int = 2,
     part: tuple[int, int] = (0, 1),
     mirror: bool = False,
+    workers: int = 1,
 ) -> FeatureIndex:
     """Encode every trajectory's frames of `dataset` once (skipping files already cached); returns the index.
 
-    `progress(done, total)` is called after each trajectory file. `part=(i, n)` encodes only every n-th file
+    `progress(done, total)` is called as trajectory files are done. `part=(i, n)` encodes only every n-th file
     from the i-th (n processes filling one cache in parallel). `mirror` also encodes every file's frames flipped
-    horizontally (mirror augmentation; the black frame is its own mirror image).
+    horizontally (mirror augmentation; the black frame is its own mirror image). `workers` > 1 encodes in that
+    many spawned processes on the CPU, the torch threads split between them: at batch 2 one process does not use
+    several cores well (measured in benchmarks/bench_train.py). Each file is written by one process, atomically.
     """
+    if workers < 1:
+        raise ValueError(f"precompute_features: workers must be >= 1, got {workers}")
     fingerprint = tower_fingerprint(model, encoder)
     root = Path(cache_root) / fingerprint
     was_training = model.vision_tower.training
@@ -125,26 +130,101 @@ def precompute_features(
             black = np.zeros((1, size, size, 3), dtype=np.uint8)
             _atomic_save(black_path, encode_frames(model, encoder, black)[0])
         index = FeatureIndex(root)
-        sources = {}  # frames file -> None, in the datasets' sample order (an interrupted run has a prefix)
-        for d in dataset.datasets:
-            for i in range(len(d)):
-                shard, frames_file = d.frame_source(i)
-                sources.setdefault(shard / frames_file, None)
-        jobs = list(sources)[part[0] :: part[1]]
-        for done, src in enumerate(jobs, 1):
-            todo = [(flip, index.path(src, flip)) for flip in ((False, True) if mirror else (False,))]
-            todo = [(flip, dst) for flip, dst in todo if not dst.is_file()]
-            if todo:
-                store = FrameStore(src)
-                frames = np.stack([store.frame(i) for i in range(len(store))])  # [T, H, W, 3]
-                for flip, dst in todo:
-                    shown = np.ascontiguousarray(frames[:, :, ::-1]) if flip else frames
-                    _atomic_save(dst, encode_frames(model, encoder, shown, batch_size))
-            if progress is not None:
-                progress(done, len(jobs))
+        jobs = frame_sources(dataset)[part[0] :: part[1]]
+        if workers > 1 and len(jobs) > 1:
+            _encode_in_processes(model.vision_tower, encoder, index, jobs, mirror, batch_size, workers, progress)
+        else:
+            for done, src in enumerate(jobs, 1):
+                _encode_source(model, encoder, index, src, mirror, batch_size)
+                if progress is not None:
+                    progress(done, len(jobs))
     finally:
         model.vision_tower.train(was_training)
     return index
+
+
+def frame_sources(dataset: MixtureDataset) -> list[Path]:
+    """Every stored frames file of the mixture once, in the datasets' sample order (an interrupted run has a prefix)."""
+    sources: dict[Path, None] = {}
+    for d in dataset.datasets:
+        for i in range(len(d)):
+            shard, frames_file = d.frame_source(i)
+            sources.setdefault(shard / frames_file, None)
+    return list(sources)
+
+
+def _encode_source(
+    model: Any, encoder: SampleEncoder, index: FeatureIndex, src: Path, mirror: bool, batch_size: int
+) -> None:
+    """Write the features of one frames file (and of its mirror image) unless they are cached already."""
+    todo = [(flip, index.path(src, flip)) for flip in ((False, True) if mirror else (False,))]
+    todo = [(flip, dst) for flip, dst in todo if not dst.is_file()]
+    if todo:
+        store = FrameStore(src)
+        frames = np.stack([store.frame(i) for i in range(len(store))])  # [T, H, W, 3]
+        for flip, dst in todo:
+            shown = np.ascontiguousarray(frames[:, :, ::-1]) if flip else frames
+            _atomic_save(dst, encode_frames(model, encoder, shown, batch_size))
+
+
+class _TowerOnly:
+    """What `encode_frames` reads of a model, for a worker process that receives only the tower."""
+
+    def __init__(self, vision_tower: nn.Module) -> None:
+        self.vision_tower = vision_tower
+
+
+def _encode_part(
+    tower_spec: tuple[dict, Any, dict[str, torch.Tensor]], encoder: SampleEncoder, root: Path, sources: list[Path],
+    mirror: bool, batch_size: int, threads: int,
+) -> int:  # fmt: skip
+    """A worker process's share of `precompute_features(workers=N)`; returns how many files it went through.
+
+    The tower comes as (config dict, feature selection, weights) and is rebuilt here: a transformers tower does not
+    pickle (its output-capturing hooks are local functions)."""
+    from vlm.vision import build_vision_tower
+
+    torch.set_num_threads(threads)
+    config, selection, state = tower_spec
+    tower = build_vision_tower(config, selection, pretrained=False)
+    tower.load_state_dict(state)
+    dtype = next(v.dtype for v in state.values() if v.is_floating_point())
+    model, index = _TowerOnly(tower.to(dtype).eval()), FeatureIndex(root)
+    for src in sources:
+        _encode_source(model, encoder, index, src, mirror, batch_size)
+    return len(sources)
+
+
+def _encode_in_processes(
+    tower: nn.Module,
+    encoder: SampleEncoder,
+    index: FeatureIndex,
+    jobs: list[Path],
+    mirror: bool,
+    batch_size: int,
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Split `jobs` between `workers` spawned processes; progress counts the files that exist, once a second."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, wait
+
+    threads = max(1, torch.get_num_threads() // workers)
+    flips = (False, True) if mirror else (False,)
+    spec = (tower.config_dict, tower.selection, {k: v.detach().cpu() for k, v in tower.state_dict().items()})
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [
+            pool.submit(_encode_part, spec, encoder, index.root, jobs[k::workers], mirror, batch_size, threads)
+            for k in range(workers)
+        ]
+        pending = set(futures)
+        while pending:
+            _, pending = wait(pending, timeout=1.0)
+            if progress is not None:
+                done = sum(all(index.path(src, flip).is_file() for flip in flips) for src in jobs)
+                progress(done, len(jobs))
+        for future in futures:
+            future.result()  # a worker's exception, raised here
 
 
 class CachedFeatureDataset(torch.utils.data.Dataset):

@@ -93,6 +93,7 @@ class TrainConfig:
     # (vlm/train/frame_features.py). "auto" = on when the tower is frozen and the model has the VLM parts.
     cache_vision_features: str = "auto"  # "auto" | "yes" | "no"
     feature_cache_dir: str | None = None  # where the features go (None: OUTPUT/vision_features)
+    feature_workers: int = 1  # processes that encode the features on the CPU (torch threads split between them)
     # Training tower: keep this many MB of frames decoded and resized to its input (per DataLoader process), so
     # a sample's 8 frames are not decoded from their 224 px files at every draw (0 = off).
     frame_cache_mb: int = 2048
@@ -103,7 +104,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu"):
             raise ValueError(f"TrainConfig.device: unknown value '{self.device}'; available: auto, cpu")
-        for name in ("steps", "batch_size", "grad_accum", "save_every", "log_every", "lora_r"):
+        for name in ("steps", "batch_size", "grad_accum", "save_every", "log_every", "lora_r", "feature_workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("eval_every", "num_workers", "keep_checkpoints", "frame_cache_mb"):
@@ -397,6 +398,7 @@ def _cached_feature_dataset(
                 else None,
                 batch_size=2 if accelerator.device.type == "cpu" else 64,
                 mirror=config.mirror_prob > 0,
+                workers=config.feature_workers if accelerator.device.type == "cpu" else 1,
             )
         finally:
             if progress is not None:

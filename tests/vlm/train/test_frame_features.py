@@ -94,6 +94,34 @@ def test_cell_colours_are_part_of_the_cached_features_and_of_their_key(tiny, tmp
     assert torch.allclose(from_pixels, from_features, atol=2e-3), (from_pixels, from_features)
 
 
+def test_worker_processes_write_the_features_one_process_writes(tiny, tmp_path):
+    """precompute_features(workers=2): two spawned processes split the files; every file equals the one-process
+    file, progress ends at all files, a rerun encodes nothing, and a worker's error reaches the caller."""
+    tok, ds = tiny
+    model = tiny_vlm(tok)
+    enc = SampleEncoder(tok, model.image_processor)
+    one = precompute_features(model, ds, enc, tmp_path / "one", mirror=True)
+    calls = []
+    two = precompute_features(model, ds, enc, tmp_path / "two", lambda d, t: calls.append((d, t)), mirror=True,
+                              workers=2)  # fmt: skip
+    names = sorted(f.name for f in one.root.rglob("*.npy"))
+    assert names == sorted(f.name for f in two.root.rglob("*.npy")) and len(names) == 5  # 2 files + mirrors, black
+    for a in one.root.rglob("*.npy"):
+        assert np.array_equal(np.load(a), np.load(two.root / a.relative_to(one.root)))
+    assert calls[-1] == (2, 2)
+    stamps = {f: f.stat().st_mtime_ns for f in two.root.rglob("*.npy")}
+    precompute_features(model, ds, enc, tmp_path / "two", mirror=True, workers=2)
+    assert {f: f.stat().st_mtime_ns for f in two.root.rglob("*.npy")} == stamps  # nothing re-encoded
+
+    broken = write_collected(tmp_path / "broken", {"a": ANSWERS, "b": ANSWERS}, size=32)
+    for frames in (broken / "shard-00000" / "frames").glob("*.npz"):
+        frames.write_bytes(b"not a frames file")
+    with pytest.raises(Exception, match="npz|zip|pickle|load"):
+        precompute_features(model, MixtureDataset([DatasetEntry("b", broken)]), enc, tmp_path / "c", workers=2)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        precompute_features(model, ds, enc, tmp_path / "one", workers=0)
+
+
 def _run(tok, ds, tmp_path, name, cache):
     model = tiny_vlm(tok)
     enc = SampleEncoder(tok, model.image_processor, EncoderConfig(action_token_weight=2.0))
