@@ -81,7 +81,7 @@ def test_bench_train_features_times_the_encoding_per_worker_count(capsys) -> Non
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [r["workers"] for r in rows] == [1, 2] and rows[0]["frames"] == rows[1]["frames"] == 2 * 60
     assert all(r["frames_per_s"] > 0 for r in rows)
-    assert bench_train.main(argv[:-1] + ["1"]) == 0
+    assert bench_train.main([*argv[:-1], "1"]) == 0
     assert "1.00x" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench_train.main([*argv[:-1], "0,2"])

@@ -12,8 +12,8 @@ features equals the loss on pixels up to fp16 rounding of the features (tested).
 
 Cache layout: `ROOT/<tower fingerprint>/frames/<frames file stem>-<hash of its resolved path>.npy`, and beside it
 `...-mirror.npy`, the features of the horizontally flipped frames, for runs with mirror augmentation
-(`train --mirror-prob`). The tower fingerprint hashes the tower's weights and preprocessing, so a different tower
-never reads stale features.
+(`train --mirror-prob`). The tower fingerprint hashes the tower's weights, its cell-colour setting and the
+preprocessing, so a different tower never reads stale features.
 Files are written atomically (tmp + rename): an interrupted precompute resumes where it stopped.
 """
 

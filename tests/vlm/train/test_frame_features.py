@@ -116,7 +116,7 @@ def test_worker_processes_write_the_features_one_process_writes(tiny, tmp_path):
     broken = write_collected(tmp_path / "broken", {"a": ANSWERS, "b": ANSWERS}, size=32)
     for frames in (broken / "shard-00000" / "frames").glob("*.npz"):
         frames.write_bytes(b"not a frames file")
-    with pytest.raises(Exception, match="npz|zip|pickle|load"):
+    with pytest.raises(ValueError, match="pickled"):  # numpy's refusal, raised in a worker, re-raised here
         precompute_features(model, MixtureDataset([DatasetEntry("b", broken)]), enc, tmp_path / "c", workers=2)
     with pytest.raises(ValueError, match="workers must be >= 1"):
         precompute_features(model, ds, enc, tmp_path / "one", workers=0)
