@@ -58,6 +58,8 @@ TOWER=${TOWER:-efficientnet}                           # efficientnet: the shipp
 VISION_TOWER=${VISION_TOWER:-}                         # a checkpoint whose (fine-tuned) EfficientNet tower replaces
                                                        # the ImageNet one, frozen (empty = the ImageNet tower)
 MIRROR=${MIRROR:-0}                                    # train --mirror-prob: share of draws shown mirrored
+FEATURE_WORKERS=${FEATURE_WORKERS:-1}                  # train --feature-workers: processes that encode the frozen
+                                                       # tower's features (2 on 2 cores: benchmarks/RESULTS.md)
 COLOUR_GRID=${COLOUR_GRID:-0}                          # train --colour-grid: K x K mean colours per tower token
                                                        # (0 = off, as NaVILA; TOWER=efficientnet only)
 ACTION_WEIGHT=${ACTION_WEIGHT:-5.0}                    # loss weight on the action word and amount tokens
@@ -124,6 +126,7 @@ echo "      TOWER=cnn: the convnet tower trains with them)"
 navila train --data-mixture "$TRAIN_DATA" "${init_flags[@]}" --output "$RUN" \
   --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-ratio 0.03 --action-token-weight "$ACTION_WEIGHT" \
   --save-every 100 --log-every 10 --eval-every 1000 --eval-limit 0 --seed "$SEED" --mirror-prob "$MIRROR" \
+  --feature-workers "$FEATURE_WORKERS" \
   --eval-samples "$DATA/r2r_val_seen_samples" --eval-samples-limit 300 --device cpu "${stop_flag[@]}"
 MODEL=$(finished_model "$RUN")
 
@@ -159,6 +162,7 @@ for ((round = 1; round <= DAGGER; round++)); do
   navila train --data-mixture "$mixture" --model "$FINAL" --output "${RUN}_dagger$round" \
     --steps "$steps" --batch-size "$BATCH" --lr "$lr" --warmup-ratio 0.03 --action-token-weight "$ACTION_WEIGHT" \
     --save-every 500 --log-every 10 --eval-every "$steps" --eval-limit 0 --mirror-prob "$MIRROR" \
+    --feature-workers "$FEATURE_WORKERS" \
     --eval-samples "$DATA/r2r_val_seen_samples" --eval-samples-limit 300 --device cpu "${stop_flag[@]}"
   FINAL=$(finished_model "${RUN}_dagger$round")
   if [[ "$EVAL" == 1 ]]; then

@@ -43,14 +43,20 @@ def test_loss_on_cached_features_equals_loss_on_pixels(tiny, tmp_path):
     cached = CachedFeatureDataset(ds, index)
     picks = [0, 1, 5, 7]  # includes samples with black padding frames (index -1)
     assert any(f < 0 for f in ds.datasets[0].samples[0]["frames"])
+    from_pixels, from_features, channels = losses_from_pixels_and_features(model, enc, ds, cached, picks)
+    assert channels == model.vision_tower.hidden_size
+    assert torch.allclose(from_pixels, from_features, atol=2e-3), (from_pixels, from_features)
+
+
+def losses_from_pixels_and_features(model, enc, ds, cached, picks):
+    """The loss of the samples `picks` from their pixels and from their cached features, and the features' width."""
     pixel_batch = enc.collate([ds[i] for i in picks])
-    feature_batch = enc.collate([cached[i] for i in picks])
-    assert feature_batch["images"].shape[-1] == model.vision_tower.hidden_size  # [B*N, tokens, C]
+    feature_batch = enc.collate([cached[i] for i in picks])  # images: [B*N, tokens, C]
     pixel_batch["images"] = enc.normalize(pixel_batch["images"])
     with torch.no_grad():
         from_pixels = ActionWeightedLoss(model)(**pixel_batch).loss
         from_features = CachedFeatureModel(model)(**feature_batch).loss
-    assert torch.allclose(from_pixels, from_features, atol=2e-3), (from_pixels, from_features)
+    return from_pixels, from_features, feature_batch["images"].shape[-1]
 
 
 def test_precompute_resumes_and_is_keyed_by_the_tower(tiny, tmp_path):
@@ -84,13 +90,8 @@ def test_cell_colours_are_part_of_the_cached_features_and_of_their_key(tiny, tmp
     enc = SampleEncoder(tok, coloured.image_processor, EncoderConfig(action_token_weight=3.0))
     assert tower_fingerprint(plain, enc) != tower_fingerprint(coloured, enc)
     cached = CachedFeatureDataset(ds, precompute_features(coloured, ds, enc, tmp_path / "cache"))
-    feature_batch = enc.collate([cached[i] for i in (0, 5)])
-    assert feature_batch["images"].shape[-1] == 1280 + 12
-    pixel_batch = enc.collate([ds[i] for i in (0, 5)])
-    pixel_batch["images"] = enc.normalize(pixel_batch["images"])
-    with torch.no_grad():
-        from_pixels = ActionWeightedLoss(coloured)(**pixel_batch).loss
-        from_features = CachedFeatureModel(coloured)(**feature_batch).loss
+    from_pixels, from_features, channels = losses_from_pixels_and_features(coloured, enc, ds, cached, (0, 5))
+    assert channels == 1280 + 12
     assert torch.allclose(from_pixels, from_features, atol=2e-3), (from_pixels, from_features)
 
 
