@@ -58,8 +58,8 @@ TOWER=${TOWER:-efficientnet}                           # efficientnet: the shipp
 VISION_TOWER=${VISION_TOWER:-}                         # a checkpoint whose (fine-tuned) EfficientNet tower replaces
                                                        # the ImageNet one, frozen (empty = the ImageNet tower)
 MIRROR=${MIRROR:-0}                                    # train --mirror-prob: share of draws shown mirrored
-FEATURE_WORKERS=${FEATURE_WORKERS:-1}                  # train --feature-workers: processes that encode the frozen
-                                                       # tower's features (2 on 2 cores: benchmarks/RESULTS.md)
+FEATURE_WORKERS=${FEATURE_WORKERS:-2}                  # train --feature-workers: processes that encode the frozen
+                                                       # tower's features (2 on 2 cores: 1.4x one; RESULTS.md)
 COLOUR_GRID=${COLOUR_GRID:-0}                          # train --colour-grid: K x K mean colours per tower token
                                                        # (0 = off, as NaVILA; TOWER=efficientnet only)
 ACTION_WEIGHT=${ACTION_WEIGHT:-5.0}                    # loss weight on the action word and amount tokens

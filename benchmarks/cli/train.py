@@ -301,7 +301,7 @@ def register(app: typer.Typer) -> None:
         feature_workers: int = typer.Option(
             1,
             help="Processes that encode the cached tower features on the CPU, the torch threads split between "
-            "them (2 on 2 cores: ~1.5x faster than one process; see benchmarks/bench_train.py --features).",
+            "them (2 on 2 cores: 1.4x the frames/s of one process; benchmarks/bench_train.py --features).",
         ),
         device: str = typer.Option("auto", help="auto (the GPU when there is one) or cpu."),
         seed: int = typer.Option(0, help="Seed of the data order and the fresh model's init."),
