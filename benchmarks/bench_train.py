@@ -252,6 +252,14 @@ def main(argv: list[str] | None = None) -> int:
         args.tune_vision_tower = True  # a random convnet tower is only ever trained with the navigator
     if args.paths is None:
         args.paths = "pixels" if args.tune_vision_tower else "pixels,cached"
+    workers: list[int] = []
+    if args.features:  # checked before any data is written
+        try:
+            workers = [int(w) for w in args.features.split(",")]
+        except ValueError:
+            parser.error(f"--features: a comma list of worker counts, got {args.features!r}")
+        if min(workers) < 1:
+            parser.error(f"--features: worker counts must be >= 1, got {args.features!r}")
 
     import torch
 
@@ -272,13 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             data = synthetic_dataset(
                 Path(tmp) / "synthetic", args.trajectories, 60, args.frame_size, args.seed, args.frame_codec
             )
-        if args.features:
-            try:
-                workers = [int(w) for w in args.features.split(",")]
-            except ValueError:
-                parser.error(f"--features: a comma list of worker counts, got {args.features!r}")
-            if not workers or min(workers) < 1:
-                parser.error(f"--features: worker counts must be >= 1, got {args.features!r}")
+        if workers:
             return report_features(bench_features(args, data, workers), args.json)
         paths = [p.strip() for p in args.paths.split(",") if p.strip()]
         unknown = sorted(set(paths) - {"pixels", "cached"})
