@@ -107,6 +107,26 @@ def build_model(init: str, dataset, seed: int, pretrained: bool = False):
     return vlm.build_model(config, tokenizer, pretrained_vision=pretrained)
 
 
+def setup(args: argparse.Namespace, data: Path):
+    """The collected folder `data` as a mixture, a fresh `--init` model on it, and its sample encoder."""
+    from vlm.train.dataset import EncoderConfig, MixtureDataset, SampleEncoder
+    from vlm.train.registry import DatasetEntry
+
+    dataset = MixtureDataset([DatasetEntry("bench", data)])
+    model = build_model(args.init, dataset, args.seed, args.pretrained_tower)
+    return dataset, model, SampleEncoder(model.tokenizer, model.image_processor, EncoderConfig())
+
+
+def time_feature_encoding(model, dataset, encoder, cache: str, workers: int = 1) -> tuple[int, float]:
+    """Encode every stored frame of `dataset` into the feature cache `cache`: (frames encoded, seconds taken)."""
+    from vlm.train.frame_features import precompute_features
+
+    t0 = time.perf_counter()
+    index = precompute_features(model, dataset, encoder, cache, workers=workers)
+    seconds = time.perf_counter() - t0
+    return sum(len(np.load(f, mmap_mode="r")) for f in (Path(index.root) / "frames").glob("*.npy")), seconds
+
+
 def bench(device: str, args: argparse.Namespace, data: Path, cached: bool = False) -> dict:
     """Train `warmup` then `steps` steps on `device`; throughput over the timed `steps` (final save excluded).
 
@@ -115,23 +135,15 @@ def bench(device: str, args: argparse.Namespace, data: Path, cached: bool = Fals
     """
     import torch
 
-    from vlm.train.dataset import EncoderConfig, MixtureDataset, SampleEncoder
-    from vlm.train.registry import DatasetEntry
     from vlm.train.trainer import TrainConfig, train
 
-    dataset = MixtureDataset([DatasetEntry("bench", data)])
-    model = build_model(args.init, dataset, args.seed, args.pretrained_tower)
-    encoder = SampleEncoder(model.tokenizer, model.image_processor, EncoderConfig())
+    dataset, model, encoder = setup(args, data)
     precompute_fps = None
     with tempfile.TemporaryDirectory() as out:
         if cached:
-            from vlm.train.frame_features import precompute_features
-
             # The trainer finds these files by the tower's fingerprint and does not encode anything again.
-            t0 = time.perf_counter()
-            index = precompute_features(model, dataset, encoder, f"{out}/features")
-            frames = sum(len(np.load(f, mmap_mode="r")) for f in (Path(index.root) / "frames").glob("*.npy"))
-            precompute_fps = frames / (time.perf_counter() - t0)
+            frames, seconds = time_feature_encoding(model, dataset, encoder, f"{out}/features")
+            precompute_fps = frames / seconds
         common = dict(
             batch_size=args.batch_size,
             lr=1e-4,
@@ -186,20 +198,11 @@ def bench_features(args: argparse.Namespace, data: Path, workers: list[int]) -> 
     worker processes, so every row uses the same cores."""
     import torch
 
-    from vlm.train.dataset import EncoderConfig, MixtureDataset, SampleEncoder
-    from vlm.train.frame_features import precompute_features
-    from vlm.train.registry import DatasetEntry
-
-    dataset = MixtureDataset([DatasetEntry("bench", data)])
-    model = build_model(args.init, dataset, args.seed, args.pretrained_tower)
-    encoder = SampleEncoder(model.tokenizer, model.image_processor, EncoderConfig())
+    dataset, model, encoder = setup(args, data)
     rows = []
     for n in workers:
         with tempfile.TemporaryDirectory() as out:
-            t0 = time.perf_counter()
-            index = precompute_features(model, dataset, encoder, out, workers=n)
-            wall = time.perf_counter() - t0
-            frames = sum(len(np.load(f, mmap_mode="r")) for f in (Path(index.root) / "frames").glob("*.npy"))
+            frames, wall = time_feature_encoding(model, dataset, encoder, out, workers=n)
         rows.append({"workers": n, "threads": torch.get_num_threads(), "frames": frames, "wall_s": round(wall, 1),
                      "frames_per_s": round(frames / wall, 1)})  # fmt: skip
     return rows

@@ -73,6 +73,11 @@ class VisionTower(nn.Module):
         return int(self.encoder.config.hidden_size)
 
     @property
+    def colour_grid(self) -> int:
+        """K when each token also carries its cell's K x K mean colours (`EfficientNetLiteConfig.colour_grid`), else 0."""
+        return int(getattr(self.encoder.config, "colour_grid", 0))
+
+    @property
     def image_size(self) -> int:
         return int(self.encoder.config.image_size)
 

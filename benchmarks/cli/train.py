@@ -447,7 +447,7 @@ def register(app: typer.Typer) -> None:
             "sizes": dataset.sizes(),
             "init": init,
             "vision_tower": str(vision_tower) if vision_tower else None,
-            "colour_grid": getattr(getattr(net.vision_tower.encoder, "config", None), "colour_grid", 0),
+            "colour_grid": net.vision_tower.colour_grid,
             "model": str(model) if model else None,
             "action_token_weight": action_token_weight,
         }

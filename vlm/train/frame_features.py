@@ -25,6 +25,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -41,8 +42,7 @@ def tower_fingerprint(model: nn.Module, encoder: SampleEncoder) -> str:
     for name, tensor in sorted(model.vision_tower.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().numpy().tobytes())
-    encoder_config = getattr(getattr(model.vision_tower, "encoder", None), "config", None)
-    colour_grid = getattr(encoder_config, "colour_grid", 0)
+    colour_grid = getattr(model.vision_tower, "colour_grid", 0)  # 0 for towers outside vlm.vision (test fakes)
     if colour_grid:  # the cell colours add no weights; towers without them keep the keys of existing caches
         h.update(f"colour_grid={colour_grid}".encode())
     ip = encoder.image_processor
@@ -105,14 +105,12 @@ def precompute_features(
     cache_root: str | Path,
     progress: Callable[[int, int], None] | None = None,
     batch_size: int = 2,
-    part: tuple[int, int] = (0, 1),
     mirror: bool = False,
     workers: int = 1,
 ) -> FeatureIndex:
     """Encode every trajectory's frames of `dataset` once (skipping files already cached); returns the index.
 
-    `progress(done, total)` is called as trajectory files are done. `part=(i, n)` encodes only every n-th file
-    from the i-th (n processes filling one cache in parallel). `mirror` also encodes every file's frames flipped
+    `progress(done, total)` is called as trajectory files are done. `mirror` also encodes every file's frames flipped
     horizontally (mirror augmentation; the black frame is its own mirror image). `workers` > 1 encodes in that
     many spawned processes on the CPU, the torch threads split between them: at batch 2 one process does not use
     several cores well (measured in benchmarks/bench_train.py). Each file is written by one process, atomically.
@@ -130,7 +128,7 @@ def precompute_features(
             black = np.zeros((1, size, size, 3), dtype=np.uint8)
             _atomic_save(black_path, encode_frames(model, encoder, black)[0])
         index = FeatureIndex(root)
-        jobs = frame_sources(dataset)[part[0] :: part[1]]
+        jobs = frame_sources(dataset)
         if workers > 1 and len(jobs) > 1:
             _encode_in_processes(model.vision_tower, encoder, index, jobs, mirror, batch_size, workers, progress)
         else:
@@ -153,12 +151,16 @@ def frame_sources(dataset: MixtureDataset) -> list[Path]:
     return list(sources)
 
 
+def _feature_paths(index: FeatureIndex, src: Path, mirror: bool) -> list[tuple[bool, Path]]:
+    """(flipped, cache path) of every feature file that frames file `src` needs: its own, and its mirror image's."""
+    return [(flip, index.path(src, flip)) for flip in ((False, True) if mirror else (False,))]
+
+
 def _encode_source(
     model: Any, encoder: SampleEncoder, index: FeatureIndex, src: Path, mirror: bool, batch_size: int
 ) -> None:
     """Write the features of one frames file (and of its mirror image) unless they are cached already."""
-    todo = [(flip, index.path(src, flip)) for flip in ((False, True) if mirror else (False,))]
-    todo = [(flip, dst) for flip, dst in todo if not dst.is_file()]
+    todo = [(flip, dst) for flip, dst in _feature_paths(index, src, mirror) if not dst.is_file()]
     if todo:
         store = FrameStore(src)
         frames = np.stack([store.frame(i) for i in range(len(store))])  # [T, H, W, 3]
@@ -167,18 +169,11 @@ def _encode_source(
             _atomic_save(dst, encode_frames(model, encoder, shown, batch_size))
 
 
-class _TowerOnly:
-    """What `encode_frames` reads of a model, for a worker process that receives only the tower."""
-
-    def __init__(self, vision_tower: nn.Module) -> None:
-        self.vision_tower = vision_tower
-
-
 def _encode_part(
     tower_spec: tuple[dict, Any, dict[str, torch.Tensor]], encoder: SampleEncoder, root: Path, sources: list[Path],
     mirror: bool, batch_size: int, threads: int,
-) -> int:  # fmt: skip
-    """A worker process's share of `precompute_features(workers=N)`; returns how many files it went through.
+) -> None:  # fmt: skip
+    """A worker process's share of `precompute_features(workers=N)`.
 
     The tower comes as (config dict, feature selection, weights) and is rebuilt here: a transformers tower does not
     pickle (its output-capturing hooks are local functions)."""
@@ -189,10 +184,10 @@ def _encode_part(
     tower = build_vision_tower(config, selection, pretrained=False)
     tower.load_state_dict(state)
     dtype = next(v.dtype for v in state.values() if v.is_floating_point())
-    model, index = _TowerOnly(tower.to(dtype).eval()), FeatureIndex(root)
+    model = SimpleNamespace(vision_tower=tower.to(dtype).eval())  # all that `encode_frames` reads of a model
+    index = FeatureIndex(root)
     for src in sources:
         _encode_source(model, encoder, index, src, mirror, batch_size)
-    return len(sources)
 
 
 def _encode_in_processes(
@@ -210,7 +205,6 @@ def _encode_in_processes(
     from concurrent.futures import ProcessPoolExecutor, wait
 
     threads = max(1, torch.get_num_threads() // workers)
-    flips = (False, True) if mirror else (False,)
     spec = (tower.config_dict, tower.selection, {k: v.detach().cpu() for k, v in tower.state_dict().items()})
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [
@@ -221,7 +215,7 @@ def _encode_in_processes(
         while pending:
             _, pending = wait(pending, timeout=1.0)
             if progress is not None:
-                done = sum(all(index.path(src, flip).is_file() for flip in flips) for src in jobs)
+                done = sum(all(dst.is_file() for _, dst in _feature_paths(index, src, mirror)) for src in jobs)
                 progress(done, len(jobs))
         for future in futures:
             future.result()  # a worker's exception, raised here
