@@ -33,7 +33,7 @@ setup-test: setup
 run: setup
 	$(BIN)/navila-agent run --episode $(EPISODE) $(ARGS)
 
-# The whole suite, slow tests included (about 3 minutes on 2 cores); `pytest` alone skips the slow ones.
+# The whole suite, slow tests included (5-10 minutes on 2 cores); `pytest` alone skips the slow ones.
 test: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "slow or not slow"

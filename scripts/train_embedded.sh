@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Train the shipped embedded model end to end: collect expert data -> train -> evaluate -> (optional) DAgger rounds.
 #
-#   scripts/train_embedded.sh                      # the shipped recipe (docs/MODEL_CARD.md): ~95 min on 2 CPU cores
-#                                                  # (collect 4, tower features 13, training 76) + evaluation
+#   scripts/train_embedded.sh                      # run F's recipe (the ImageNet tower, shipped in sessions 5-17):
+#                                                  # about 1 h on 2 CPU cores (collect 4 min, tower features 10,
+#                                                  # training ~45) + evaluation. The shipped model (a depth tower
+#                                                  # first, then this script with VISION_TOWER and one DAgger
+#                                                  # round): scripts/reproduce_navila_tiny.sh
 #   STEPS=200 LIMIT=50 scripts/train_embedded.sh   # a quick dry run of the whole pipeline
 #   DAGGER=2 scripts/train_embedded.sh             # then two DAgger rounds (session 4's runs E1, E2; no SR gain yet)
 #   DAGGER=1 DAGGER_BETAS=0.5 DAGGER_STEPS=1500 DAGGER_LRS=2e-4 DAGGER_REBALANCE=0 DAGGER_WEIGHT=2 \
