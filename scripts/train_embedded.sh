@@ -150,10 +150,13 @@ for ((round = 1; round <= DAGGER; round++)); do
   beta=$(pick DAGGER_BETAS $((round - 1))); steps=$(pick DAGGER_STEPS $((round - 1)))
   lr=$(pick DAGGER_LRS $((round - 1)))
   echo "== 4.$round DAgger: the expert acts with probability $beta, $FINAL otherwise; the expert labels every state"
-  # Two shards in parallel (one per core); shard k flips its coins with seed k (as session 4's runs did).
+  # Two shards in parallel (one per core); shard k flips its coins with seed k (as session 4's runs did). Each
+  # shard gets half the torch threads: two processes with OMP_NUM_THREADS=2 each on 2 cores collected 25x slower
+  # (session 22: 2.7 against 65 episodes/min), the OpenMP threads spinning against each other.
+  shard_threads=$(( OMP_NUM_THREADS > 1 ? OMP_NUM_THREADS / 2 : 1 ))
   pids=()
   for shard in 0 1; do
-    navila collect --split r2r_train --output "$DATA/r2r_dagger$round" --every "$DAGGER_EVERY" "${dagger_rebalance[@]}" \
+    OMP_NUM_THREADS=$shard_threads navila collect --split r2r_train --output "$DATA/r2r_dagger$round" --every "$DAGGER_EVERY" "${dagger_rebalance[@]}" \
       --policy "$FINAL" --beta "$beta" --shards 2 --shard-index "$shard" --seed "$shard" \
       --frame-codec npz "${limit_flag[@]}" &
     pids+=($!)
