@@ -5,7 +5,7 @@
 #   stage 1  scripts/train_embedded.sh on that tower: expert data of houses 0-39, the navigator D0;
 #   stage 2  one DAgger round on D0 (the shipped settings), giving DG.
 #
-#   scripts/reproduce_navila_tiny.sh              # ~2 h on 2 CPU cores (stage 0 ~13 min, stage 1 ~60, stage 2 ~25)
+#   scripts/reproduce_navila_tiny.sh              # ~2 h on 2 CPU cores (session 22: stage 0 16 min, 1 70, 2 28)
 #   INSTALL=1 scripts/reproduce_navila_tiny.sh    # and install the result as models/navila-tiny, stage 0's
 #                                                 # provenance in models/navila-tiny/training/tower/
 #   EVAL=1 scripts/reproduce_navila_tiny.sh       # and evaluate D0 and DG on r2r_val_unseen/val_seen with the

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.benchmarks.test_train_embedded_script import run_script as run_any_script
 
 
-def run_script(tmp_path: Path, timeout: int, **settings: str) -> subprocess.CompletedProcess:
-    """The script in `tmp_path` with `settings` as environment variables, one torch thread, caches of its own."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable, "PYTHONPATH": str(REPO),
-           "NAVILA_AGENT_CACHE": str(tmp_path / "cache"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **settings}  # fmt: skip
-    return subprocess.run(["bash", str(REPO / "scripts" / "reproduce_navila_tiny.sh")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+def run_script(tmp_path: Path, timeout: int, **settings: str):
+    """scripts/reproduce_navila_tiny.sh as test_train_embedded_script runs its script."""
+    return run_any_script(tmp_path, timeout, script="reproduce_navila_tiny.sh", **settings)
 
 
 @pytest.mark.slow  # 3 houses, a 1-epoch tower, 4 + 2 steps, install: ~2 min on the 2-core CI box

@@ -16,13 +16,14 @@ from tests.vlm.conftest import stored_float_dtypes
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_script(tmp_path: Path, timeout: int, **settings: str) -> subprocess.CompletedProcess:
-    """scripts/train_embedded.sh in `tmp_path` with `settings` as its environment variables, one torch thread and
-    a cache of its own."""
+def run_script(tmp_path: Path, timeout: int, script: str = "train_embedded.sh", **settings: str
+               ) -> subprocess.CompletedProcess:  # fmt: skip
+    """scripts/`script` in `tmp_path` with `settings` as its environment variables, one torch thread and a cache of
+    its own."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable, "PYTHONPATH": str(REPO),
            "NAVILA_AGENT_CACHE": str(tmp_path / "cache"),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **settings}  # fmt: skip
-    return subprocess.run(["bash", str(REPO / "scripts" / "train_embedded.sh")], cwd=tmp_path, env=env,
+    return subprocess.run(["bash", str(REPO / "scripts" / script)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
 
