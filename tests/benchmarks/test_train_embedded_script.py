@@ -34,10 +34,13 @@ def test_dry_run_installs_compact_model_with_its_training_files(tmp_path: Path) 
     tower = tmp_path / "tower"  # a fresh embedded model stands in for a `train-tower` output
     tok = vlm.build_tokenizer(["a tower"], vocab_size=300)
     vlm.save_checkpoint(vlm.build_model(vlm.embedded_config(tok), tok), tower)
+    from tests.vlm.train.test_word_init import write_text_encoder
+
+    write_text_encoder(tmp_path / "encoder")
     done = run_script(tmp_path, 420, STEPS="20", LIMIT="2", EVAL="0", INSTALL="1", RXR_EVERY="2", SEED="3",
                       VISION_TOWER=str(tower), DAGGER="1", DAGGER_STEPS="3", DAGGER_BETAS="0.5",
                       DAGGER_REBALANCE="0", DAGGER_WEIGHT="2", MIRROR="0.5", COLOUR_GRID="2",
-                      FEATURE_WORKERS="2")  # fmt: skip
+                      FEATURE_WORKERS="2", WORD_INIT=str(tmp_path / "encoder"))  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     installed = tmp_path / "models" / "navila-tiny"  # relative to the working directory, not the repository
     dtypes = stored_float_dtypes(installed)
@@ -60,6 +63,8 @@ def test_dry_run_installs_compact_model_with_its_training_files(tmp_path: Path) 
     assert config["train"]["mirror_prob"] == final["train"]["mirror_prob"] == 0.5  # MIRROR, in every training
     assert config["train"]["feature_workers"] == final["train"]["feature_workers"] == 2  # FEATURE_WORKERS too
     assert config["vision_tower"] == str(tower)  # VISION_TOWER reaches train --vision-tower
+    assert config["word_init"]["source"] == str(tmp_path / "encoder")  # WORD_INIT reaches train --word-init
+    assert final["word_init"] is None  # the DAgger round continues from the first run's embeddings
     assert [d["name"] for d in config["datasets"]] == ["r2r_gen", "rxr_gen"]  # RXR_EVERY: both in the mixture
     assert len((training / "before" / "navila-tiny" / "train_log.jsonl").read_text().splitlines()) >= 2
     assert len((training / "train_log.jsonl").read_text().splitlines()) >= 1
