@@ -428,7 +428,7 @@ def register(app: typer.Typer) -> None:
                     raise _fail(str(e)) from None
                 console.print(
                     f"word embeddings: {word_report['initialised']} of {word_report['tokens']} tokens from {word_init} "
-                    f"(PCA {word_report['source_dim']} -> {net.llm.get_input_embeddings().weight.shape[1]} keeps "
+                    f"(PCA {word_report['source_dim']} -> {word_report['width']} keeps "
                     f"{word_report['explained_variance']:.1%} of the variance)",
                     highlight=False,
                 )

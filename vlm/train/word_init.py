@@ -33,6 +33,7 @@ class WordInitReport:
     source: str
     source_vocab: int
     source_dim: int
+    width: int  # the language model's embedding width the vectors were reduced to
     tokens: int  # the fresh tokenizer's size
     initialised: int  # tokens given a pretrained vector (the rest keep their random init)
     explained_variance: float  # share of the pretrained vectors' variance the PCA to the model's width keeps
@@ -130,6 +131,7 @@ def init_word_embeddings(model: Any, source: Path) -> WordInitReport:
         source=str(source),
         source_vocab=int(matrix.shape[0]),
         source_dim=int(matrix.shape[1]),
+        width=width,
         tokens=len(tokenizer),
         initialised=len(ids),
         explained_variance=round(kept, 4),
