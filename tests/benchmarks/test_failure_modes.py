@@ -81,6 +81,23 @@ def test_summary_counts_and_table():
     assert "left the route" in table and "leg 0: 1" in table and "33.3%" in table
 
 
+def test_collided_share_without_the_never_stopping_episodes():
+    # A stuck episode (no STOP, every forward step against a wall) dominates the run's collided share.
+    rows = [
+        classify(record([(0, 0), (1, 0), (2, 0)], [MOVE_FORWARD, STOP], collided={1})),
+        classify(record([(0, 0), (1, 0), (2, 0), (3, 0)], [MOVE_FORWARD, MOVE_FORWARD, STOP])),
+        classify(record([(0, 0)] * 7, [MOVE_FORWARD] * 6, collided={1, 2, 3, 4, 5, 6})),
+    ]
+    s = summarise(rows)
+    assert s["classes"]["no_stop"]["episodes"] == 1
+    assert s["collided_forward_share"] == pytest.approx(7 / 9, abs=1e-4)
+    assert s["collided_forward_share_without_no_stop"] == pytest.approx(1 / 3, abs=1e-4)
+    assert "77.8% (33.3% without the 1 never-stopping episodes)" in failure_modes.failure_table(s)
+    only_stuck = summarise(rows[2:])
+    assert only_stuck["collided_forward_share_without_no_stop"] is None
+    assert "100.0% (- without the 1 never-stopping episodes)" in failure_modes.failure_table(only_stuck)
+
+
 def test_bad_record_names_the_field():
     bad = record([(0, 0), (1, 0)], [STOP])
     del bad["reference_path"]
