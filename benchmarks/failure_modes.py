@@ -191,6 +191,12 @@ def _median(values: Sequence[float]) -> float | None:
     return round(float(np.median(values)), 4) if values else None
 
 
+def _collided_share(rows: Sequence[EpisodeFailure]) -> float | None:
+    """Share of the rows' forward steps that collided; None without forward steps."""
+    forward = sum(r.forward_steps for r in rows)
+    return round(sum(r.collided_forward for r in rows) / forward, 4) if forward else None
+
+
 def summarise(rows: Sequence[EpisodeFailure]) -> dict[str, Any]:
     """Counts, shares and median progress per class; the legs where routes were left; collided forward steps."""
     n = len(rows)
@@ -205,11 +211,6 @@ def summarise(rows: Sequence[EpisodeFailure]) -> dict[str, Any]:
             "median_first_turn_error": _median([r.first_turn_error for r in mine if r.first_turn_error is not None]),
         }
     left = [r for r in rows if r.category == "left_route"]
-    forward = sum(r.forward_steps for r in rows)
-    # The episodes that never stop often end pressed against a wall for hundreds of steps and dominate the count
-    # (session 24: 40.3 % of X0's forward steps collided, 11.3 % outside its 21 never-stopping episodes).
-    stopping = [r for r in rows if r.category != "no_stop"]
-    forward_stopping = sum(r.forward_steps for r in stopping)
     turned = [r for r in rows if r.first_turn_error is not None]
     big = [r for r in turned if abs(r.first_turn_needed) > 30]
     return {
@@ -217,10 +218,10 @@ def summarise(rows: Sequence[EpisodeFailure]) -> dict[str, Any]:
         "classes": classes,
         "left_route_legs": dict(sorted(Counter(r.left_leg for r in left if r.left_leg is not None).items())),
         "left_route_median_progress": _median([r.left_progress for r in left if r.left_progress is not None]),
-        "collided_forward_share": round(sum(r.collided_forward for r in rows) / forward, 4) if forward else None,
-        "collided_forward_share_without_no_stop": (
-            round(sum(r.collided_forward for r in stopping) / forward_stopping, 4) if forward_stopping else None
-        ),
+        "collided_forward_share": _collided_share(rows),
+        # The episodes that never stop often end pressed against a wall for hundreds of steps and dominate the
+        # count (session 24: 40.3 % of X0's forward steps collided, 11.3 % outside its 21 never-stopping episodes).
+        "collided_forward_share_without_no_stop": _collided_share([r for r in rows if r.category != "no_stop"]),
         "episodes_mostly_colliding": sum(
             1 for r in rows if r.forward_steps and r.collided_forward > r.forward_steps / 2
         ),
