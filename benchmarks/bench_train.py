@@ -7,6 +7,9 @@
     python -m benchmarks.bench_train --init embedded-cnn      # the convnet tower trained with the navigator (pixels)
     python -m benchmarks.bench_train --features 1,2           # only the one-off feature encoding: frames/s with 1
                                                               # and 2 worker processes (train --feature-workers)
+    python -m benchmarks.bench_train --paths cached --precision fp32,bf16
+                                                              # bf16 autocast against fp32 (train --bf16 yes/no);
+                                                              # on a CPU it pays where the CPU has AMX / AVX512-BF16
 
 Both training paths run by default: pixels (the tower in the loop, as when it is tuned) and cached features
 (the frozen tower's features encoded once per stored frame, what `navila-agent train` does by default), with
@@ -127,11 +130,29 @@ def time_feature_encoding(model, dataset, encoder, cache: str, workers: int = 1)
     return sum(len(np.load(f, mmap_mode="r")) for f in (Path(index.root) / "frames").glob("*.npy")), seconds
 
 
-def bench(device: str, args: argparse.Namespace, data: Path, cached: bool = False) -> dict:
+PRECISIONS = {"auto": "auto", "fp32": "no", "bf16": "yes"}  # --precision -> TrainConfig.bf16
+
+
+def bf16_cpu_flags() -> list[str]:
+    """The CPU's bf16 instruction sets named in /proc/cpuinfo (amx_bf16, avx512_bf16), [] elsewhere: without
+    them torch's CPU bf16 autocast runs emulated kernels and is expected to be slower than fp32."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return sorted({"amx_bf16", "avx512_bf16"} & set(flags))
+
+
+def bench(
+    device: str, args: argparse.Namespace, data: Path, cached: bool = False, precision: str = "auto"
+) -> dict:
     """Train `warmup` then `steps` steps on `device`; throughput over the timed `steps` (final save excluded).
 
     cached: train on cached tower features (`train --cache-vision-features`, the frozen-tower path the shipped
     model uses); the one-off encoding of every stored frame is timed separately (`precompute_frames_per_s`).
+    precision: `PRECISIONS`' key — auto (the trainer's default: bf16 autocast on CUDA, fp32 on a CPU), fp32 or
+    bf16; every precision starts from the same seed, so the rows train the same model on the same batches.
     """
     import torch
 
@@ -156,6 +177,7 @@ def bench(device: str, args: argparse.Namespace, data: Path, cached: bool = Fals
             gradient_checkpointing=args.gradient_checkpointing,
             cache_vision_features="yes" if cached else "no",
             feature_cache_dir=f"{out}/features" if cached else None,
+            bf16=PRECISIONS[precision],
         )
         if args.warmup:  # lazy inits, allocator warm-up, first-batch costs
             train(
@@ -178,6 +200,7 @@ def bench(device: str, args: argparse.Namespace, data: Path, cached: bool = Fals
     return {
         "device": device if device == "cpu" else torch.cuda.get_device_name(0),
         "path": "cached features" if cached else "pixels",
+        "precision": ("bf16" if device != "cpu" else "fp32") if precision == "auto" else precision,
         "init": args.init,
         "batch_size": args.batch_size,
         "steps": args.steps,
@@ -243,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--precision",
+        default="auto",
+        help="comma list of auto (bf16 autocast on CUDA, fp32 on a CPU: the trainer's default), fp32, bf16 "
+        "(train --bf16 yes, also on a CPU); with two, the second's speed against the first's is printed",
+    )
+    parser.add_argument(
         "--features",
         default=None,
         help="comma list of worker counts, e.g. 1,2: time only the feature encoding (train --feature-workers)",
@@ -291,31 +320,59 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown --paths {unknown or args.paths!r}; available: pixels, cached")
         if "cached" in paths and args.tune_vision_tower:
             parser.error("--paths cached needs a frozen tower (drop --tune-vision-tower)")
-        rows = [bench(device, args, data, cached=p == "cached") for device in devices for p in paths]
+        precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+        bad = sorted(set(precisions) - set(PRECISIONS))
+        if bad or not precisions:
+            parser.error(f"unknown --precision {bad or args.precision!r}; available: {', '.join(PRECISIONS)}")
+        rows = [
+            bench(device, args, data, cached=p == "cached", precision=prec)
+            for device in devices
+            for p in paths
+            for prec in precisions
+        ]
     if args.json:
         for row in rows:
             print(json.dumps(row))
         return 0
     print(
         f"training throughput: {args.init} model, batch {args.batch_size}, {args.steps} timed steps "
-        f"(torch threads {torch.get_num_threads()})"
+        f"(torch threads {torch.get_num_threads()}; CPU bf16 instructions: {', '.join(bf16_cpu_flags()) or 'none'})"
     )
     print(
-        f"{'device':<28} {'path':<16} {'samples/s':>10} {'s/step':>8} {'data share':>11} {'loss':>7} "
-        f"{'peak GiB':>9} {'precompute':>14}"
+        f"{'device':<28} {'path':<16} {'precision':<10} {'samples/s':>10} {'s/step':>8} {'data share':>11} "
+        f"{'loss':>7} {'peak GiB':>9} {'precompute':>14}"
     )
     for r in rows:
         pre = f"{r['precompute_frames_per_s']:.1f} frames/s" if r["precompute_frames_per_s"] else "-"
         print(
-            f"{r['device']:<28} {r['path']:<16} {r['samples_per_s']:>10.2f} {r['s_per_step'] or float('nan'):>8.2f} "
-            f"{r['data_share'] * 100:>10.1f}% {r['final_loss']:>7.3f} {r['peak_gpu_gib'] or '-':>9} {pre:>14}"
+            f"{r['device']:<28} {r['path']:<16} {r['precision']:<10} {r['samples_per_s']:>10.2f} "
+            f"{r['s_per_step'] or float('nan'):>8.2f} {r['data_share'] * 100:>10.1f}% {r['final_loss']:>7.3f} "
+            f"{r['peak_gpu_gib'] or '-':>9} {pre:>14}"
         )
-    for device in dict.fromkeys(r["device"] for r in rows):
-        by_path = {r["path"]: r["samples_per_s"] for r in rows if r["device"] == device}
-        if len(by_path) == 2 and by_path["pixels"]:
-            ratio = by_path["cached features"] / by_path["pixels"]
-            print(f"{device}: cached features train {ratio:.1f}x the samples/s of pixels")
+    for line in speed_ratios(rows):
+        print(line)
     return 0
+
+
+def speed_ratios(rows: list[dict]) -> list[str]:
+    """Ratios measured in this run: cached features against pixels (same device and precision), and each device's
+    and path's last precision against its first (e.g. bf16 against fp32)."""
+    lines = []
+    for device in dict.fromkeys(r["device"] for r in rows):
+        for prec in dict.fromkeys(r["precision"] for r in rows if r["device"] == device):
+            by_path = {r["path"]: r["samples_per_s"] for r in rows if r["device"] == device and r["precision"] == prec}
+            if len(by_path) == 2 and by_path["pixels"]:
+                ratio = by_path["cached features"] / by_path["pixels"]
+                lines.append(f"{device} ({prec}): cached features train {ratio:.1f}x the samples/s of pixels")
+        for path in dict.fromkeys(r["path"] for r in rows if r["device"] == device):
+            same = [r for r in rows if r["device"] == device and r["path"] == path]
+            if len(same) >= 2 and same[0]["samples_per_s"] and same[-1]["precision"] != same[0]["precision"]:
+                ratio = same[-1]["samples_per_s"] / same[0]["samples_per_s"]
+                lines.append(
+                    f"{device} ({path}): {same[-1]['precision']} trains {ratio:.2f}x the samples/s of "
+                    f"{same[0]['precision']} (final loss {same[-1]['final_loss']:.3f} against {same[0]['final_loss']:.3f})"
+                )
+    return lines
 
 
 def report_features(rows: list[dict], as_json: bool) -> int:

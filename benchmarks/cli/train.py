@@ -254,7 +254,11 @@ def register(app: typer.Typer) -> None:
         gradient_checkpointing: bool = typer.Option(
             False, help="Trade compute for memory in the language model."
         ),
-        bf16: str = typer.Option("auto", help="bf16 autocast: auto (on CUDA), yes, no."),
+        bf16: str = typer.Option(
+            "auto",
+            help="bf16 autocast: auto (on CUDA), yes (also on a CPU: faster where it has AMX, "
+            "`python -m benchmarks.bench_train --precision fp32,bf16` measures it), no.",
+        ),
         action_token_weight: float = typer.Option(
             1.0, help="Loss weight on the action words and amount tokens."
         ),

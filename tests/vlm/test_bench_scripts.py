@@ -57,6 +57,41 @@ def test_bench_train_both_paths_report_and_agree(capsys) -> None:
         bench_train.main([*argv, "--paths", "pixels,bogus"])
 
 
+def test_bench_train_precision_rows_and_ratio(capsys) -> None:
+    """--precision fp32,bf16: one row per precision on the same data and init (so nearly the same loss: bf16
+    autocast only rounds), the bf16-against-fp32 line, and an unknown precision refused by name."""
+    from benchmarks import bench_train
+
+    argv = ["--init", "tiny", "--steps", "2", "--warmup", "0", "--trajectories", "2", "--frame-size", "32",
+            "--paths", "cached", "--devices", "cpu", "--precision", "fp32,bf16"]  # fmt: skip
+    assert bench_train.main([*argv, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(r["path"], r["precision"]) for r in rows] == [("cached features", "fp32"), ("cached features", "bf16")]
+    assert all(r["samples_per_s"] > 0 for r in rows)
+    assert rows[0]["final_loss"] == pytest.approx(rows[1]["final_loss"], abs=0.1)
+    assert bench_train.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "bf16 trains" in out and "the samples/s of fp32" in out and "CPU bf16 instructions" in out
+    with pytest.raises(SystemExit):
+        bench_train.main([*argv[:-1], "fp16"])
+    assert "unknown --precision ['fp16']" in capsys.readouterr().err
+
+
+def test_bench_train_auto_precision_names_what_the_trainer_uses() -> None:
+    """The default precision is the trainer's: fp32 rows on a CPU; the speed ratios pair like with like."""
+    from benchmarks import bench_train
+
+    rows = [
+        {"device": "cpu", "path": "pixels", "precision": "fp32", "samples_per_s": 2.0, "final_loss": 1.0},
+        {"device": "cpu", "path": "cached features", "precision": "fp32", "samples_per_s": 20.0, "final_loss": 1.0},
+        {"device": "cpu", "path": "cached features", "precision": "bf16", "samples_per_s": 30.0, "final_loss": 1.01},
+    ]
+    lines = bench_train.speed_ratios(rows)
+    assert "cpu (fp32): cached features train 10.0x the samples/s of pixels" in lines
+    assert any(line.startswith("cpu (cached features): bf16 trains 1.50x") for line in lines)
+    assert not any("(pixels): " in line for line in lines)  # one precision on pixels: nothing to compare
+
+
 def test_bench_train_embedded_cnn_trains_its_tower_on_pixels(capsys) -> None:
     """--init embedded-cnn: the convnet tower always trains, so only the pixels path runs (cached features need a
     frozen tower, and asking for them says so)."""
