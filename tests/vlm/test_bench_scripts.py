@@ -51,6 +51,7 @@ def test_bench_train_both_paths_report_and_agree(capsys) -> None:
     assert rows[0]["precompute_frames_per_s"] is None and rows[1]["precompute_frames_per_s"] > 0
     assert all(r["samples_per_s"] > 0 and 0 <= r["data_share"] <= 1 for r in rows)
     assert rows[0]["final_loss"] == pytest.approx(rows[1]["final_loss"], abs=2e-3)
+    assert {r["precision"] for r in rows} == {"fp32"}  # the default is the trainer's: fp32 on a CPU
     assert bench_train.main(argv) == 0
     assert "cached features train" in capsys.readouterr().out
     with pytest.raises(SystemExit):
@@ -77,8 +78,9 @@ def test_bench_train_precision_rows_and_ratio(capsys) -> None:
     assert "unknown --precision ['fp16']" in capsys.readouterr().err
 
 
-def test_bench_train_auto_precision_names_what_the_trainer_uses() -> None:
-    """The default precision is the trainer's: fp32 rows on a CPU; the speed ratios pair like with like."""
+def test_bench_train_speed_ratios_pair_like_with_like() -> None:
+    """Cached against pixels within one precision, a precision against another within one path, and no ratio
+    where a path ran in one precision only."""
     from benchmarks import bench_train
 
     rows = [
