@@ -152,11 +152,12 @@ def bench(
     cached: train on cached tower features (`train --cache-vision-features`, the frozen-tower path the shipped
     model uses); the one-off encoding of every stored frame is timed separately (`precompute_frames_per_s`).
     precision: `PRECISIONS`' key — auto (the trainer's default: bf16 autocast on CUDA, fp32 on a CPU), fp32 or
-    bf16; every precision starts from the same seed, so the rows train the same model on the same batches.
+    bf16; every precision starts from the same seed, so the rows train the same model on the same batches. The
+    row's precision is what the trainer used (`uses_bf16`).
     """
     import torch
 
-    from vlm.train.trainer import TrainConfig, train
+    from vlm.train.trainer import TrainConfig, train, uses_bf16
 
     dataset, model, encoder = setup(args, data)
     precompute_fps = None
@@ -188,19 +189,14 @@ def bench(
                 show_progress=False,
             )
         t0 = time.perf_counter()
-        result = train(
-            model,
-            dataset,
-            encoder,
-            TrainConfig(output_dir=f"{out}/timed", steps=args.steps, **common),
-            show_progress=False,
-        )
+        config = TrainConfig(output_dir=f"{out}/timed", steps=args.steps, **common)
+        result = train(model, dataset, encoder, config, show_progress=False)
         wall = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
     return {
         "device": device if device == "cpu" else torch.cuda.get_device_name(0),
         "path": "cached features" if cached else "pixels",
-        "precision": ("bf16" if device != "cpu" else "fp32") if precision == "auto" else precision,
+        "precision": "bf16" if uses_bf16(config) else "fp32",
         "init": args.init,
         "batch_size": args.batch_size,
         "steps": args.steps,
@@ -314,16 +310,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         if workers:
             return report_features(bench_features(args, data, workers), args.json)
-        paths = [p.strip() for p in args.paths.split(",") if p.strip()]
-        unknown = sorted(set(paths) - {"pixels", "cached"})
-        if unknown or not paths:
-            parser.error(f"unknown --paths {unknown or args.paths!r}; available: pixels, cached")
+        paths = comma_choices(parser, "--paths", args.paths, ("pixels", "cached"))
         if "cached" in paths and args.tune_vision_tower:
             parser.error("--paths cached needs a frozen tower (drop --tune-vision-tower)")
-        precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
-        bad = sorted(set(precisions) - set(PRECISIONS))
-        if bad or not precisions:
-            parser.error(f"unknown --precision {bad or args.precision!r}; available: {', '.join(PRECISIONS)}")
+        precisions = comma_choices(parser, "--precision", args.precision, tuple(PRECISIONS))
         rows = [
             bench(device, args, data, cached=p == "cached", precision=prec)
             for device in devices
@@ -352,6 +342,18 @@ def main(argv: list[str] | None = None) -> int:
     for line in speed_ratios(rows):
         print(line)
     return 0
+
+
+def comma_choices(
+    parser: argparse.ArgumentParser, flag: str, value: str, allowed: tuple[str, ...]
+) -> list[str]:
+    """`value`'s comma-separated items, each one of `allowed`; anything else (or nothing) is a usage error naming
+    `flag`."""
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = sorted(set(items) - set(allowed))
+    if unknown or not items:
+        parser.error(f"unknown {flag} {unknown or value!r}; available: {', '.join(allowed)}")
+    return items
 
 
 def speed_ratios(rows: list[dict]) -> list[str]:

@@ -355,6 +355,12 @@ class TrainResult:
     evals: list[dict[str, Any]]
 
 
+def uses_bf16(config: TrainConfig) -> bool:
+    """Whether this run trains under bf16 autocast: asked for ("yes", also on a CPU), or "auto" on a GPU."""
+    on_gpu = config.device == "auto" and torch.cuda.is_available()
+    return config.bf16 == "yes" or (config.bf16 == "auto" and on_gpu)
+
+
 def uses_feature_cache(model: torch.nn.Module, config: TrainConfig) -> bool:
     """Whether this run trains on cached tower features: asked for, or "auto" with a frozen tower and a VLM."""
     if config.cache_vision_features == "no" or config.tune_vision_tower:
@@ -466,7 +472,7 @@ def train(
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     on_gpu = config.device == "auto" and torch.cuda.is_available()
-    use_bf16 = config.bf16 == "yes" or (config.bf16 == "auto" and on_gpu)
+    use_bf16 = uses_bf16(config)
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         # accelerate keeps one process-wide state and refuses a second Accelerator on another device; a single
         # process may train on the GPU and then on the CPU (bench_train, tests), so start from a clean state.
