@@ -22,7 +22,8 @@ output folders.
 
 Output layout (one folder per collection; `vlm/train/dataset.py` reads it):
 
-    OUT/manifest.json                     # counts per action, trajectories, samples, frames, split, settings
+    OUT/manifest.json                     # counts per action, trajectories, samples, frames, split, settings,
+                                          # episodes_selected and complete (every shard's episodes on disk)
     OUT/shard-00000/frames/<traj>.npz     # every frame of one trajectory, stored once (see `write_frames`):
                                           #   one PNG (default) or JPEG per frame, or raw `rgb` [T, H, W, 3]
     OUT/shard-00000/depth/<traj>.npz      # with --depth-size S: `depth` [T, S, S] float16 metres
@@ -723,8 +724,13 @@ def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
 
-def write_manifest(output: Path, config: CollectConfig) -> dict[str, Any]:
-    """Totals over every shard on disk (so parallel per-shard collectors agree), plus the settings."""
+def write_manifest(output: Path, config: CollectConfig, selected: int | None = None) -> dict[str, Any]:
+    """Totals over every shard on disk (so parallel per-shard collectors agree), plus the settings.
+
+    `selected` is the number of episodes the whole collection covers (every shard, after `every` and `limit`). It
+    is recorded as `episodes_selected`, with `complete` saying whether every one of them is on disk, so a folder
+    whose other shards are still running, or whose collection was interrupted, is not trained on as if finished.
+    """
     trajectories = []
     for folder in sorted(output.glob("shard-*")):
         trajectories.extend(read_jsonl(folder / TRAJECTORIES_FILE))
@@ -753,6 +759,9 @@ def write_manifest(output: Path, config: CollectConfig) -> dict[str, Any]:
         "expert": "shortest_path_follower" if config.beta < 1.0 else config.expert,
         "settings": settings,
     }
+    if selected is not None:
+        manifest["episodes_selected"] = selected
+        manifest["complete"] = len(trajectories) >= selected
     tmp = (
         output / f"{MANIFEST_FILE}.{os.getpid()}.tmp"
     )  # per process: parallel shard collectors may race here
@@ -832,7 +841,7 @@ def collect(
     finally:
         for writer in writers.values():
             writer.close()
-    return write_manifest(output, config)
+    return write_manifest(output, config, selected=len(selected))
 
 
 def shard_assignment(episodes: Sequence[Episode], shards: int, by_path: bool) -> list[int]:

@@ -157,3 +157,10 @@ def register(app: typer.Typer) -> None:
             f"{manifest['frames']} frames -> {output}",
             highlight=False,
         )
+        if manifest.get("complete") is False:
+            console.print(
+                f"incomplete: {manifest['trajectories']} of the {manifest['episodes_selected']} trajectories are on "
+                "disk (other shards still running or not run yet); `train` refuses the folder until the rest is "
+                "collected",
+                highlight=False,
+            )

@@ -105,6 +105,21 @@ def test_collect_train_checkpoint_load_eval(tiny_splits, tmp_path):
     assert manifest["expert"] == "shortest_path_follower" and manifest["samples"] == manifest["decisions"] > 0
 
 
+def test_train_refuses_a_collection_with_a_shard_missing(tiny_splits, monkeypatch, tmp_path):
+    monkeypatch.setenv("NAVILA_AGENT_GEN_EPISODES", "4")  # two paths, one per shard (a path's episodes stay together)
+    data = tmp_path / "half"
+    args = ["collect", "--split", "r2r_train", "--output", str(data), "--frame-size", "32", "--shards", "2"]
+    result = invoke([*args, "--shard-index", "0"])
+    assert "incomplete: 2 of the 4 trajectories are on disk" in result.output
+    train = ["train", "--data-mixture", str(data), "--init", "tiny", "--vocab-size", "400", "--steps", "1",
+             "--batch-size", "1", "--output", str(tmp_path / "run")]  # fmt: skip
+    result = CliRunner().invoke(app, train)
+    assert result.exit_code == 2 and "'half' at" in result.output and "2 of the 4 trajectories" in result.output
+    assert not (tmp_path / "run").exists()
+    result = invoke([*args, "--shard-index", "1"])
+    assert "incomplete" not in result.output
+
+
 def test_bad_input_gives_a_clear_message(tmp_path):
     result = CliRunner().invoke(
         app, ["train", "--data-mixture", "nope", "--init", "tiny", "--output", str(tmp_path / "r")]

@@ -303,6 +303,25 @@ def test_parallel_shards_keep_the_episodes_of_a_path_together(tmp_path):
     assert [r["traj"] for r in shard1] == ["r2r_train__2", "r2r_train__3"]
 
 
+def test_a_folder_missing_a_shard_is_marked_incomplete_and_not_trained_on(tmp_path):
+    """Shard collectors run in parallel: until the last one finishes, the folder is a partial collection and the
+    training loader says so (naming the folder and the counts) instead of training on half the split."""
+    episodes = _pairs()
+    out = tmp_path / "c"
+    config = CollectConfig(output=str(out), shards=2, shard_index=0)
+    manifest = collect(config, episodes, FakeDriver(), ReplayExpert(), prompt_fn)
+    assert manifest["episodes_selected"] == 6 and manifest["trajectories"] == 4 and manifest["complete"] is False
+    with pytest.raises(ValueError, match=r"'c' at .*c is incomplete: 4 of the 6 trajectories"):
+        TrajectoryDataset(out)
+    config = CollectConfig(output=str(out), shards=2, shard_index=1)
+    manifest = collect(config, episodes, FakeDriver(), ReplayExpert(), prompt_fn)
+    assert manifest["trajectories"] == 6 and manifest["complete"] is True
+    assert len(TrajectoryDataset(out)) == manifest["samples"]
+    config = CollectConfig(output=str(tmp_path / "l"), limit=2)
+    limited = collect(config, episodes, FakeDriver(), ReplayExpert(), prompt_fn)
+    assert limited["episodes_selected"] == 2 and limited["complete"] is True  # --limit is what was asked for
+
+
 def test_resume_skips_trajectories_finished_in_another_shard(tmp_path):
     """A collection sharded by episode index (before path sharding) resumes without collecting anything twice."""
     episodes = _pairs()

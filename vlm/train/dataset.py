@@ -198,14 +198,24 @@ class TrajectoryDataset(torch.utils.data.Dataset):
             )
         self.samples: list[dict[str, Any]] = []
         self._shard_of: list[Path] = []
+        finished = 0
         for shard in sorted(self.root.glob("shard-*")):
             done = {r["traj"] for r in _read_jsonl(shard / "trajectories.jsonl")}
+            finished += len(done)
             for s in _read_jsonl(shard / "samples.jsonl"):
                 if s["traj"] in done:
                     self.samples.append(s)
                     self._shard_of.append(shard)
         if not self.samples:
             raise ValueError(f"dataset '{self.name}' at {self.root} holds no finished samples")
+        selected = self.manifest.get("episodes_selected")
+        if isinstance(selected, int) and finished < selected:
+            # Counted on disk, not read from the manifest's `complete`: parallel shard collectors each rewrite it.
+            raise ValueError(
+                f"dataset '{self.name}' at {self.root} is incomplete: {finished} of the {selected} trajectories its "
+                "collection selected are on disk (a shard still running, not run yet, or interrupted). Finish it "
+                "with the same `navila-agent collect` command(s): they resume where they stopped"
+            )
         self._cache: OrderedDict[Path, FrameStore] = OrderedDict()
         self._cache_size = cache_trajectories
         self._resize: Callable[[np.ndarray], np.ndarray] | None = None
