@@ -81,6 +81,20 @@ def test_summary_counts_and_table():
     assert "left the route" in table and "leg 0: 1" in table and "33.3%" in table
 
 
+def test_success_by_the_routes_legs():
+    two_legs = classify(record([(0, 0), (5, 0), (5, 4)], [MOVE_FORWARD, STOP], sr=1.0))
+    assert two_legs.legs == 2
+    long = {**record([(0, 0), (1, 0), (2, 0)], [MOVE_FORWARD, STOP]), "reference_path": [[x, 0.0, 0.0] for x in range(9)]}
+    eight_legs = [classify(long), classify({**long, "metrics": {"sr": 1.0}}), classify(long)]
+    assert [r.legs for r in eight_legs] == [8, 8, 8]
+    s = summarise([two_legs, *eight_legs])
+    assert s["success_by_legs"] == {
+        "0-3": {"episodes": 1, "successes": 1, "sr": 1.0},
+        "8-9": {"episodes": 3, "successes": 1, "sr": 0.3333},
+    }
+    assert "success by the route's legs: 0-3: 1/1 (100.0%), 8-9: 1/3 (33.3%)" in failure_modes.failure_table(s)
+
+
 def test_collided_share_without_the_never_stopping_episodes():
     # A stuck episode (no STOP, every forward step against a wall) dominates the run's collided share.
     rows = [
