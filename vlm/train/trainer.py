@@ -355,10 +355,14 @@ class TrainResult:
     evals: list[dict[str, Any]]
 
 
+def runs_on_gpu(config: TrainConfig) -> bool:
+    """Whether this run trains on the GPU: `device` "auto" on a machine with CUDA."""
+    return config.device == "auto" and torch.cuda.is_available()
+
+
 def uses_bf16(config: TrainConfig) -> bool:
     """Whether this run trains under bf16 autocast: asked for ("yes", also on a CPU), or "auto" on a GPU."""
-    on_gpu = config.device == "auto" and torch.cuda.is_available()
-    return config.bf16 == "yes" or (config.bf16 == "auto" and on_gpu)
+    return config.bf16 == "yes" or (config.bf16 == "auto" and runs_on_gpu(config))
 
 
 def uses_feature_cache(model: torch.nn.Module, config: TrainConfig) -> bool:
@@ -471,7 +475,7 @@ def train(
 
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    on_gpu = config.device == "auto" and torch.cuda.is_available()
+    on_gpu = runs_on_gpu(config)
     use_bf16 = uses_bf16(config)
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         # accelerate keeps one process-wide state and refuses a second Accelerator on another device; a single
