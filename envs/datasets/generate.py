@@ -419,16 +419,24 @@ def manifest_path(name: str) -> Path:
 
 
 def is_built(name: str, config: SplitGenConfig | None = None) -> bool:
-    """Whether split `name` is on disk (complete: episode file and manifest), built with `config` if one is given."""
+    """Whether split `name` is on disk (complete: episode file and manifest), built with `config` if one is given.
+
+    Without `config`: a build made with an explicit config (`data build --houses ...`, tests) is kept whatever
+    its size; a build of the preset counts only while it is still the preset (`preset_config`, which includes
+    $NAVILA_AGENT_GEN_HOUSES / _EPISODES), so asking for another size through the environment rebuilds it.
+    Manifests written before this rule (no `from_preset`) count as explicit builds and are kept."""
     mpath = manifest_path(name)
     if not (episode_file(name, generated_dataset_dir(name)).is_file() and mpath.is_file()):
         return False
-    if config is None:
-        return True
     try:
-        return json.loads(mpath.read_text()).get("config") == asdict(config)
+        manifest = json.loads(mpath.read_text())
     except (OSError, json.JSONDecodeError):
         return False
+    if config is not None:
+        return manifest.get("config") == asdict(config)
+    if manifest.get("from_preset") is True:
+        return manifest.get("config") == asdict(preset_config(name))
+    return True
 
 
 def build_split(
@@ -441,8 +449,9 @@ def build_split(
 ) -> Path:
     """Build generated split `name` (houses too, where missing) unless it is already built; returns the episode file.
 
-    Without `config`, any complete build of the split is kept (first use builds the preset, with the env
-    overrides); with `config`, a build made with another config is replaced. `force` always rebuilds.
+    Without `config`, the preset is built (with the env overrides) unless a build is kept (`is_built`: an
+    explicit-config build always is, a preset build while the preset is unchanged); with `config`, a build made
+    with another config is replaced. `force` always rebuilds.
     `progress` shows a rich progress bar on stderr; `on_house(done, total)` is called after each house;
     `workers` processes build houses in parallel (0 = `default_workers()`; the output does not depend on it). A
     file lock makes concurrent callers (parallel eval workers) wait for one build instead of racing.
@@ -474,7 +483,8 @@ def build_split(
         stats = split_stats(episodes)
         stats["build_seconds"] = round(time.perf_counter() - t0, 2)
         tmp = manifest_path(name).with_suffix(".tmp")
-        tmp.write_text(json.dumps({"split": name, "config": asdict(cfg), "stats": stats}, indent=1))
+        manifest = {"split": name, "config": asdict(cfg), "from_preset": config is None, "stats": stats}
+        tmp.write_text(json.dumps(manifest, indent=1))
         tmp.replace(manifest_path(name))
     return target
 

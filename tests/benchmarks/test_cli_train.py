@@ -106,9 +106,8 @@ def test_collect_train_checkpoint_load_eval(tiny_splits, tmp_path):
 
 
 def test_train_refuses_a_collection_with_a_shard_missing(tiny_splits, monkeypatch, tmp_path):
-    # Two paths, one per shard (a path's episodes stay together). A cache of its own: the session's cache may
-    # already hold a one-path r2r_train built by another test, and a built split is kept whatever its size.
-    monkeypatch.setenv("NAVILA_AGENT_CACHE", str(tmp_path / "cache"))
+    # Two paths, one per shard (a path's episodes stay together). The session's cache may already hold a one-path
+    # r2r_train built by another test: the explicit size rebuilds it (envs.datasets.generate.is_built).
     monkeypatch.setenv("NAVILA_AGENT_GEN_EPISODES", "4")
     data = tmp_path / "half"
     args = ["collect", "--split", "r2r_train", "--output", str(data), "--frame-size", "32", "--shards", "2"]

@@ -159,6 +159,34 @@ def test_config_validation_and_env_overrides(monkeypatch):
         preset_config("r2r_train")
 
 
+def test_an_env_size_rebuilds_a_preset_build_and_keeps_an_explicit_one(tmp_path, monkeypatch):
+    """Without a config the preset is built (with $NAVILA_AGENT_GEN_HOUSES / _EPISODES); asking for another size
+    through the environment rebuilds it, while a build made with an explicit config (`data build --houses`) is
+    kept whatever the environment says, as is a manifest from before the rule (no `from_preset`)."""
+    import json
+
+    monkeypatch.setenv("NAVILA_AGENT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(ENV_HOUSES, "1")
+    monkeypatch.setenv(ENV_EPISODES, "2")
+    build_split("r2r_val_seen", progress=False)
+    assert len(load_split("r2r_val_seen")) == 2 and is_built("r2r_val_seen")
+    assert json.loads(manifest_path("r2r_val_seen").read_text())["from_preset"] is True
+    monkeypatch.setenv(ENV_EPISODES, "3")
+    assert not is_built("r2r_val_seen")
+    assert len(load_split("r2r_val_seen")) == 3  # rebuilt at the size asked for
+    explicit = replace(preset_config("r2r_val_seen"), episodes_per_house=1)
+    build_split("r2r_val_seen", config=explicit, progress=False)
+    assert is_built("r2r_val_seen") and len(load_split("r2r_val_seen")) == 1  # kept although the env says 3
+    manifest = json.loads(manifest_path("r2r_val_seen").read_text())
+    assert manifest["from_preset"] is False
+    manifest["from_preset"] = True  # the same build made from a preset: the env's size now wins
+    manifest_path("r2r_val_seen").write_text(json.dumps(manifest))
+    assert not is_built("r2r_val_seen")
+    del manifest["from_preset"]  # written before the rule: kept
+    manifest_path("r2r_val_seen").write_text(json.dumps(manifest))
+    assert is_built("r2r_val_seen")
+
+
 def _synthetic_house() -> House:
     """Two 4 m x 4 m rooms side by side (x 0-4 and 4-8, z 0-4) joined by a 1 m doorway at z 1.5-2.5."""
     res = 0.1
