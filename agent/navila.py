@@ -6,7 +6,8 @@
 
 One decision: the agent keeps every low-level RGB frame (one `vlm.media.Image` keyed (episode uid, t), so the
 model's feature cache encodes each frame once), samples 8 with `vlnce_frame_sampling` (7 history frames with
-black pads in front, then the current one), asks the model with the NaVILA prompt, parses the answer with
+black pads in front, then the current one; the history rule is the model's `frame_sampling`, NaVILA's uniform one
+unless the model was trained with another), asks the model with the NaVILA prompt, parses the answer with
 `parse_action`, and queues the low-level steps: the first runs now, the rest on the next `act` calls without
 asking the model (NaVILA's behaviour). The queue and the history are cleared on `reset`; the episode's cached
 features are dropped at `reset` and when the agent returns STOP.
@@ -59,6 +60,7 @@ class NavilaAgentConfig:
     """How the NaVILA agent asks the model and what it does with bad answers."""
 
     num_frames: int = 8  # frames per model call: num_frames - 1 history + the current one (NaVILA: 8)
+    frame_sampling: str | None = None  # which history frames (vlm.mm_utils); None = the model's own rule
     max_new_tokens: int = 32  # greedy decoding budget per answer (NaVILA: 32)
     conv_mode: str | None = None  # conversation template; None = the model's own `conv_mode` (else "llama_3")
     retry_on_parse_failure: bool = True  # re-ask once (with retry_suffix) when an answer does not parse
@@ -70,6 +72,14 @@ class NavilaAgentConfig:
     def __post_init__(self) -> None:
         if self.num_frames < 1:
             raise ValueError(f"NavilaAgentConfig.num_frames must be >= 1, got {self.num_frames}")
+        if self.frame_sampling is not None:
+            from vlm.mm_utils import FRAME_SAMPLING_RULES
+
+            if self.frame_sampling not in FRAME_SAMPLING_RULES:
+                raise ValueError(
+                    f"NavilaAgentConfig.frame_sampling: unknown rule '{self.frame_sampling}'; "
+                    f"available: {', '.join(FRAME_SAMPLING_RULES)}"
+                )
         if self.max_new_tokens < 1:
             raise ValueError(f"NavilaAgentConfig.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.fallback_action not in ACTION_KINDS:
@@ -120,6 +130,10 @@ class NavilaAgent:
         self.model = model
         self.config = config or NavilaAgentConfig()
         self.conv_mode: str = self.config.conv_mode or getattr(model, "conv_mode", None) or DEFAULT_CONV_MODE
+        from vlm.mm_utils import model_frame_sampling
+
+        # The history rule the model was trained with (NaVILA's uniform one unless its config says otherwise).
+        self.frame_sampling: str = self.config.frame_sampling or model_frame_sampling(model)
         build_prompt(
             "", self.conv_mode, self.config.num_frames
         )  # fail now, not mid-episode, on a bad template
@@ -206,7 +220,7 @@ class NavilaAgent:
         """The sampled frames and prompt for a decision on the current history (public for inspection)."""
         from vlm.mm_utils import vlnce_frame_sampling
 
-        images = vlnce_frame_sampling(self._frames, num_frames=self.config.num_frames)
+        images = vlnce_frame_sampling(self._frames, num_frames=self.config.num_frames, rule=self.frame_sampling)
         frames_seen = [self._frame_index(image) for image in images]
         prompt = build_prompt(self._instruction, self.conv_mode, self.config.num_frames, suffix=suffix)
         return ModelInput(images=images, prompt=prompt, frames_seen=frames_seen)

@@ -194,19 +194,14 @@ def decision_points(actions: Sequence[int]) -> list[Decision]:
 def sample_frame_indices(num_seen: int, num_frames: int = NUM_FRAMES) -> list[int]:
     """Frame indices (into frames 0..num_seen-1) that `vlnce_frame_sampling` picks, -1 for black padding.
 
-    Same rule as the sampler (NAVILA_REFERENCE.md): pad with black at the front to `num_frames`, take
-    `linspace(0, L - 1, num_frames - 1, endpoint=False)` of the padded buffer as history, current frame last.
+    NaVILA's rule (NAVILA_REFERENCE.md; `vlm.mm_utils.frame_indices` with rule "uniform"): pad with black at the
+    front to `num_frames`, take `linspace(0, L - 1, num_frames - 1, endpoint=False)` of the padded buffer as
+    history, current frame last. Samples always store these; a model trained with another rule re-derives its
+    frames from the sample's step (`TrajectoryDataset.set_frame_sampling`).
     """
-    if num_seen < 0:
-        raise ValueError(f"num_seen must be >= 0, got {num_seen}")
-    if num_seen == 0:
-        return [-1] * num_frames
-    pad = max(0, num_frames - num_seen)
-    buffer = [-1] * pad + list(range(num_seen))  # padded buffer of length L
-    if num_frames == 1:
-        return [buffer[-1]]
-    history = np.linspace(0, len(buffer) - 1, num=num_frames - 1, endpoint=False, dtype=int)
-    return [buffer[i] for i in history] + [buffer[-1]]
+    from vlm.mm_utils import frame_indices
+
+    return frame_indices(num_seen, num_frames, "uniform")
 
 
 def check_rebalance_factors(factors: Mapping[str, int]) -> dict[str, int]:
@@ -1021,13 +1016,13 @@ class ModelPolicy:
         from agent.navila import fallback_decision
         from agent.prompt import build_prompt
         from vlm.media import Image
-        from vlm.mm_utils import vlnce_frame_sampling
+        from vlm.mm_utils import model_frame_sampling, vlnce_frame_sampling
 
         keyed = [
             Image(np.ascontiguousarray(f), key=(self._uid, t) if self._uid else None)
             for t, f in enumerate(frames)
         ]
-        images = vlnce_frame_sampling(keyed, self.num_frames)
+        images = vlnce_frame_sampling(keyed, self.num_frames, rule=model_frame_sampling(self.model))
         prompt = build_prompt(instruction, getattr(self.model, "conv_mode", "llama_3"), self.num_frames)
         text = self.model.generate_text([(images, prompt)], max_new_tokens=self.max_new_tokens)[0]
         parsed = parse_action(text)

@@ -2,7 +2,7 @@
 
 The nested `llm_cfg`, `vision_tower_cfg` and `mm_projector_cfg` are plain dicts (as in released checkpoints); the
 VILA keys (`mm_hidden_size`, `image_aspect_ratio`, `num_video_frames`, `mm_vision_select_layer`, ...) sit beside
-them. `tiny_config()` is for tests; `embedded_config(tokenizer)` is the small model shipped for CPU use.
+them; `frame_sampling` (beyond VILA: which history frames a call sees, absent = NaVILA's uniform rule) too. `tiny_config()` is for tests; `embedded_config(tokenizer)` is the small model shipped for CPU use.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from transformers import PreTrainedConfig
 from vlm.constants import ARCHITECTURE, MODEL_TYPE, PROJECTOR_MODEL_TYPE
 from vlm.convnet import ConvNetConfig
 from vlm.efficientnet import EfficientNetLiteConfig
+from vlm.mm_utils import FRAME_SAMPLING_RULES
 from vlm.vision import SELECT_FEATURES
 
 ASPECT_RATIOS = ("resize", "pad")
@@ -33,6 +34,7 @@ class LlavaLlamaConfig(PreTrainedConfig):
         mm_hidden_size: int | None = None,  # the tower's token width (projector input), filled from the tower
         image_aspect_ratio: str = "resize",  # how frames become squares: resize (NaVILA) | pad
         num_video_frames: int = 8,  # frames per model call (7 history + current)
+        frame_sampling: str = "uniform",  # which history frames: uniform (NaVILA) | geometric (vlm.mm_utils)
         mm_vision_select_layer: int = -2,  # which hidden layer of a transformer tower gives the features
         mm_vision_select_feature: str = "cls_patch",  # patch (drop CLS) | cls_patch (keep all)
         mm_use_im_start_end: bool = False,  # VILA flag; NaVILA: false (no start/end tokens around images)
@@ -47,6 +49,7 @@ class LlavaLlamaConfig(PreTrainedConfig):
         self.mm_hidden_size = mm_hidden_size
         self.image_aspect_ratio = image_aspect_ratio
         self.num_video_frames = num_video_frames
+        self.frame_sampling = frame_sampling
         self.mm_vision_select_layer = mm_vision_select_layer
         self.mm_vision_select_feature = mm_vision_select_feature
         self.mm_use_im_start_end = mm_use_im_start_end
@@ -68,6 +71,10 @@ class LlavaLlamaConfig(PreTrainedConfig):
             )
         if int(self.num_video_frames) < 1:
             raise ValueError(f"num_video_frames must be >= 1, got {self.num_video_frames}")
+        if self.frame_sampling not in FRAME_SAMPLING_RULES:
+            raise ValueError(
+                f"unknown frame_sampling '{self.frame_sampling}'; available: {', '.join(FRAME_SAMPLING_RULES)}"
+            )
         if self.mm_use_im_start_end:
             raise ValueError("mm_use_im_start_end=true is not supported (NaVILA and VILA 1.5 use false)")
         if self.mm_projector_cfg.get("model_type", PROJECTOR_MODEL_TYPE) != PROJECTOR_MODEL_TYPE:

@@ -18,17 +18,68 @@ from vlm.media import Image, check_rgb
 Frame = Any  # an RGB uint8 array [H, W, 3] or a `vlm.media.Image`
 
 
-def history_indices(length: int, num_frames: int = 8) -> list[int]:
+FRAME_SAMPLING_RULES = ("uniform", "geometric")  # "uniform" is NaVILA's; "geometric" is beyond NaVILA
+
+
+def check_frame_sampling(rule: str) -> str:
+    """`rule` if it is one of FRAME_SAMPLING_RULES; ValueError naming the choices otherwise."""
+    if rule not in FRAME_SAMPLING_RULES:
+        raise ValueError(f"unknown frame sampling rule '{rule}'; available: {', '.join(FRAME_SAMPLING_RULES)}")
+    return rule
+
+
+def model_frame_sampling(model: Any) -> str:
+    """The frame sampling rule a model was trained with: its config's `frame_sampling`, "uniform" (NaVILA's) when
+    absent (released checkpoints, models trained before the option existed)."""
+    rule = getattr(getattr(model, "config", None), "frame_sampling", None) or "uniform"
+    return check_frame_sampling(rule)
+
+
+def history_indices(length: int, num_frames: int = 8, rule: str = "uniform") -> list[int]:
     """Indices of the `num_frames - 1` history frames chosen from a padded buffer of `length` frames.
 
-    `linspace(0, L - 1, num_frames - 1, endpoint=False)` truncated to int: the oldest frame is always chosen and
-    the current frame (index L - 1) never is, e.g. 20 -> [0, 2, 5, 8, 10, 13, 16].
+    rule "uniform" (NaVILA): `linspace(0, L - 1, num_frames - 1, endpoint=False)` truncated to int: the oldest
+    frame is always chosen and the current frame (index L - 1) never is, e.g. 20 -> [0, 2, 5, 8, 10, 13, 16].
+
+    rule "geometric" (beyond NaVILA): the history frames sit at offsets from the current frame that grow
+    geometrically from 1 step to the oldest frame, `floor(c ** (k / (h - 1)))` for k = 0 .. h - 1 (c = L - 1,
+    h = num_frames - 1; each offset at least one more than the previous), so the last few steps are seen densely
+    and the start still is: 61 -> [0, 30, 45, 53, 57, 58, 59]. At L = num_frames both rules take every frame.
+    Why: with the uniform rule the gap between the newest history frame and the current one grows with the route
+    (9 steps at step 60), and held-out accuracy falls along the route (docs/training_log.md, session 27).
     """
+    check_frame_sampling(rule)
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if length < num_frames:
         raise ValueError(f"the padded buffer must hold at least num_frames={num_frames} frames, got {length}")
-    return [int(i) for i in np.linspace(0, length - 1, num=num_frames - 1, endpoint=False, dtype=int)]
+    if rule == "uniform" or num_frames <= 2:
+        return [int(i) for i in np.linspace(0, length - 1, num=num_frames - 1, endpoint=False, dtype=int)]
+    current, count = length - 1, num_frames - 1
+    offsets: list[int] = []
+    for k in range(count):
+        offsets.append(max(offsets[-1] + 1 if offsets else 1, int(current ** (k / (count - 1)))))
+    offsets[-1] = current  # the oldest frame, as in NaVILA's rule; the others stay below it (c >= h)
+    return sorted(current - offset for offset in offsets)
+
+
+def frame_indices(num_seen: int, num_frames: int = 8, rule: str = "uniform") -> list[int]:
+    """Indices into frames 0..num_seen-1 of the frames one model call sees, -1 for black padding, current last.
+
+    The index form of `vlnce_frame_sampling(frames, num_frames, rule=rule)`: pad with black at the front to
+    `num_frames`, take `history_indices` of the padded buffer, then the current frame. Collected samples store
+    these (uniform rule); training with another rule re-derives them from the sample's step.
+    """
+    if num_seen < 0:
+        raise ValueError(f"num_seen must be >= 0, got {num_seen}")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if num_seen == 0:
+        return [-1] * num_frames
+    buffer = [-1] * max(0, num_frames - num_seen) + list(range(num_seen))  # the padded buffer
+    if num_frames == 1:
+        return [buffer[-1]]
+    return [buffer[i] for i in history_indices(len(buffer), num_frames, rule)] + [buffer[-1]]
 
 
 def _black_like(frame: Frame) -> Frame:
@@ -39,14 +90,18 @@ def _black_like(frame: Frame) -> Frame:
     return np.zeros_like(array)
 
 
-def vlnce_frame_sampling(frames: Sequence[Frame], num_frames: int = 8, image_size: tuple[int, int] = (224, 224)) -> list[Frame]:
-    """Choose the frames of one model call from the whole observation history (NaVILA's rule).
+def vlnce_frame_sampling(
+    frames: Sequence[Frame], num_frames: int = 8, image_size: tuple[int, int] = (224, 224), rule: str = "uniform"
+) -> list[Frame]:
+    """Choose the frames of one model call from the whole observation history (NaVILA's rule by default).
 
     Returns exactly `num_frames` frames: `num_frames - 1` history frames then the current (last) frame. With fewer
     than `num_frames` frames, black frames (zeros shaped like the first frame) are put in front first. The caller's
     list is never modified. With no frames at all, `num_frames` black frames of `image_size` (H, W) are returned
-    as numpy arrays. Works on lists of numpy arrays or of `Image`s.
+    as numpy arrays. Works on lists of numpy arrays or of `Image`s. `rule` picks the history (`history_indices`):
+    "uniform" is NaVILA's, "geometric" sees the last steps densely (a model records its rule in `frame_sampling`).
     """
+    check_frame_sampling(rule)
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     frames = list(frames)  # our own copy: padding must never leak into the caller's history
@@ -57,7 +112,7 @@ def vlnce_frame_sampling(frames: Sequence[Frame], num_frames: int = 8, image_siz
         frames = [_black_like(frames[0]) for _ in range(num_frames - len(frames))] + frames
     if num_frames == 1:
         return [frames[-1]]
-    history = [frames[i] for i in history_indices(len(frames), num_frames)]
+    history = [frames[i] for i in history_indices(len(frames), num_frames, rule)]
     return [*history, frames[-1]]
 
 

@@ -162,12 +162,14 @@ def make_sample_eval_fn(
 
     def eval_fn(checkpoint: Path) -> dict[str, Any]:
         import vlm
+        from vlm.mm_utils import model_frame_sampling
         from vlm.train.action_eval import action_accuracy, format_confusion
         from vlm.train.dataset import SampleEncoder
         from vlm.train.frame_features import CachedFeatureDataset, precompute_features
 
         model = vlm.load(checkpoint, device="cpu", dtype="float32")
         encoder = SampleEncoder(model.tokenizer, model.image_processor)
+        data.set_frame_sampling(model_frame_sampling(model))  # the frames the agent would show this checkpoint
         dataset: Any = data
         if feature_cache_dir:
             dataset = CachedFeatureDataset(data, precompute_features(model, data, encoder, feature_cache_dir))
@@ -226,6 +228,13 @@ def register(app: typer.Typer) -> None:
             help="With --init embedded (beyond NaVILA): each of the tower's 7x7 tokens also carries the mean colour "
             "of its cell's KxK sub-cells (3*K*K numbers; K in 1, 2, 4, 8; 0 = off). ImageNet features keep little of "
             "a room's paint colour, which instructions name.",
+        ),
+        frame_sampling: str = typer.Option(
+            None,
+            help="Which 7 history frames each sample shows (beyond NaVILA): uniform (NaVILA's: spread evenly from the "
+            "start) or geometric (the last steps densely, the start still; vlm.mm_utils.history_indices). Saved in "
+            "the model's config.json, which the agent follows. Default: a --model checkpoint's own rule, uniform "
+            "for --init.",
         ),
         word_init: Path = typer.Option(
             None,
@@ -436,6 +445,13 @@ def register(app: typer.Typer) -> None:
                     f"{word_report['explained_variance']:.1%} of the variance)",
                     highlight=False,
                 )
+        from vlm.mm_utils import check_frame_sampling, model_frame_sampling
+
+        try:
+            net.config.frame_sampling = check_frame_sampling(frame_sampling or model_frame_sampling(net))
+            dataset.set_frame_sampling(net.config.frame_sampling)
+        except ValueError as e:
+            raise _fail(f"--frame-sampling: {e}") from None
         encoder = SampleEncoder(
             net.tokenizer,
             net.image_processor,
@@ -477,6 +493,7 @@ def register(app: typer.Typer) -> None:
             "word_init": word_report,
             "model": str(model) if model else None,
             "action_token_weight": action_token_weight,
+            "frame_sampling": net.config.frame_sampling,
         }
         previous = output / "train_config.json"
         if init is not None and previous.is_file():
@@ -495,6 +512,15 @@ def register(app: typer.Typer) -> None:
                 raise _fail(
                     f"{output} was trained with --colour-grid {saved.get('colour_grid', 0)}; resume it with the same "
                     f"--colour-grid (now {colour_grid})"
+                )
+        if previous.is_file():
+            from vlm.train.trainer import find_resume_checkpoint
+
+            before = json.loads(previous.read_text()).get("frame_sampling", "uniform")
+            if before != net.config.frame_sampling and find_resume_checkpoint(output) is not None:
+                raise _fail(
+                    f"{output} was trained with --frame-sampling {before}; resume it with the same rule "
+                    f"(now {net.config.frame_sampling})"
                 )
         try:
             if stop_after is not None and stop_after < 1:

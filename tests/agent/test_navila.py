@@ -75,6 +75,30 @@ def test_later_calls_sample_the_whole_history_with_navila_indices() -> None:
     assert keys(images5) == [("black", 8, 8)] * 3 + [(episode.uid, i) for i in range(4)] + [(episode.uid, 4)]
 
 
+def test_the_agent_follows_the_model_frame_sampling_rule() -> None:
+    """A model trained with the geometric history (its config says so) gets that history; the agent config can
+    override it; NaVILA's uniform rule otherwise."""
+
+    class Config:
+        frame_sampling = "geometric"
+
+    episode = make_episode()
+    for config, rule in ((None, "geometric"), (NavilaAgentConfig(frame_sampling="uniform"), "uniform")):
+        model = FakeModel(["The next action is turn right 15 degrees."])
+        model.config = Config()
+        agent = NavilaAgent(model, config)
+        assert agent.frame_sampling == rule
+        agent.reset(episode)
+        for t in range(30):
+            agent.act(make_obs(t))
+        images, _ = model.calls[-1][0]
+        assert keys(images) == [(episode.uid, i) for i in history_indices(30, 8, rule)] + [(episode.uid, 29)]
+        assert agent.episode_stats()["decision_log"][-1]["frames_seen"] == [*history_indices(30, 8, rule), 29]
+    assert history_indices(30, 8, "geometric") != history_indices(30, 8)
+    with pytest.raises(ValueError, match="frame_sampling: unknown rule 'dense'"):
+        NavilaAgentConfig(frame_sampling="dense")
+
+
 def test_queue_runs_before_the_model_is_asked_again() -> None:
     model = FakeModel([FORWARD_75, LEFT_30, STOP_TEXT])
     agent = NavilaAgent(model)

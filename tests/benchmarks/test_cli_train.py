@@ -367,6 +367,45 @@ def test_colour_grid_gives_the_fresh_towers_tokens_their_cells_colours(tiny_spli
         assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
 
 
+def test_frame_sampling_is_trained_saved_and_kept_on_resume_and_fine_tuning(tiny_splits, tmp_path, monkeypatch):
+    """--frame-sampling geometric: the training data and the held-out scoring see that rule's frames, the saved
+    model's config.json carries it (the agent follows it), a resume must keep it, and fine-tuning the model
+    without the flag keeps the model's own rule."""
+    import vlm
+    from vlm.train.dataset import TrajectoryDataset
+
+    rules: list[str] = []
+    original = TrajectoryDataset.set_frame_sampling
+    monkeypatch.setattr(
+        TrajectoryDataset, "set_frame_sampling", lambda self, rule: (rules.append(rule), original(self, rule))[1]
+    )
+    data = tmp_path / "collected"
+    invoke(["collect", "--split", "r2r_train", "--output", str(data), "--limit", "1", "--frame-size", "32"])
+    run = tmp_path / "run"
+    args = ["train", "--data-mixture", str(data), "--init", "tiny", "--batch-size", "2", "--save-every", "1",
+            "--vocab-size", "400", "--output", str(run), "--steps", "2", "--eval-every", "2", "--eval-limit", "0",
+            "--eval-samples", str(data), "--eval-samples-limit", "2"]  # fmt: skip
+    invoke([*args, "--frame-sampling", "geometric", "--stop-after", "1"])
+    assert rules == ["geometric"]
+    result = CliRunner().invoke(app, args)  # a resume without the rule it started with
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 2 and "resume it with the same rule (now uniform)" in flat, result.output
+    assert '"resumed_from": 1' in invoke([*args, "--frame-sampling", "geometric"]).output.replace("\n", "")
+    assert rules[-2:] == ["geometric", "geometric"]  # the training data, then the held-out samples at step 2
+    assert vlm.load(run, device="cpu").config.frame_sampling == "geometric"
+    assert json.loads((run / "config.json").read_text())["frame_sampling"] == "geometric"
+    assert json.loads((run / "train_config.json").read_text())["frame_sampling"] == "geometric"
+
+    tuned = tmp_path / "tuned"
+    invoke(["train", "--data-mixture", str(data), "--model", str(run), "--batch-size", "2", "--output", str(tuned),
+            "--steps", "1", "--eval-every", "0"])  # fmt: skip
+    assert vlm.load(tuned, device="cpu").config.frame_sampling == "geometric"
+    bad = ["train", "--data-mixture", str(data), "--init", "tiny", "--output", str(tmp_path / "r2"), "--steps", "1"]
+    result = CliRunner().invoke(app, [*bad, "--frame-sampling", "dense"])
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 2 and "--frame-sampling: unknown frame sampling rule 'dense'" in flat, result.output
+
+
 def test_word_init_starts_the_fresh_embeddings_from_a_text_encoder(tiny_splits, tmp_path):
     """--word-init DIR: the fresh model's word embeddings come from the encoder's (recorded in train_config.json);
     it goes with --init only, and a folder that is not a text encoder is refused naming the missing file."""

@@ -163,6 +163,21 @@ def test_wrong_model_type_and_bad_options(saved: Path, tmp_path: Path) -> None:
         vlm.load(tmp_path / "nowhere")
 
 
+def test_frame_sampling_round_trips_and_a_bad_rule_is_named(saved: Path, tmp_path: Path, tiny_model) -> None:
+    assert json.loads((saved / "config.json").read_text())["frame_sampling"] == "uniform"
+    assert vlm.load(saved).config.frame_sampling == "uniform"
+    tiny_model.config.frame_sampling = "geometric"
+    tiny_model.save_pretrained(tmp_path / "g")
+    assert vlm.load(tmp_path / "g").config.frame_sampling == "geometric"
+    config = json.loads((saved / "config.json").read_text())
+    del config["frame_sampling"]  # a released NaVILA checkpoint has no such key: NaVILA's uniform rule
+    (saved / "config.json").write_text(json.dumps(config))
+    assert vlm.load(saved).config.frame_sampling == "uniform"
+    (saved / "config.json").write_text(json.dumps({**config, "frame_sampling": "dense"}))
+    with pytest.raises(ValueError, match="unknown frame_sampling 'dense'; available: uniform, geometric"):
+        vlm.load(saved)
+
+
 def test_save_compact_halves_lm_and_projector_keeps_tower_exact(tmp_path: Path, tokenizer) -> None:
     torch.manual_seed(2)
     model = vlm.build_model(vlm.tiny_config(vocab_size=len(tokenizer), tower="efficientnet"), tokenizer, pretrained_vision=False).eval()

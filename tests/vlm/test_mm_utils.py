@@ -10,8 +10,11 @@ from vlm.constants import IMAGE_TOKEN_INDEX
 from vlm.image_processor import ImageProcessor
 from vlm.media import Image
 from vlm.mm_utils import (
+    FRAME_SAMPLING_RULES,
     KeywordsStoppingCriteria,
+    frame_indices,
     history_indices,
+    model_frame_sampling,
     opencv_extract_frames,
     process_images,
     tokenizer_image_token,
@@ -34,6 +37,64 @@ def test_history_indices_reference_table(length: int, expected: list[int]) -> No
     frames = [np.full((4, 4, 3), i % 256, dtype=np.uint8) for i in range(length)]
     sampled = vlnce_frame_sampling(frames, 8)
     assert [int(f[0, 0, 0]) for f in sampled] == [i % 256 for i in expected] + [(length - 1) % 256]
+
+
+@pytest.mark.parametrize(
+    ("length", "expected"),
+    [
+        (8, [0, 1, 2, 3, 4, 5, 6]),  # L = num_frames: every frame, as the uniform rule
+        (20, [0, 8, 12, 15, 16, 17, 18]),
+        (61, [0, 30, 45, 53, 57, 58, 59]),
+        (200, [0, 117, 165, 185, 194, 197, 198]),
+    ],
+)
+def test_geometric_history_sees_the_last_steps_densely(length: int, expected: list[int]) -> None:
+    assert history_indices(length, 8, "geometric") == expected
+    frames = [np.full((4, 4, 3), i % 256, dtype=np.uint8) for i in range(length)]
+    sampled = vlnce_frame_sampling(frames, 8, rule="geometric")
+    assert [int(f[0, 0, 0]) for f in sampled] == [i % 256 for i in expected] + [(length - 1) % 256]
+
+
+@pytest.mark.parametrize("num_frames", [2, 3, 4, 8, 12])
+def test_geometric_history_is_distinct_starts_at_zero_and_never_takes_the_current_frame(num_frames: int) -> None:
+    for length in range(num_frames, 400):
+        history = history_indices(length, num_frames, "geometric")
+        assert len(history) == num_frames - 1 == len(set(history)), (length, history)
+        assert history == sorted(history) and history[0] == 0 and history[-1] < length - 1
+        if num_frames > 2 and length > num_frames:
+            assert history[-1] == length - 2  # the step just before the current one
+    assert history_indices(num_frames, num_frames, "geometric") == history_indices(num_frames, num_frames)
+
+
+@pytest.mark.parametrize("rule", FRAME_SAMPLING_RULES)
+def test_frame_indices_are_what_the_sampler_picks(rule: str) -> None:
+    for seen in (1, 3, 8, 9, 30, 77):
+        frames = [np.full((2, 2, 3), i + 1, dtype=np.uint8) for i in range(seen)]
+        picked = [int(f[0, 0, 0]) - 1 for f in vlnce_frame_sampling(frames, 8, rule=rule)]
+        assert frame_indices(seen, 8, rule) == picked  # black pads read -1
+    assert frame_indices(0, 8, rule) == [-1] * 8
+    assert frame_indices(5, 1, rule) == [4]
+
+
+def test_unknown_frame_sampling_rule_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown frame sampling rule 'recent'; available: uniform, geometric"):
+        history_indices(20, 8, "recent")
+    with pytest.raises(ValueError, match="'recent'"):
+        vlnce_frame_sampling([np.zeros((2, 2, 3), np.uint8)], 8, rule="recent")
+
+
+def test_model_frame_sampling_defaults_to_navila_uniform() -> None:
+    class Config:
+        frame_sampling = "geometric"
+
+    class Model:
+        config = Config()
+
+    assert model_frame_sampling(object()) == "uniform"  # no config: a released checkpoint's rule
+    assert model_frame_sampling(Model()) == "geometric"
+    Config.frame_sampling = "sparse"
+    with pytest.raises(ValueError, match="'sparse'"):
+        model_frame_sampling(Model())
 
 
 def test_padding_with_black_frames_never_mutates_caller() -> None:

@@ -220,6 +220,28 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         self._cache_size = cache_trajectories
         self._resize: Callable[[np.ndarray], np.ndarray] | None = None
         self._max_bytes = self._cached_bytes = 0
+        self.frame_sampling = "uniform"  # what collect stores (NaVILA's rule); see set_frame_sampling
+
+    def set_frame_sampling(self, rule: str) -> None:
+        """From now on each sample sees the frames that history rule `rule` picks (`vlm.mm_utils.frame_indices`).
+
+        Collected samples store NaVILA's uniform choice; every frame of a trajectory is stored, so another rule's
+        frames are re-derived from the sample's step `t` (the same number of frames). Why: a model trained with
+        another rule (its config's `frame_sampling`) must train on the frames the agent will show it. A sample
+        without `t` cannot be re-derived: ValueError naming the dataset."""
+        from vlm.mm_utils import check_frame_sampling, frame_indices
+
+        check_frame_sampling(rule)
+        if rule == self.frame_sampling:
+            return
+        for s in self.samples:
+            if "t" not in s:
+                raise ValueError(
+                    f"dataset '{self.name}': sample {s.get('id')!r} has no step 't', so frame sampling '{rule}' "
+                    "cannot re-derive its frames; recollect it with `navila-agent collect`"
+                )
+            s["frames"] = frame_indices(int(s["t"]) + 1, len(s["frames"]), rule)
+        self.frame_sampling = rule
 
     def resize_frames(self, resize: Callable[[np.ndarray], np.ndarray], max_bytes: int) -> None:
         """From now on keep each trajectory's frames decoded and passed through `resize` (the tower's own
@@ -357,6 +379,11 @@ class MixtureDataset(torch.utils.data.Dataset):
 
     def sizes(self) -> dict[str, int]:
         return {e.name: len(d) for e, d in zip(self.entries, self.datasets, strict=True)}
+
+    def set_frame_sampling(self, rule: str) -> None:
+        """`TrajectoryDataset.set_frame_sampling` on every dataset (the trained model's history rule)."""
+        for d in self.datasets:
+            d.set_frame_sampling(rule)
 
     def resize_frames(self, resize: Callable[[np.ndarray], np.ndarray], max_bytes: int) -> None:
         """`TrajectoryDataset.resize_frames` on every dataset, `max_bytes` shared evenly among them."""

@@ -39,6 +39,32 @@ def test_frames_follow_indices_with_black_padding(tmp_path):
     assert item["answer"] == ANSWERS[2] and item["prompt"].count("<image>") == 8
 
 
+def test_frame_sampling_re_derives_each_samples_frames_from_its_step(tmp_path):
+    """Collected samples store NaVILA's uniform choice; a model trained with the geometric rule trains on that
+    rule's frames of the same stored trajectory (frame t is grey 10 * (t + 1))."""
+    from vlm.mm_utils import frame_indices
+
+    answers = [ANSWERS[0]] * 24  # 10 * (t + 1) fits uint8
+    root = write_collected(tmp_path / "d", {"a": answers, "b": answers[:3]})
+    data = MixtureDataset([DatasetEntry("d", root)])
+    data.set_frame_sampling("geometric")
+    ds = data.datasets[0]
+    assert ds.frame_sampling == "geometric"
+    for index in (0, 2, 7, 8, 20, 23, 25):
+        t = ds.samples[index]["t"]
+        expected = frame_indices(t + 1, 8, "geometric")
+        assert ds.samples[index]["frames"] == expected
+        assert [int(f[0, 0, 0]) for f in data[index]["frames"]] == [10 * (i + 1) if i >= 0 else 0 for i in expected]
+    assert ds.samples[23]["frames"] == [0, 10, 15, 19, 20, 21, 22, 23]
+    data.set_frame_sampling("uniform")
+    assert ds.samples[23]["frames"] == frame_indices(24, 8, "uniform") == [0, 3, 6, 9, 13, 16, 19, 23]
+    with pytest.raises(ValueError, match="unknown frame sampling rule 'dense'"):
+        data.set_frame_sampling("dense")
+    del ds.samples[5]["t"]
+    with pytest.raises(ValueError, match="dataset 'd': sample 'a:5' has no step 't'"):
+        ds.set_frame_sampling("geometric")
+
+
 def test_unfinished_trajectories_are_ignored_and_missing_folder_is_explained(tmp_path):
     root = write_collected(tmp_path / "d", {"a": ANSWERS, "b": ANSWERS[:1]})
     (root / "shard-00000" / "trajectories.jsonl").write_text('{"traj": "a"}\n')
