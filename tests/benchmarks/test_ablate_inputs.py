@@ -77,6 +77,33 @@ def test_ablations_find_the_input_a_model_uses(tmp_path, condition):
     assert "other_instruction" in table and f"{acc['full']:.3f}" in table
 
 
+def test_ablations_show_a_model_the_history_of_its_own_frame_sampling_rule(tmp_path, monkeypatch):
+    """A model trained with the geometric history is scored on that rule's frames, not the stored uniform ones."""
+    from benchmarks.ablate_inputs import sample_ablations
+    from vlm.tokenizer import build_tokenizer
+
+    shown: list[list[int]] = []
+    original = AblatedSamples.__getitem__
+    monkeypatch.setattr(
+        AblatedSamples,
+        "__getitem__",
+        lambda self, i: (shown.append(list(self.data.samples[i]["frames"])), original(self, i))[1],
+    )
+    from tests.vlm.train.fakes import write_collected
+
+    answer = "The next action is turn left 30 degrees."
+    held_out = write_collected(tmp_path / "val", {"a": [answer] * 24, "b": [answer] * 12})  # long enough to differ
+    tokenizer = build_tokenizer([answer, "Go a. <image>"], vocab_size=300)
+    model = vlm.build_model(vlm.tiny_config(vocab_size=len(tokenizer)), tokenizer).eval()
+    model.config.frame_sampling = "geometric"
+    model.save_pretrained(tmp_path / "geo")
+    data = TrajectoryDataset(held_out)
+    sample_ablations(tmp_path / "geo", held_out, len(data), "teacher_forced", ["full"])
+    stored = [s["frames"] for s in data.samples]
+    data.set_frame_sampling("geometric")
+    assert shown == [s["frames"] for s in data.samples] != stored
+
+
 def test_samples_command_prints_the_table_and_writes_json(tmp_path, capsys):
     data = _conditioned_data(tmp_path / "d", "image", 3, seed=0)
     tok = vlm.build_tokenizer(["The next action is turn left 30 degrees."], vocab_size=300)
