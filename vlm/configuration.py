@@ -2,7 +2,8 @@
 
 The nested `llm_cfg`, `vision_tower_cfg` and `mm_projector_cfg` are plain dicts (as in released checkpoints); the
 VILA keys (`mm_hidden_size`, `image_aspect_ratio`, `num_video_frames`, `mm_vision_select_layer`, ...) sit beside
-them; `frame_sampling` (beyond VILA: which history frames a call sees, absent = NaVILA's uniform rule) too. `tiny_config()` is for tests; `embedded_config(tokenizer)` is the small model shipped for CPU use.
+them, with `frame_sampling` (beyond VILA: which history frames a call sees; absent = NaVILA's uniform rule).
+`tiny_config()` is for tests; `embedded_config(tokenizer)` is the small model shipped for CPU use.
 """
 
 from __future__ import annotations

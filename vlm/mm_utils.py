@@ -58,7 +58,8 @@ def history_indices(length: int, num_frames: int = 8, rule: str = "uniform") -> 
     current, count = length - 1, num_frames - 1
     offsets: list[int] = []
     for k in range(count):
-        offsets.append(max(offsets[-1] + 1 if offsets else 1, int(current ** (k / (count - 1)))))
+        power = int(current ** (k / (count - 1)) + 1e-9)  # + 1e-9: 64 ** (2 / 6) is 3.9999999999999996
+        offsets.append(max(offsets[-1] + 1 if offsets else 1, power))
     offsets[-1] = current  # the oldest frame, as in NaVILA's rule; the others stay below it (c >= h)
     return sorted(current - offset for offset in offsets)
 

@@ -66,6 +66,11 @@ def test_geometric_history_is_distinct_starts_at_zero_and_never_takes_the_curren
     assert history_indices(num_frames, num_frames, "geometric") == history_indices(num_frames, num_frames)
 
 
+def test_geometric_offsets_floor_exact_powers_exactly() -> None:
+    # c = 64: offsets 1, 2, 4, 8, 16, 32, 64 (64 ** (2 / 6) is 3.9999999999999996 in floating point)
+    assert history_indices(65, 8, "geometric") == [0, 32, 48, 56, 60, 62, 63]
+
+
 @pytest.mark.parametrize("rule", FRAME_SAMPLING_RULES)
 def test_frame_indices_are_what_the_sampler_picks(rule: str) -> None:
     for seen in (1, 3, 8, 9, 30, 77):
