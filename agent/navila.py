@@ -5,7 +5,8 @@
     agent.reset(episode); action = agent.act(obs)
 
 One decision: the agent keeps every low-level RGB frame (one `vlm.media.Image` keyed (episode uid, t), so the
-model's feature cache encodes each frame once), samples 8 with `vlnce_frame_sampling` (7 history frames with
+model's feature cache encodes each frame once), samples the model's `num_video_frames` (NaVILA: 8) with
+`vlnce_frame_sampling` (7 history frames with
 black pads in front, then the current one; the history rule is the model's `frame_sampling`, NaVILA's uniform one
 unless the model was trained with another), asks the model with the NaVILA prompt, parses the answer with
 `parse_action`, and queues the low-level steps: the first runs now, the rest on the next `act` calls without
@@ -59,7 +60,7 @@ DEFAULT_RETRY_SUFFIX = ' Answer with one sentence that starts with "The next act
 class NavilaAgentConfig:
     """How the NaVILA agent asks the model and what it does with bad answers."""
 
-    num_frames: int = 8  # frames per model call: num_frames - 1 history + the current one (NaVILA: 8)
+    num_frames: int | None = None  # frames per model call (history + current); None = the model's num_video_frames
     frame_sampling: str | None = None  # which history frames (vlm.mm_utils); None = the model's own rule
     max_new_tokens: int = 32  # greedy decoding budget per answer (NaVILA: 32)
     conv_mode: str | None = None  # conversation template; None = the model's own `conv_mode` (else "llama_3")
@@ -70,7 +71,7 @@ class NavilaAgentConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.num_frames < 1:
+        if self.num_frames is not None and self.num_frames < 1:
             raise ValueError(f"NavilaAgentConfig.num_frames must be >= 1, got {self.num_frames}")
         if self.frame_sampling is not None:
             from vlm.mm_utils import FRAME_SAMPLING_RULES
@@ -132,11 +133,13 @@ class NavilaAgent:
         self.conv_mode: str = self.config.conv_mode or getattr(model, "conv_mode", None) or DEFAULT_CONV_MODE
         from vlm.mm_utils import model_frame_sampling
 
-        # The history rule the model was trained with (NaVILA's uniform one unless its config says otherwise).
+        # The history rule and the frame count the model was trained with (NaVILA's uniform rule and 8 frames unless
+        # its config says otherwise): a checkpoint of another frame count must not silently get 8.
         self.frame_sampling: str = self.config.frame_sampling or model_frame_sampling(model)
-        build_prompt(
-            "", self.conv_mode, self.config.num_frames
-        )  # fail now, not mid-episode, on a bad template
+        self.num_frames: int = self.config.num_frames or int(
+            getattr(getattr(model, "config", None), "num_video_frames", None) or 8
+        )
+        build_prompt("", self.conv_mode, self.num_frames)  # fail now, not mid-episode, on a bad template
         self._uid: str | None = None
         self._instruction = ""
         self._frames: list[Any] = []  # every low-level frame of the episode, vlm.media.Image keyed (uid, t)
@@ -220,9 +223,9 @@ class NavilaAgent:
         """The sampled frames and prompt for a decision on the current history (public for inspection)."""
         from vlm.mm_utils import vlnce_frame_sampling
 
-        images = vlnce_frame_sampling(self._frames, num_frames=self.config.num_frames, rule=self.frame_sampling)
+        images = vlnce_frame_sampling(self._frames, num_frames=self.num_frames, rule=self.frame_sampling)
         frames_seen = [self._frame_index(image) for image in images]
-        prompt = build_prompt(self._instruction, self.conv_mode, self.config.num_frames, suffix=suffix)
+        prompt = build_prompt(self._instruction, self.conv_mode, self.num_frames, suffix=suffix)
         return ModelInput(images=images, prompt=prompt, frames_seen=frames_seen)
 
     def _frame_index(self, image: Any) -> int:

@@ -99,6 +99,25 @@ def test_the_agent_follows_the_model_frame_sampling_rule() -> None:
         NavilaAgentConfig(frame_sampling="dense")
 
 
+def test_the_agent_shows_the_model_its_own_number_of_frames() -> None:
+    """A checkpoint trained on 4 frames (config num_video_frames) gets 4 frames and 4 <image> markers, not
+    NaVILA's 8; the agent config can still set the count; a model without the key gets 8."""
+
+    class Config:
+        num_video_frames = 4
+
+    episode = make_episode()
+    for config, count in ((None, 4), (NavilaAgentConfig(num_frames=6), 6)):
+        model = FakeModel([FORWARD_75])
+        model.config = Config()
+        agent = NavilaAgent(model, config)
+        agent.reset(episode)
+        agent.act(make_obs(0))
+        [[(images, prompt)]] = model.calls
+        assert agent.num_frames == len(images) == prompt.count("<image>") == count
+    assert NavilaAgent(FakeModel([FORWARD_75])).num_frames == 8
+
+
 def test_queue_runs_before_the_model_is_asked_again() -> None:
     model = FakeModel([FORWARD_75, LEFT_30, STOP_TEXT])
     agent = NavilaAgent(model)
