@@ -6,9 +6,8 @@
 
 One decision: the agent keeps every low-level RGB frame (one `vlm.media.Image` keyed (episode uid, t), so the
 model's feature cache encodes each frame once), samples the model's `num_video_frames` (NaVILA: 8) with
-`vlnce_frame_sampling` (7 history frames with
-black pads in front, then the current one; the history rule is the model's `frame_sampling`, NaVILA's uniform one
-unless the model was trained with another), asks the model with the NaVILA prompt, parses the answer with
+`vlnce_frame_sampling` (7 history frames with black pads in front, then the current one; the history rule is the
+model's `frame_sampling`, NaVILA's uniform one unless the model was trained with another), asks the model with the NaVILA prompt, parses the answer with
 `parse_action`, and queues the low-level steps: the first runs now, the rest on the next `act` calls without
 asking the model (NaVILA's behaviour). The queue and the history are cleared on `reset`; the episode's cached
 features are dropped at `reset` and when the agent returns STOP.
