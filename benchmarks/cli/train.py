@@ -452,6 +452,12 @@ def register(app: typer.Typer) -> None:
             dataset.set_frame_sampling(net.config.frame_sampling)
         except ValueError as e:
             raise _fail(f"--frame-sampling: {e}") from None
+        if net.config.frame_sampling != "uniform":
+            console.print(
+                f"history frames: the {net.config.frame_sampling} rule (beyond NaVILA's uniform one), re-derived for "
+                "every sample from its step and saved in the model's config.json",
+                highlight=False,
+            )
         encoder = SampleEncoder(
             net.tokenizer,
             net.image_processor,

@@ -385,8 +385,8 @@ def test_frame_sampling_is_trained_saved_and_kept_on_resume_and_fine_tuning(tiny
     args = ["train", "--data-mixture", str(data), "--init", "tiny", "--batch-size", "2", "--save-every", "1",
             "--vocab-size", "400", "--output", str(run), "--steps", "2", "--eval-every", "2", "--eval-limit", "0",
             "--eval-samples", str(data), "--eval-samples-limit", "2"]  # fmt: skip
-    invoke([*args, "--frame-sampling", "geometric", "--stop-after", "1"])
-    assert rules == ["geometric"]
+    first = invoke([*args, "--frame-sampling", "geometric", "--stop-after", "1"])
+    assert rules == ["geometric"] and "history frames: the geometric rule" in " ".join(first.output.split())
     result = CliRunner().invoke(app, args)  # a resume without the rule it started with
     flat = " ".join(result.output.split())
     assert result.exit_code == 2 and "resume it with the same rule (now uniform)" in flat, result.output
