@@ -537,6 +537,35 @@ def test_model_policy_encodes_each_frame_once():
     assert policy.decisions == 3 and 0 <= policy.parse_failures <= 3
 
 
+def test_model_policy_shows_the_model_its_own_history_rule():
+    """A DAgger round driven by a model trained with the geometric history gives it that history."""
+    from benchmarks.collect import ModelPolicy
+    from vlm.mm_utils import history_indices
+
+    class Config:
+        frame_sampling = "geometric"
+
+    class Recorder:
+        config = Config()
+        conv_mode = "llama_3"
+
+        def __init__(self) -> None:
+            self.keys: list[list] = []
+
+        def generate_text(self, samples, max_new_tokens=32):
+            self.keys.append([image.key for image in samples[0][0]])
+            return ["The next action is move forward 25 cm."]
+
+    model = Recorder()
+    policy = ModelPolicy(model)
+    policy.reset(make_episode(0, []))
+    frames = [np.zeros((8, 8, 3), dtype=np.uint8) for _ in range(30)]
+    policy.decide(frames, "Go.")
+    uid = policy._uid
+    assert model.keys == [[(uid, i) for i in history_indices(30, 8, "geometric")] + [(uid, 29)]]
+    assert history_indices(30, 8, "geometric") != history_indices(30, 8)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
