@@ -26,7 +26,6 @@ The model sees the history frames of its own frame sampling rule (`LlavaLlamaCon
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -87,14 +86,14 @@ def tabulate(
 
 def trajectory_steps(root: Path) -> dict[str, int]:
     """Low-level steps of every finished trajectory of a collected folder (its trajectories.jsonl lines)."""
+    from benchmarks.collect import read_jsonl
+
     out: dict[str, int] = {}
     for path in sorted(root.glob("shard-*/trajectories.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                record = json.loads(line)
-                if "steps" not in record:
-                    raise ValueError(f"{path}: trajectory {record.get('traj')!r} has no 'steps' (an older collect?)")
-                out[record["traj"]] = int(record["steps"])
+        for record in read_jsonl(path):
+            if "steps" not in record:
+                raise ValueError(f"{path}: trajectory {record.get('traj')!r} has no 'steps' (an older collect?)")
+            out[record["traj"]] = int(record["steps"])
     if not out:
         raise ValueError(f"{root}: no finished trajectory (shard-*/trajectories.jsonl)")
     return out

@@ -502,30 +502,27 @@ def register(app: typer.Typer) -> None:
             "frame_sampling": net.config.frame_sampling,
         }
         previous = output / "train_config.json"
-        if init is not None and previous.is_file():
+        if previous.is_file():
             from vlm.train.trainer import find_resume_checkpoint
 
             saved = json.loads(previous.read_text())
             resuming = find_resume_checkpoint(output) is not None
             before = saved.get("vision_tower")
-            if before != run_config["vision_tower"] and resuming:
+            if init is not None and before != run_config["vision_tower"] and resuming:
                 # The fresh model's tower is frozen, so it is not in the checkpoint: a resume must rebuild the same.
                 raise _fail(
                     f"{output} was trained with --vision-tower {before}; resume it with the same --vision-tower "
                     f"(now {run_config['vision_tower']})"
                 )
-            if saved.get("colour_grid", 0) != colour_grid and resuming:
+            if init is not None and saved.get("colour_grid", 0) != colour_grid and resuming:
                 raise _fail(
                     f"{output} was trained with --colour-grid {saved.get('colour_grid', 0)}; resume it with the same "
                     f"--colour-grid (now {colour_grid})"
                 )
-        if previous.is_file():
-            from vlm.train.trainer import find_resume_checkpoint
-
-            before = json.loads(previous.read_text()).get("frame_sampling", "uniform")
-            if before != net.config.frame_sampling and find_resume_checkpoint(output) is not None:
+            rule = saved.get("frame_sampling", "uniform")
+            if rule != net.config.frame_sampling and resuming:
                 raise _fail(
-                    f"{output} was trained with --frame-sampling {before}; resume it with the same rule "
+                    f"{output} was trained with --frame-sampling {rule}; resume it with the same rule "
                     f"(now {net.config.frame_sampling})"
                 )
         try:
