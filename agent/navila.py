@@ -7,7 +7,8 @@
 One decision: the agent keeps every low-level RGB frame (one `vlm.media.Image` keyed (episode uid, t), so the
 model's feature cache encodes each frame once), samples the model's `num_video_frames` (NaVILA: 8) with
 `vlnce_frame_sampling` (7 history frames with black pads in front, then the current one; the history rule is the
-model's `frame_sampling`, NaVILA's uniform one unless the model was trained with another), asks the model with the NaVILA prompt, parses the answer with
+model's `frame_sampling`, NaVILA's uniform one unless the model was trained with another), asks the model with the NaVILA prompt
+(plus the step count when the model was trained with `progress_cue` "steps"), parses the answer with
 `parse_action`, and queues the low-level steps: the first runs now, the rest on the next `act` calls without
 asking the model (NaVILA's behaviour). The queue and the history are cleared on `reset`; the episode's cached
 features are dropped at `reset` and when the agent returns STOP.
@@ -61,6 +62,7 @@ class NavilaAgentConfig:
 
     num_frames: int | None = None  # frames per model call (history + current); None = the model's num_video_frames
     frame_sampling: str | None = None  # which history frames (vlm.mm_utils); None = the model's own rule
+    progress_cue: str | None = None  # a step count in the prompt (vlm.mm_utils); None = the model's own cue
     max_new_tokens: int = 32  # greedy decoding budget per answer (NaVILA: 32)
     conv_mode: str | None = None  # conversation template; None = the model's own `conv_mode` (else "llama_3")
     retry_on_parse_failure: bool = True  # re-ask once (with retry_suffix) when an answer does not parse
@@ -79,6 +81,14 @@ class NavilaAgentConfig:
                 raise ValueError(
                     f"NavilaAgentConfig.frame_sampling: unknown rule '{self.frame_sampling}'; "
                     f"available: {', '.join(FRAME_SAMPLING_RULES)}"
+                )
+        if self.progress_cue is not None:
+            from vlm.mm_utils import PROGRESS_CUES
+
+            if self.progress_cue not in PROGRESS_CUES:
+                raise ValueError(
+                    f"NavilaAgentConfig.progress_cue: unknown cue '{self.progress_cue}'; "
+                    f"available: {', '.join(PROGRESS_CUES)}"
                 )
         if self.max_new_tokens < 1:
             raise ValueError(f"NavilaAgentConfig.max_new_tokens must be >= 1, got {self.max_new_tokens}")
@@ -130,11 +140,13 @@ class NavilaAgent:
         self.model = model
         self.config = config or NavilaAgentConfig()
         self.conv_mode: str = self.config.conv_mode or getattr(model, "conv_mode", None) or DEFAULT_CONV_MODE
-        from vlm.mm_utils import model_frame_sampling
+        from vlm.mm_utils import model_frame_sampling, model_progress_cue
 
-        # The history rule and the frame count the model was trained with (NaVILA's uniform rule and 8 frames unless
-        # its config says otherwise): a checkpoint of another frame count must not silently get 8.
+        # The history rule, the prompt's progress cue and the frame count the model was trained with (NaVILA's uniform
+        # rule, no cue and 8 frames unless its config says otherwise): a checkpoint of another frame count must not
+        # silently get 8.
         self.frame_sampling: str = self.config.frame_sampling or model_frame_sampling(model)
+        self.progress_cue: str = self.config.progress_cue or model_progress_cue(model)
         self.num_frames: int = self.config.num_frames or int(
             getattr(getattr(model, "config", None), "num_video_frames", None) or 8
         )
@@ -224,7 +236,9 @@ class NavilaAgent:
 
         images = vlnce_frame_sampling(self._frames, num_frames=self.num_frames, rule=self.frame_sampling)
         frames_seen = [self._frame_index(image) for image in images]
-        prompt = build_prompt(self._instruction, self.conv_mode, self.num_frames, suffix=suffix)
+        prompt = build_prompt(
+            self._instruction, self.conv_mode, self.num_frames, suffix=suffix, progress_cue=self.progress_cue, steps=self._t
+        )
         return ModelInput(images=images, prompt=prompt, frames_seen=frames_seen)
 
     def _frame_index(self, image: Any) -> int:

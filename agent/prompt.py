@@ -14,20 +14,27 @@ DEFAULT_CONV_MODE = "llama_3"  # the template NaVILA 8B and this project's small
 DEFAULT_NUM_FRAMES = 8  # 7 history frames + the current one
 
 
-def build_user_prompt(instruction: str, num_frames: int = DEFAULT_NUM_FRAMES) -> str:
+def build_user_prompt(
+    instruction: str, num_frames: int = DEFAULT_NUM_FRAMES, progress_cue: str = "none", steps: int = 0
+) -> str:
     """NaVILA's user turn: `num_frames - 1` history `<image>\\n` markers, the current `<image>\\n`, the instruction.
 
-    The instruction is inserted as given (NaVILA does not strip or escape it).
+    The instruction is inserted as given (NaVILA does not strip or escape it). `progress_cue` "steps" (beyond
+    NaVILA, `vlm.mm_utils.add_progress_cue`) adds the number of low-level `steps` taken so far; "none" is NaVILA's.
     """
+    from vlm.mm_utils import add_progress_cue
+
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     history = f"{DEFAULT_IMAGE_TOKEN}\n" * (num_frames - 1)
-    return (
+    return add_progress_cue(
         "Imagine you are a robot programmed for navigation tasks. You have been given a video of historical "
         f"observations {history}, and current observation {DEFAULT_IMAGE_TOKEN}\n. "
         f'Your assigned task is: "{instruction}" '
         "Analyze this series of images to decide your next action, which could be turning left or right by a "
-        "specific degree, moving forward a certain distance, or stop if the task is completed."
+        "specific degree, moving forward a certain distance, or stop if the task is completed.",
+        progress_cue,
+        steps,
     )
 
 
@@ -58,12 +65,15 @@ def build_prompt(
     conv_mode: str = DEFAULT_CONV_MODE,
     num_frames: int = DEFAULT_NUM_FRAMES,
     suffix: str = "",
+    progress_cue: str = "none",
+    steps: int = 0,
 ) -> str:
     """The full model input text: the user turn wrapped in conversation template `conv_mode`, left open for the
-    assistant's answer. `suffix` is appended to the user turn (used only by the agent's parse-failure retry)."""
+    assistant's answer. `suffix` is appended to the user turn (used only by the agent's parse-failure retry);
+    `progress_cue` and `steps` as in `build_user_prompt`."""
     from vlm.conversation import get_conv_template  # raises ValueError listing templates for an unknown name
 
     conv = get_conv_template(conv_mode)
-    conv.append_message(conv.roles[0], build_user_prompt(instruction, num_frames) + suffix)
+    conv.append_message(conv.roles[0], build_user_prompt(instruction, num_frames, progress_cue, steps) + suffix)
     conv.append_message(conv.roles[1], None)
     return conv.get_prompt()

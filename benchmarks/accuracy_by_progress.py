@@ -109,7 +109,7 @@ def score(
 ) -> dict[str, Any]:
     """Greedy answers of the model to every `every`-th navigation sample of `samples`, tabulated by progress."""
     import vlm
-    from vlm.mm_utils import model_frame_sampling
+    from vlm.mm_utils import model_frame_sampling, model_progress_cue
     from vlm.train.action_eval import answer_items, parse_action
     from vlm.train.dataset import MixtureDataset, SampleEncoder
     from vlm.train.registry import DatasetEntry
@@ -121,6 +121,8 @@ def score(
     model = vlm.load(model_path, device="cpu", dtype="float32").eval()
     rule = model_frame_sampling(model)
     data.set_frame_sampling(rule)
+    cue = model_progress_cue(model)
+    data.set_progress_cue(cue)  # the prompt the agent would show this model
     raw = data.datasets[0].samples
     picks = [
         i
@@ -142,7 +144,7 @@ def score(
         if progress is not None:
             progress(len(predicted), len(picks))
     table = tabulate([raw[i] for i in picks], predicted, steps)
-    return {"model": str(model_path), "samples": str(samples), "every": every, "frame_sampling": rule, **table}
+    return {"model": str(model_path), "samples": str(samples), "every": every, "frame_sampling": rule, "progress_cue": cue, **table}
 
 
 def format_table(result: Mapping[str, Any]) -> str:
@@ -185,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         except ValueError as e:
             parser.error(str(e))
-    print(f"{result['model']} on {result['samples']} (every {result['every']}, {result['frame_sampling']} history)")
+    cue = "" if result["progress_cue"] == "none" else f", progress cue {result['progress_cue']}"
+    print(f"{result['model']} on {result['samples']} (every {result['every']}, {result['frame_sampling']} history{cue})")
     print(format_table(result))
     if args.json is not None:
         atomic_write_json(args.json, result)

@@ -991,14 +991,16 @@ class EnvDriver:
 
 
 class ModelPolicy:
-    """`DecisionPolicy` from a loaded VILA-layout model: NaVILA's frame sampling, prompt and parser.
+    """`DecisionPolicy` from a loaded VILA-layout model: NaVILA's frame sampling, prompt and parser, with the model's
+    own frame count, history rule and progress cue (its config; NaVILA's 8 frames, uniform rule and no cue when
+    absent), as the agent shows them.
 
     An unparsable answer counts as a failure and falls back to one 15° left turn (the agent's default fallback).
     """
 
-    def __init__(self, model: Any, num_frames: int = NUM_FRAMES, max_new_tokens: int = 32) -> None:
+    def __init__(self, model: Any, num_frames: int | None = None, max_new_tokens: int = 32) -> None:
         self.model = model
-        self.num_frames = num_frames
+        self.num_frames = num_frames or int(getattr(getattr(model, "config", None), "num_video_frames", None) or NUM_FRAMES)
         self.max_new_tokens = max_new_tokens
         self.parse_failures = 0
         self.decisions = 0
@@ -1016,14 +1018,16 @@ class ModelPolicy:
         from agent.navila import fallback_decision
         from agent.prompt import build_prompt
         from vlm.media import Image
-        from vlm.mm_utils import model_frame_sampling, vlnce_frame_sampling
+        from vlm.mm_utils import model_frame_sampling, model_progress_cue, vlnce_frame_sampling
 
         keyed = [
             Image(np.ascontiguousarray(f), key=(self._uid, t) if self._uid else None)
             for t, f in enumerate(frames)
         ]
         images = vlnce_frame_sampling(keyed, self.num_frames, rule=model_frame_sampling(self.model))
-        prompt = build_prompt(instruction, getattr(self.model, "conv_mode", "llama_3"), self.num_frames)
+        conv_mode = getattr(self.model, "conv_mode", "llama_3")
+        cue = model_progress_cue(self.model)
+        prompt = build_prompt(instruction, conv_mode, self.num_frames, progress_cue=cue, steps=len(frames) - 1)
         text = self.model.generate_text([(images, prompt)], max_new_tokens=self.max_new_tokens)[0]
         parsed = parse_action(text)
         self.decisions += 1
@@ -1056,7 +1060,7 @@ def collect_split(
     if dagger:
         import vlm
 
-        policy = ModelPolicy(vlm.load(config.policy, device=device), config.num_frames)
+        policy = ModelPolicy(vlm.load(config.policy, device=device))  # the model's own frame count
     try:
         driver = EnvDriver(env, config.data_root)
         return collect(config, episodes, driver, expert, build_user_prompt, policy, progress)

@@ -2,7 +2,8 @@
 
 The nested `llm_cfg`, `vision_tower_cfg` and `mm_projector_cfg` are plain dicts (as in released checkpoints); the
 VILA keys (`mm_hidden_size`, `image_aspect_ratio`, `num_video_frames`, `mm_vision_select_layer`, ...) sit beside
-them, with `frame_sampling` (beyond VILA: which history frames a call sees; absent = NaVILA's uniform rule).
+them, with `frame_sampling` (beyond VILA: which history frames a call sees; absent = NaVILA's uniform rule) and
+`progress_cue` (beyond VILA: a step count in the prompt; absent = none, NaVILA's prompt).
 `tiny_config()` is for tests; `embedded_config(tokenizer)` is the small model shipped for CPU use.
 """
 
@@ -15,7 +16,7 @@ from transformers import PreTrainedConfig
 from vlm.constants import ARCHITECTURE, MODEL_TYPE, PROJECTOR_MODEL_TYPE
 from vlm.convnet import ConvNetConfig
 from vlm.efficientnet import EfficientNetLiteConfig
-from vlm.mm_utils import FRAME_SAMPLING_RULES
+from vlm.mm_utils import FRAME_SAMPLING_RULES, PROGRESS_CUES
 from vlm.vision import SELECT_FEATURES
 
 ASPECT_RATIOS = ("resize", "pad")
@@ -36,6 +37,7 @@ class LlavaLlamaConfig(PreTrainedConfig):
         image_aspect_ratio: str = "resize",  # how frames become squares: resize (NaVILA) | pad
         num_video_frames: int = 8,  # frames per model call (7 history + current)
         frame_sampling: str = "uniform",  # which history frames: uniform (NaVILA) | geometric (vlm.mm_utils)
+        progress_cue: str = "none",  # a step count in the prompt: none (NaVILA) | steps (vlm.mm_utils)
         mm_vision_select_layer: int = -2,  # which hidden layer of a transformer tower gives the features
         mm_vision_select_feature: str = "cls_patch",  # patch (drop CLS) | cls_patch (keep all)
         mm_use_im_start_end: bool = False,  # VILA flag; NaVILA: false (no start/end tokens around images)
@@ -51,6 +53,7 @@ class LlavaLlamaConfig(PreTrainedConfig):
         self.image_aspect_ratio = image_aspect_ratio
         self.num_video_frames = num_video_frames
         self.frame_sampling = frame_sampling
+        self.progress_cue = progress_cue
         self.mm_vision_select_layer = mm_vision_select_layer
         self.mm_vision_select_feature = mm_vision_select_feature
         self.mm_use_im_start_end = mm_use_im_start_end
@@ -76,6 +79,8 @@ class LlavaLlamaConfig(PreTrainedConfig):
             raise ValueError(
                 f"unknown frame_sampling '{self.frame_sampling}'; available: {', '.join(FRAME_SAMPLING_RULES)}"
             )
+        if self.progress_cue not in PROGRESS_CUES:
+            raise ValueError(f"unknown progress_cue '{self.progress_cue}'; available: {', '.join(PROGRESS_CUES)}")
         if self.mm_use_im_start_end:
             raise ValueError("mm_use_im_start_end=true is not supported (NaVILA and VILA 1.5 use false)")
         if self.mm_projector_cfg.get("model_type", PROJECTOR_MODEL_TYPE) != PROJECTOR_MODEL_TYPE:

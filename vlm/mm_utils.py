@@ -35,6 +35,44 @@ def model_frame_sampling(model: Any) -> str:
     return check_frame_sampling(rule)
 
 
+PROGRESS_CUES = ("none", "steps")  # "none" is NaVILA's prompt; "steps" is beyond NaVILA
+PROGRESS_ANCHOR = "Analyze this series of images"  # the cue goes right before this sentence of NaVILA's prompt
+
+
+def check_progress_cue(cue: str) -> str:
+    """`cue` if it is one of PROGRESS_CUES; ValueError naming the choices otherwise."""
+    if cue not in PROGRESS_CUES:
+        raise ValueError(f"unknown progress cue '{cue}'; available: {', '.join(PROGRESS_CUES)}")
+    return cue
+
+
+def model_progress_cue(model: Any) -> str:
+    """The progress cue a model was trained with: its config's `progress_cue`, "none" (NaVILA's prompt) when absent."""
+    cue = getattr(getattr(model, "config", None), "progress_cue", None) or "none"
+    return check_progress_cue(cue)
+
+
+def add_progress_cue(prompt: str, cue: str, steps: int) -> str:
+    """`prompt` (NaVILA's user turn) with progress cue `cue` for a decision after `steps` low-level actions.
+
+    "none" returns the prompt unchanged (NaVILA). "steps" (beyond NaVILA) puts "You have taken N steps so far. "
+    right before "Analyze this series of images", after the instruction. N is the current frame's index, so the
+    cue follows from the length of the frame history alone: the agent, collected samples (their step `t`) and
+    training all derive the same number. Why: the sampled frames do not say how far along the route a decision
+    is (8 frames over 10 steps or over 100 look alike), and held-out accuracy falls along the route
+    (docs/training_log.md, sessions 27-28). ValueError when a cue is asked for and the prompt lacks the anchor.
+    """
+    check_progress_cue(cue)
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if cue == "none":
+        return prompt
+    at = prompt.rfind(PROGRESS_ANCHOR)  # the last one: an instruction could hold the words too
+    if at < 0:
+        raise ValueError(f"progress cue '{cue}': the prompt has no '{PROGRESS_ANCHOR}' to put it before")
+    return f"{prompt[:at]}You have taken {steps} steps so far. {prompt[at:]}"
+
+
 def history_indices(length: int, num_frames: int = 8, rule: str = "uniform") -> list[int]:
     """Indices of the `num_frames - 1` history frames chosen from a padded buffer of `length` frames.
 

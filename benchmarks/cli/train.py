@@ -162,7 +162,7 @@ def make_sample_eval_fn(
 
     def eval_fn(checkpoint: Path) -> dict[str, Any]:
         import vlm
-        from vlm.mm_utils import model_frame_sampling
+        from vlm.mm_utils import model_frame_sampling, model_progress_cue
         from vlm.train.action_eval import action_accuracy, format_confusion
         from vlm.train.dataset import SampleEncoder
         from vlm.train.frame_features import CachedFeatureDataset, precompute_features
@@ -170,6 +170,7 @@ def make_sample_eval_fn(
         model = vlm.load(checkpoint, device="cpu", dtype="float32")
         encoder = SampleEncoder(model.tokenizer, model.image_processor)
         data.set_frame_sampling(model_frame_sampling(model))  # the frames the agent would show this checkpoint
+        data.set_progress_cue(model_progress_cue(model))  # and the prompt
         dataset: Any = data
         if feature_cache_dir:
             dataset = CachedFeatureDataset(data, precompute_features(model, data, encoder, feature_cache_dir))
@@ -235,6 +236,12 @@ def register(app: typer.Typer) -> None:
             "start) or geometric (the last steps densely, the start still; vlm.mm_utils.history_indices). Saved in "
             "the model's config.json, which the agent follows. Default: a --model checkpoint's own rule, uniform "
             "for --init.",
+        ),
+        progress_cue: str = typer.Option(
+            None,
+            help="A progress cue in the prompt (beyond NaVILA): none (NaVILA's prompt) or steps (\"You have taken N "
+            "steps so far.\" before \"Analyze this series of images\"; N from each sample's step). Saved in the "
+            "model's config.json, which the agent follows. Default: a --model checkpoint's own cue, none for --init.",
         ),
         word_init: Path = typer.Option(
             None,
@@ -458,6 +465,19 @@ def register(app: typer.Typer) -> None:
                 "every sample from its step and saved in the model's config.json",
                 highlight=False,
             )
+        from vlm.mm_utils import check_progress_cue, model_progress_cue
+
+        try:
+            net.config.progress_cue = check_progress_cue(progress_cue or model_progress_cue(net))
+            dataset.set_progress_cue(net.config.progress_cue)
+        except ValueError as e:
+            raise _fail(f"--progress-cue: {e}") from None
+        if net.config.progress_cue != "none":
+            console.print(
+                f"prompt: progress cue '{net.config.progress_cue}' (beyond NaVILA), added to every navigation sample "
+                "from its step and saved in the model's config.json",
+                highlight=False,
+            )
         encoder = SampleEncoder(
             net.tokenizer,
             net.image_processor,
@@ -500,6 +520,7 @@ def register(app: typer.Typer) -> None:
             "model": str(model) if model else None,
             "action_token_weight": action_token_weight,
             "frame_sampling": net.config.frame_sampling,
+            "progress_cue": net.config.progress_cue,
         }
         previous = output / "train_config.json"
         if previous.is_file():
@@ -524,6 +545,12 @@ def register(app: typer.Typer) -> None:
                 raise _fail(
                     f"{output} was trained with --frame-sampling {rule}; resume it with the same rule "
                     f"(now {net.config.frame_sampling})"
+                )
+            cue = saved.get("progress_cue", "none")
+            if cue != net.config.progress_cue and resuming:
+                raise _fail(
+                    f"{output} was trained with --progress-cue {cue}; resume it with the same cue "
+                    f"(now {net.config.progress_cue})"
                 )
         try:
             if stop_after is not None and stop_after < 1:

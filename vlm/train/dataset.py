@@ -221,6 +221,8 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         self._resize: Callable[[np.ndarray], np.ndarray] | None = None
         self._max_bytes = self._cached_bytes = 0
         self.frame_sampling = "uniform"  # what collect stores (NaVILA's rule); see set_frame_sampling
+        self.progress_cue = "none"  # what collect stores (NaVILA's prompt); see set_progress_cue
+        self._plain_prompts: dict[int, str] = {}  # sample position -> its collected prompt, once a cue changed it
 
     def set_frame_sampling(self, rule: str) -> None:
         """From now on each sample sees the frames that history rule `rule` picks (`vlm.mm_utils.frame_indices`).
@@ -242,6 +244,37 @@ class TrajectoryDataset(torch.utils.data.Dataset):
                 )
             s["frames"] = frame_indices(int(s["t"]) + 1, len(s["frames"]), rule)
         self.frame_sampling = rule
+
+    def set_progress_cue(self, cue: str) -> None:
+        """From now on each navigation sample's prompt carries progress cue `cue` (`vlm.mm_utils.add_progress_cue`,
+        with the sample's step `t`); "none" restores the collected prompts. Scene QA samples are left as they are.
+
+        Collected samples store NaVILA's prompt; a model trained with a cue (its config's `progress_cue`) must train
+        on the prompts the agent will show it. A navigation sample without `t`, or whose prompt is not NaVILA's:
+        ValueError naming the dataset and the sample."""
+        from vlm.mm_utils import add_progress_cue, check_progress_cue
+
+        check_progress_cue(cue)
+        if cue == self.progress_cue:
+            return
+        updated: dict[int, str] = {}
+        for position, s in enumerate(self.samples):
+            if s.get("task", "navigation") != "navigation":
+                continue
+            plain = self._plain_prompts.get(position, s["conversations"][0]["value"])
+            if "t" not in s:
+                raise ValueError(
+                    f"dataset '{self.name}': sample {s.get('id')!r} has no step 't', so progress cue '{cue}' cannot "
+                    "be added; recollect it with `navila-agent collect`"
+                )
+            try:
+                updated[position] = add_progress_cue(plain, cue, int(s["t"]))
+            except ValueError as e:
+                raise ValueError(f"dataset '{self.name}': sample {s.get('id')!r}: {e}") from None
+            self._plain_prompts.setdefault(position, plain)
+        for position, prompt in updated.items():  # all checked first: a failure leaves every prompt as it was
+            self.samples[position]["conversations"][0]["value"] = prompt
+        self.progress_cue = cue
 
     def resize_frames(self, resize: Callable[[np.ndarray], np.ndarray], max_bytes: int) -> None:
         """From now on keep each trajectory's frames decoded and passed through `resize` (the tower's own
@@ -384,6 +417,11 @@ class MixtureDataset(torch.utils.data.Dataset):
         """`TrajectoryDataset.set_frame_sampling` on every dataset (the trained model's history rule)."""
         for d in self.datasets:
             d.set_frame_sampling(rule)
+
+    def set_progress_cue(self, cue: str) -> None:
+        """`TrajectoryDataset.set_progress_cue` on every dataset (the trained model's prompt cue)."""
+        for d in self.datasets:
+            d.set_progress_cue(cue)
 
     def resize_frames(self, resize: Callable[[np.ndarray], np.ndarray], max_bytes: int) -> None:
         """`TrajectoryDataset.resize_frames` on every dataset, `max_bytes` shared evenly among them."""
