@@ -99,6 +99,31 @@ def test_the_agent_follows_the_model_frame_sampling_rule() -> None:
         NavilaAgentConfig(frame_sampling="dense")
 
 
+def test_the_agent_follows_the_model_progress_cue() -> None:
+    """A model trained with the step-count cue (its config says so) is told the current frame's step at every
+    decision, the retry included; the agent config can override it; NaVILA's prompt otherwise."""
+
+    class Config:
+        progress_cue = "steps"
+
+    episode = make_episode()
+    for config, cue in ((None, "steps"), (NavilaAgentConfig(progress_cue="none"), "none")):
+        model = FakeModel([FORWARD_75, "no idea", "still no idea", LEFT_30])
+        model.config = Config()
+        agent = NavilaAgent(model, config)
+        assert agent.progress_cue == cue
+        agent.reset(episode)
+        for t in range(5):  # decisions at t = 0 (forward 75: 3 steps), t = 3 (two failures: one left), t = 4
+            agent.act(make_obs(t))
+        prompts = [prompt for call in model.calls for _, prompt in call]
+        assert len(prompts) == 4
+        for prompt, t in zip(prompts, (0, 3, 3, 4), strict=True):
+            assert (f"You have taken {t} steps so far. Analyze" in prompt) == (cue == "steps"), prompt
+        assert prompts[0] == build_prompt(episode.instruction.instruction_text, progress_cue=cue, steps=0)
+    with pytest.raises(ValueError, match="progress_cue: unknown cue 'meters'"):
+        NavilaAgentConfig(progress_cue="meters")
+
+
 def test_the_agent_shows_the_model_its_own_number_of_frames() -> None:
     """A checkpoint trained on 4 frames (config num_video_frames) gets 4 frames and 4 <image> markers, not
     NaVILA's 8; the agent config can still set the count; a model without the key gets 8."""

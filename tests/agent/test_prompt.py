@@ -44,6 +44,19 @@ def test_frame_count_and_suffix() -> None:
         build_user_prompt("x", num_frames=0)
 
 
+def test_progress_cue_adds_the_step_count_after_the_instruction() -> None:
+    from vlm.mm_utils import PROGRESS_ANCHOR
+
+    assert PROGRESS_ANCHOR in EXPECTED_USER  # the cue's anchor is NaVILA's own wording
+    assert build_user_prompt(INSTRUCTION, progress_cue="none", steps=9) == EXPECTED_USER
+    assert build_user_prompt(INSTRUCTION, progress_cue="steps", steps=9) == EXPECTED_USER.replace(
+        'door." Analyze', 'door." You have taken 9 steps so far. Analyze'
+    )
+    assert build_prompt(INSTRUCTION, progress_cue="steps", steps=9, suffix=" Be brief.") == EXPECTED_LLAMA_3.replace(
+        'door." Analyze', 'door." You have taken 9 steps so far. Analyze'
+    ).replace("completed.<|eot_id|>", "completed. Be brief.<|eot_id|>")
+
+
 def test_unknown_template_lists_the_available_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown conversation template 'llama_9'; available: .*llama_3"):
         build_prompt(INSTRUCTION, conv_mode="llama_9")

@@ -104,6 +104,30 @@ def test_ablations_show_a_model_the_history_of_its_own_frame_sampling_rule(tmp_p
     assert shown == [s["frames"] for s in data.samples] != stored
 
 
+def test_ablations_show_a_model_the_prompt_of_its_own_progress_cue(tmp_path, monkeypatch):
+    """A model trained with the step-count cue is scored on prompts that carry it (each sample's own step)."""
+    from benchmarks.ablate_inputs import sample_ablations
+    from tests.vlm.train.fakes import write_collected
+    from vlm.tokenizer import build_tokenizer
+
+    prompts: list[str] = []
+    original = AblatedSamples.__getitem__
+    monkeypatch.setattr(
+        AblatedSamples, "__getitem__", lambda self, i: (item := original(self, i), prompts.append(item["prompt"]))[0]
+    )
+    answer = "The next action is turn left 30 degrees."
+    held_out = write_collected(tmp_path / "val", {"a": [answer] * 3, "b": [answer] * 2}, navila_prompt=True)
+    tokenizer = build_tokenizer([answer, "Go a. <image>"], vocab_size=300)
+    model = vlm.build_model(vlm.tiny_config(vocab_size=len(tokenizer)), tokenizer).eval()
+    model.config.progress_cue = "steps"
+    model.save_pretrained(tmp_path / "cue")
+    sample_ablations(tmp_path / "cue", held_out, 5, "teacher_forced", ["full", "other_instruction"])
+    assert len(prompts) == 10
+    steps = [0, 1, 2, 0, 1] * 2
+    assert all(f"You have taken {t} steps so far. Analyze" in p for t, p in zip(steps, prompts, strict=True)), prompts
+    assert '"Go b." You have taken 0' in prompts[5] and '"Go a." You have taken 0' in prompts[8]  # swapped
+
+
 def test_samples_command_prints_the_table_and_writes_json(tmp_path, capsys):
     data = _conditioned_data(tmp_path / "d", "image", 3, seed=0)
     tok = vlm.build_tokenizer(["The next action is turn left 30 degrees."], vocab_size=300)

@@ -74,3 +74,26 @@ def test_the_command_scores_a_model_and_writes_json(tmp_path, capsys) -> None:
     assert result["frame_sampling"] == "geometric"
     with pytest.raises(SystemExit):
         main([str(tmp_path / "nowhere"), str(data)])
+
+
+def test_the_model_is_scored_on_the_prompts_of_its_own_progress_cue(tmp_path, monkeypatch, capsys) -> None:
+    import vlm
+    from vlm.tokenizer import build_tokenizer
+    from vlm.train import action_eval
+
+    answer = "The next action is turn left 30 degrees."
+    data = write_collected(tmp_path / "val", {"a": [answer] * 6}, navila_prompt=True)
+    (data / "shard-00000" / "trajectories.jsonl").write_text('{"traj": "a", "steps": 6}\n')
+    tokenizer = build_tokenizer([answer, "Go a. <image>"], vocab_size=300)
+    model = vlm.build_model(vlm.tiny_config(vocab_size=len(tokenizer)), tokenizer).eval()
+    model.config.progress_cue = "steps"
+    model.save_pretrained(tmp_path / "m")
+    prompts: list[str] = []
+    original = action_eval.answer_items
+    monkeypatch.setattr(
+        action_eval, "answer_items", lambda m, items, *a: (prompts.extend(i["prompt"] for i in items), original(m, items, *a))[1]
+    )
+    assert main([str(tmp_path / "m"), str(data), "--json", str(tmp_path / "p.json")]) == 0
+    assert [p.count(f"You have taken {t} steps so far. Analyze") for t, p in enumerate(prompts)] == [1] * 6
+    assert "progress cue steps)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "p.json").read_text())["progress_cue"] == "steps"

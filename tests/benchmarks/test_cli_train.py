@@ -406,6 +406,49 @@ def test_frame_sampling_is_trained_saved_and_kept_on_resume_and_fine_tuning(tiny
     assert result.exit_code == 2 and "--frame-sampling: unknown frame sampling rule 'dense'" in flat, result.output
 
 
+def test_progress_cue_is_trained_saved_and_kept_on_resume_and_fine_tuning(tiny_splits, tmp_path, monkeypatch):
+    """--progress-cue steps: the training data and the held-out scoring carry the cue, the saved model's config.json
+    says so (the agent follows it), a resume must keep it, and fine-tuning the model without the flag keeps it."""
+    import vlm
+    from vlm.train.dataset import TrajectoryDataset
+
+    cues: list[str] = []
+    prompts: list[str] = []
+    original = TrajectoryDataset.set_progress_cue
+
+    def record(self, cue):
+        cues.append(cue)
+        original(self, cue)
+        prompts.append(self.samples[-1]["conversations"][0]["value"])
+
+    monkeypatch.setattr(TrajectoryDataset, "set_progress_cue", record)
+    data = tmp_path / "collected"
+    invoke(["collect", "--split", "r2r_train", "--output", str(data), "--limit", "1", "--frame-size", "32"])
+    last_step = TrajectoryDataset(data).samples[-1]["t"]
+    run = tmp_path / "run"
+    args = ["train", "--data-mixture", str(data), "--init", "tiny", "--batch-size", "2", "--save-every", "1",
+            "--vocab-size", "400", "--output", str(run), "--steps", "2", "--eval-every", "2", "--eval-limit", "0",
+            "--eval-samples", str(data), "--eval-samples-limit", "2"]  # fmt: skip
+    invoke([*args, "--progress-cue", "steps", "--stop-after", "1"])
+    assert cues == ["steps"] and f"You have taken {last_step} steps so far. Analyze" in prompts[-1]
+    result = CliRunner().invoke(app, args)  # a resume without the cue it started with
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 2 and "resume it with the same cue (now none)" in flat, result.output
+    assert '"resumed_from": 1' in invoke([*args, "--progress-cue", "steps"]).output.replace("\n", "")
+    assert cues[-2:] == ["steps", "steps"]  # the training data, then the held-out samples at step 2
+    assert vlm.load(run, device="cpu").config.progress_cue == "steps"
+    assert json.loads((run / "train_config.json").read_text())["progress_cue"] == "steps"
+
+    tuned = tmp_path / "tuned"
+    invoke(["train", "--data-mixture", str(data), "--model", str(run), "--batch-size", "2", "--output", str(tuned),
+            "--steps", "1", "--eval-every", "0"])  # fmt: skip
+    assert vlm.load(tuned, device="cpu").config.progress_cue == "steps"
+    bad = ["train", "--data-mixture", str(data), "--init", "tiny", "--output", str(tmp_path / "r2"), "--steps", "1"]
+    result = CliRunner().invoke(app, [*bad, "--progress-cue", "meters"])
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 2 and "--progress-cue: unknown progress cue 'meters'" in flat, result.output
+
+
 def test_word_init_starts_the_fresh_embeddings_from_a_text_encoder(tiny_splits, tmp_path):
     """--word-init DIR: the fresh model's word embeddings come from the encoder's (recorded in train_config.json);
     it goes with --init only, and a folder that is not a text encoder is refused naming the missing file."""

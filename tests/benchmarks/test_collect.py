@@ -566,6 +566,36 @@ def test_model_policy_shows_the_model_its_own_history_rule():
     assert history_indices(30, 8, "geometric") != history_indices(30, 8)
 
 
+def test_model_policy_shows_the_model_its_own_frame_count_and_progress_cue():
+    """A DAgger round driven by a model trained on 4 frames with the step-count cue shows it 4 frames and tells it
+    the current step, as the agent does."""
+    from benchmarks.collect import ModelPolicy
+
+    class Config:
+        num_video_frames = 4
+        progress_cue = "steps"
+
+    class Recorder:
+        config = Config()
+        conv_mode = "llama_3"
+
+        def __init__(self) -> None:
+            self.seen: list[tuple[int, str]] = []
+
+        def generate_text(self, samples, max_new_tokens=32):
+            self.seen.append((len(samples[0][0]), samples[0][1]))
+            return ["The next action is move forward 25 cm."]
+
+    model = Recorder()
+    policy = ModelPolicy(model)
+    policy.reset(make_episode(0, []))
+    policy.decide([np.zeros((8, 8, 3), dtype=np.uint8) for _ in range(30)], "Go.")
+    [(count, prompt)] = model.seen
+    assert count == prompt.count("<image>") == 4
+    assert '"Go." You have taken 29 steps so far. Analyze' in prompt
+    assert ModelPolicy(model, num_frames=8).num_frames == 8
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

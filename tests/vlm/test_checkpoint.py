@@ -178,6 +178,20 @@ def test_frame_sampling_round_trips_and_a_bad_rule_is_named(saved: Path, tmp_pat
         vlm.load(saved)
 
 
+def test_progress_cue_round_trips_and_a_bad_cue_is_named(saved: Path, tmp_path: Path, tiny_model) -> None:
+    assert json.loads((saved / "config.json").read_text())["progress_cue"] == "none"
+    tiny_model.config.progress_cue = "steps"
+    tiny_model.save_pretrained(tmp_path / "p")
+    assert vlm.load(tmp_path / "p").config.progress_cue == "steps"
+    config = json.loads((saved / "config.json").read_text())
+    del config["progress_cue"]  # a released NaVILA checkpoint has no such key: NaVILA's prompt
+    (saved / "config.json").write_text(json.dumps(config))
+    assert vlm.load(saved).config.progress_cue == "none"
+    (saved / "config.json").write_text(json.dumps({**config, "progress_cue": "meters"}))
+    with pytest.raises(ValueError, match="unknown progress_cue 'meters'; available: none, steps"):
+        vlm.load(saved)
+
+
 def test_save_compact_halves_lm_and_projector_keeps_tower_exact(tmp_path: Path, tokenizer) -> None:
     torch.manual_seed(2)
     model = vlm.build_model(vlm.tiny_config(vocab_size=len(tokenizer), tower="efficientnet"), tokenizer, pretrained_vision=False).eval()

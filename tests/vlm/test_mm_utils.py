@@ -11,10 +11,13 @@ from vlm.image_processor import ImageProcessor
 from vlm.media import Image
 from vlm.mm_utils import (
     FRAME_SAMPLING_RULES,
+    PROGRESS_ANCHOR,
     KeywordsStoppingCriteria,
+    add_progress_cue,
     frame_indices,
     history_indices,
     model_frame_sampling,
+    model_progress_cue,
     opencv_extract_frames,
     process_images,
     tokenizer_image_token,
@@ -100,6 +103,36 @@ def test_model_frame_sampling_defaults_to_navila_uniform() -> None:
     Config.frame_sampling = "sparse"
     with pytest.raises(ValueError, match="'sparse'"):
         model_frame_sampling(Model())
+
+
+def test_progress_cue_goes_before_the_last_anchor_and_none_is_navilas_prompt() -> None:
+    prompt = f'Your assigned task is: "Go. {PROGRESS_ANCHOR} twice." {PROGRESS_ANCHOR} to decide.'
+    assert add_progress_cue(prompt, "none", 12) == prompt
+    assert add_progress_cue(prompt, "steps", 12) == (
+        f'Your assigned task is: "Go. {PROGRESS_ANCHOR} twice." You have taken 12 steps so far. {PROGRESS_ANCHOR} '
+        "to decide."
+    )  # the instruction's own copy of the words is left alone
+    assert "You have taken 0 steps so far. " in add_progress_cue(prompt, "steps", 0)
+    with pytest.raises(ValueError, match="unknown progress cue 'meters'; available: none, steps"):
+        add_progress_cue(prompt, "meters", 3)
+    with pytest.raises(ValueError, match="steps must be >= 0, got -1"):
+        add_progress_cue(prompt, "steps", -1)
+    with pytest.raises(ValueError, match="progress cue 'steps': the prompt has no 'Analyze this series of images'"):
+        add_progress_cue("<image>\nGo.", "steps", 3)
+
+
+def test_model_progress_cue_defaults_to_navilas_prompt() -> None:
+    class Config:
+        progress_cue = "steps"
+
+    class Model:
+        config = Config()
+
+    assert model_progress_cue(object()) == "none"  # a released checkpoint: no cue
+    assert model_progress_cue(Model()) == "steps"
+    Config.progress_cue = "meters"
+    with pytest.raises(ValueError, match="'meters'"):
+        model_progress_cue(Model())
 
 
 def test_padding_with_black_frames_never_mutates_caller() -> None:

@@ -25,12 +25,14 @@ def write_collected(
     size: int = 8,
     instructions: dict[str, str] | None = None,
     asymmetric: bool = False,
+    navila_prompt: bool = False,
 ) -> Path:
     """A folder in `navila-agent collect`'s format: one shard, `trajectories` = {traj: [answer per decision]}.
 
     Each trajectory's instruction is `instructions[traj]` (default "Go <traj>."), its prompt's text. Frame t is
     uniformly grey 10 * (t + 1), or with `asymmetric` its left half only (the right half black), so a frame and
-    its mirror image differ."""
+    its mirror image differ. With `navila_prompt` the prompt is NaVILA's user turn (`agent.prompt.build_user_prompt`)
+    instead of the `<image>` markers followed by the instruction."""
     shard = root / "shard-00000"
     (shard / "frames").mkdir(parents=True, exist_ok=True)
     samples, trajs = [], []
@@ -54,7 +56,7 @@ def write_collected(
                     "action": answer.split()[4] if "stop" not in answer else "stop",
                     "instruction": instruction,
                     "conversations": [
-                        {"from": "human", "value": "<image>\n" * num_frames + instruction},
+                        {"from": "human", "value": _prompt(instruction, num_frames, navila_prompt)},
                         {"from": "gpt", "value": answer},
                     ],
                 }
@@ -66,6 +68,14 @@ def write_collected(
         json.dumps({"format": "navila-agent-trajectories/1", "samples": len(samples)})
     )
     return root
+
+
+def _prompt(instruction: str, num_frames: int, navila: bool) -> str:
+    if navila:
+        from agent.prompt import build_user_prompt
+
+        return build_user_prompt(instruction, num_frames)
+    return "<image>\n" * num_frames + instruction
 
 
 def tiny_vlm(tokenizer) -> nn.Module:

@@ -65,6 +65,44 @@ def test_frame_sampling_re_derives_each_samples_frames_from_its_step(tmp_path):
         ds.set_frame_sampling("geometric")
 
 
+def test_progress_cue_adds_each_navigation_samples_step_to_its_prompt(tmp_path):
+    """Collected prompts are NaVILA's; a model trained with the step-count cue trains on prompts that carry each
+    sample's step (as the agent will show it), scene QA prompts are left alone, and "none" restores the originals.
+    A prompt without NaVILA's anchor is refused, naming the dataset and the sample, and nothing is changed."""
+    import json
+
+    from vlm.mm_utils import PROGRESS_ANCHOR
+
+    root = write_collected(tmp_path / "d", {"a": ANSWERS, "b": ANSWERS[:2]})
+    data = MixtureDataset([DatasetEntry("d", root)])
+    with pytest.raises(ValueError, match="dataset 'd': sample 'a:0': progress cue 'steps': the prompt has no"):
+        data.set_progress_cue("steps")
+    assert data[0]["prompt"] == "<image>\n" * 8 + "Go a." and data.datasets[0].progress_cue == "none"
+
+    samples_file = root / "shard-00000" / "samples.jsonl"
+    rows = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    for row in rows:
+        row["conversations"][0]["value"] += f" {PROGRESS_ANCHOR}."
+    rows[1]["task"] = "scene_qa"
+    samples_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    data = MixtureDataset([DatasetEntry("d", root)])
+    plain = [data[i]["prompt"] for i in range(len(data))]
+    data.set_progress_cue("steps")
+    assert data[2]["prompt"] == "<image>\n" * 8 + f"Go a. You have taken 2 steps so far. {PROGRESS_ANCHOR}."
+    assert data[4]["prompt"] == "<image>\n" * 8 + f"Go b. You have taken 1 steps so far. {PROGRESS_ANCHOR}."
+    assert data[1]["prompt"] == plain[1]  # scene QA
+    data.set_progress_cue("steps")  # twice is once
+    assert data[2]["prompt"].count("You have taken") == 1
+    data.set_progress_cue("none")
+    assert [data[i]["prompt"] for i in range(len(data))] == plain
+    with pytest.raises(ValueError, match="unknown progress cue 'meters'"):
+        data.set_progress_cue("meters")
+    del data.datasets[0].samples[3]["t"]
+    with pytest.raises(ValueError, match="dataset 'd': sample 'b:0' has no step 't'"):
+        data.set_progress_cue("steps")
+    assert [data[i]["prompt"] for i in range(len(data))] == plain
+
+
 def test_unfinished_trajectories_are_ignored_and_missing_folder_is_explained(tmp_path):
     root = write_collected(tmp_path / "d", {"a": ANSWERS, "b": ANSWERS[:1]})
     (root / "shard-00000" / "trajectories.jsonl").write_text('{"traj": "a"}\n')
