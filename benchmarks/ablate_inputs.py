@@ -115,7 +115,6 @@ def sample_ablations(
     trajectories' first decisions ("first": t = 0, where the answer can come only from the instruction and the
     first view)."""
     import vlm
-    from vlm.mm_utils import model_frame_sampling, model_progress_cue
     from vlm.train.action_eval import action_accuracy
     from vlm.train.dataset import SampleEncoder, TrajectoryDataset
 
@@ -135,8 +134,7 @@ def sample_ablations(
     if not picks:
         raise ValueError(f"{samples}: no sample to score for --decisions {decisions}")
     model = vlm.load(model_path, device="cpu", dtype="float32")
-    data.set_frame_sampling(model_frame_sampling(model))  # the history frames the agent would show this model
-    data.set_progress_cue(model_progress_cue(model))  # and its prompt
+    data.follow_model(model)  # the frames and prompts the agent would show this model
     encoder = SampleEncoder(model.tokenizer, model.image_processor)
     return {a: action_accuracy(model, AblatedSamples(data, a), encoder, picks, mode=mode) for a in ablations}
 

@@ -109,7 +109,6 @@ def score(
 ) -> dict[str, Any]:
     """Greedy answers of the model to every `every`-th navigation sample of `samples`, tabulated by progress."""
     import vlm
-    from vlm.mm_utils import model_frame_sampling, model_progress_cue
     from vlm.train.action_eval import answer_items, parse_action
     from vlm.train.dataset import MixtureDataset, SampleEncoder
     from vlm.train.registry import DatasetEntry
@@ -119,10 +118,8 @@ def score(
     steps = trajectory_steps(samples)
     data = MixtureDataset([DatasetEntry(samples.name, samples)])
     model = vlm.load(model_path, device="cpu", dtype="float32").eval()
-    rule = model_frame_sampling(model)
-    data.set_frame_sampling(rule)
-    cue = model_progress_cue(model)
-    data.set_progress_cue(cue)  # the prompt the agent would show this model
+    data.follow_model(model)  # the frames and prompts the agent would show this model
+    rule, cue = data.datasets[0].frame_sampling, data.datasets[0].progress_cue
     raw = data.datasets[0].samples
     picks = [
         i

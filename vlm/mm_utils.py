@@ -6,6 +6,7 @@ where they occur (the caller's frame list is never mutated; BOS is never doubled
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,24 @@ def add_progress_cue(prompt: str, cue: str, steps: int) -> str:
     if at < 0:
         raise ValueError(f"progress cue '{cue}': the prompt has no '{PROGRESS_ANCHOR}' to put it before")
     return f"{prompt[:at]}You have taken {steps} steps so far. {prompt[at:]}"
+
+
+def with_image_count(prompt: str, num_frames: int) -> str:
+    """NaVILA's user turn `prompt` with `num_frames` `<image>` markers: `num_frames - 1` history markers after
+    "observations ", then the current one. What `agent.prompt.build_user_prompt(instruction, num_frames)` gives, so a
+    sample collected with 8 frames can train a model that sees another count. ValueError when the prompt lacks
+    NaVILA's markers."""
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    marker = f"{DEFAULT_IMAGE_TOKEN}\n"
+    pattern = rf"(observations )(?:{re.escape(marker)})*(, and current observation {re.escape(marker)})"
+    new, found = re.subn(pattern, lambda m: m.group(1) + marker * (num_frames - 1) + m.group(2), prompt, count=1)
+    if not found:
+        raise ValueError(
+            "the prompt has no NaVILA frame markers ('observations <image>\\n..., and current observation "
+            "<image>\\n') to set the frame count in"
+        )
+    return new
 
 
 def history_indices(length: int, num_frames: int = 8, rule: str = "uniform") -> list[int]:

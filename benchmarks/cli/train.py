@@ -162,15 +162,13 @@ def make_sample_eval_fn(
 
     def eval_fn(checkpoint: Path) -> dict[str, Any]:
         import vlm
-        from vlm.mm_utils import model_frame_sampling, model_progress_cue
         from vlm.train.action_eval import action_accuracy, format_confusion
         from vlm.train.dataset import SampleEncoder
         from vlm.train.frame_features import CachedFeatureDataset, precompute_features
 
         model = vlm.load(checkpoint, device="cpu", dtype="float32")
         encoder = SampleEncoder(model.tokenizer, model.image_processor)
-        data.set_frame_sampling(model_frame_sampling(model))  # the frames the agent would show this checkpoint
-        data.set_progress_cue(model_progress_cue(model))  # and the prompt
+        data.follow_model(model)  # the frames and prompts the agent would show this checkpoint
         dataset: Any = data
         if feature_cache_dir:
             dataset = CachedFeatureDataset(data, precompute_features(model, data, encoder, feature_cache_dir))
@@ -236,6 +234,12 @@ def register(app: typer.Typer) -> None:
             "start) or geometric (the last steps densely, the start still; vlm.mm_utils.history_indices). Saved in "
             "the model's config.json, which the agent follows. Default: a --model checkpoint's own rule, uniform "
             "for --init.",
+        ),
+        num_frames: int = typer.Option(
+            None,
+            help="Frames per decision, history and current (NaVILA: 8). Each sample's frames are re-derived from its "
+            "step and its prompt gets that many <image> markers; saved in the model's config.json (num_video_frames), "
+            "which the agent follows. Default: a --model checkpoint's own count, 8 for --init.",
         ),
         progress_cue: str = typer.Option(
             None,
@@ -465,6 +469,19 @@ def register(app: typer.Typer) -> None:
                 "every sample from its step and saved in the model's config.json",
                 highlight=False,
             )
+        try:
+            if num_frames is not None and num_frames < 1:
+                raise ValueError(f"must be >= 1, got {num_frames}")
+            net.config.num_video_frames = int(num_frames or getattr(net.config, "num_video_frames", None) or 8)
+            dataset.set_num_frames(net.config.num_video_frames)
+        except ValueError as e:
+            raise _fail(f"--num-frames: {e}") from None
+        if net.config.num_video_frames != 8:
+            console.print(
+                f"frames per decision: {net.config.num_video_frames} (NaVILA: 8), re-derived for every sample from its "
+                "step and saved in the model's config.json",
+                highlight=False,
+            )
         from vlm.mm_utils import check_progress_cue, model_progress_cue
 
         try:
@@ -521,6 +538,7 @@ def register(app: typer.Typer) -> None:
             "action_token_weight": action_token_weight,
             "frame_sampling": net.config.frame_sampling,
             "progress_cue": net.config.progress_cue,
+            "num_frames": net.config.num_video_frames,
         }
         previous = output / "train_config.json"
         if previous.is_file():
@@ -545,6 +563,12 @@ def register(app: typer.Typer) -> None:
                 raise _fail(
                     f"{output} was trained with --frame-sampling {rule}; resume it with the same rule "
                     f"(now {net.config.frame_sampling})"
+                )
+            count = saved.get("num_frames", 8)
+            if count != net.config.num_video_frames and resuming:
+                raise _fail(
+                    f"{output} was trained with --num-frames {count}; resume it with the same count "
+                    f"(now {net.config.num_video_frames})"
                 )
             cue = saved.get("progress_cue", "none")
             if cue != net.config.progress_cue and resuming:

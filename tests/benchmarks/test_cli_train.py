@@ -419,7 +419,7 @@ def test_progress_cue_is_trained_saved_and_kept_on_resume_and_fine_tuning(tiny_s
     def record(self, cue):
         cues.append(cue)
         original(self, cue)
-        prompts.append(self.samples[-1]["conversations"][0]["value"])
+        prompts.append(self.prompt(len(self) - 1))
 
     monkeypatch.setattr(TrajectoryDataset, "set_progress_cue", record)
     data = tmp_path / "collected"
@@ -447,6 +447,49 @@ def test_progress_cue_is_trained_saved_and_kept_on_resume_and_fine_tuning(tiny_s
     result = CliRunner().invoke(app, [*bad, "--progress-cue", "meters"])
     flat = " ".join(result.output.split())
     assert result.exit_code == 2 and "--progress-cue: unknown progress cue 'meters'" in flat, result.output
+
+
+@pytest.mark.parametrize("cache", ["no", "yes"])
+def test_num_frames_is_trained_saved_and_kept_on_resume(tiny_splits, tmp_path, monkeypatch, cache):
+    """--num-frames 12: every sample shows 12 frames with 12 <image> markers (raw frames or cached features), the
+    held-out scoring too, the saved config's num_video_frames is 12 (the agent follows it), a resume must keep it,
+    and fine-tuning without the flag keeps the model's count."""
+    import vlm
+    from vlm.train.dataset import SampleEncoder
+
+    shown: list[tuple[int, int]] = []
+    original = SampleEncoder.encode
+
+    def record(self, item):
+        images = item["features"] if "features" in item else item["frames"]
+        shown.append((len(images), item["prompt"].count("<image>")))
+        return original(self, item)
+
+    monkeypatch.setattr(SampleEncoder, "encode", record)
+    data = tmp_path / "collected"
+    invoke(["collect", "--split", "r2r_train", "--output", str(data), "--limit", "1", "--frame-size", "32"])
+    run = tmp_path / "run"
+    args = ["train", "--data-mixture", str(data), "--init", "tiny", "--batch-size", "2", "--save-every", "1",
+            "--vocab-size", "400", "--output", str(run), "--steps", "2", "--eval-every", "2", "--eval-limit", "0",
+            "--eval-samples", str(data), "--eval-samples-limit", "2"]  # fmt: skip
+    args += ["--cache-vision-features", cache, "--feature-cache-dir", str(tmp_path / "features")]
+    invoke([*args, "--num-frames", "12", "--stop-after", "1"])
+    assert (tmp_path / "features").is_dir() == (cache == "yes")
+    assert shown and set(shown) == {(12, 12)}
+    result = CliRunner().invoke(app, args)  # a resume without the count it started with
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 2 and "resume it with the same count (now 8)" in flat, result.output
+    shown.clear()
+    invoke([*args, "--num-frames", "12"])
+    assert shown and set(shown) == {(12, 12)}  # training, then the held-out samples at step 2
+    assert vlm.load(run, device="cpu").config.num_video_frames == 12
+    tuned = tmp_path / "tuned"
+    invoke(["train", "--data-mixture", str(data), "--model", str(run), "--batch-size", "2", "--output", str(tuned),
+            "--steps", "1", "--eval-every", "0"])  # fmt: skip
+    assert vlm.load(tuned, device="cpu").config.num_video_frames == 12
+    bad = ["train", "--data-mixture", str(data), "--init", "tiny", "--output", str(tmp_path / "r2"), "--steps", "1"]
+    result = CliRunner().invoke(app, [*bad, "--num-frames", "0"])
+    assert result.exit_code == 2 and "--num-frames: must be >= 1, got 0" in " ".join(result.output.split())
 
 
 def test_word_init_starts_the_fresh_embeddings_from_a_text_encoder(tiny_splits, tmp_path):

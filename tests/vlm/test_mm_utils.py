@@ -121,6 +121,21 @@ def test_progress_cue_goes_before_the_last_anchor_and_none_is_navilas_prompt() -
         add_progress_cue("<image>\nGo.", "steps", 3)
 
 
+@pytest.mark.parametrize("count", [1, 2, 8, 12, 16])
+def test_with_image_count_gives_the_prompt_of_that_many_frames(count: int) -> None:
+    from agent.prompt import build_user_prompt
+    from vlm.mm_utils import with_image_count
+
+    for collected in (1, 8, 12):
+        assert with_image_count(build_user_prompt('Say "observations <image>".', collected), count) == (
+            build_user_prompt('Say "observations <image>".', count)
+        )
+    with pytest.raises(ValueError, match="no NaVILA frame markers"):
+        with_image_count("<image>\n" * 8 + "Go.", count)
+    with pytest.raises(ValueError, match="num_frames must be >= 1, got 0"):
+        with_image_count(build_user_prompt("Go."), 0)
+
+
 def test_model_progress_cue_defaults_to_navilas_prompt() -> None:
     class Config:
         progress_cue = "steps"

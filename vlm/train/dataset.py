@@ -222,7 +222,24 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         self._max_bytes = self._cached_bytes = 0
         self.frame_sampling = "uniform"  # what collect stores (NaVILA's rule); see set_frame_sampling
         self.progress_cue = "none"  # what collect stores (NaVILA's prompt); see set_progress_cue
-        self._plain_prompts: dict[int, str] = {}  # sample position -> its collected prompt, once a cue changed it
+        self.num_frames: int | None = None  # None: as collected (NaVILA: 8); see set_num_frames
+
+    def _steps(self, what: str) -> list[int]:
+        """Every sample's step `t`; ValueError naming the dataset and the first sample without one."""
+        for s in self.samples:
+            if "t" not in s:
+                raise ValueError(
+                    f"dataset '{self.name}': sample {s.get('id')!r} has no step 't', so {what}; recollect it with "
+                    "`navila-agent collect`"
+                )
+        return [int(s["t"]) for s in self.samples]
+
+    def _reindex(self, rule: str, num_frames: int | None, what: str) -> None:
+        from vlm.mm_utils import frame_indices
+
+        steps = self._steps(what)  # all checked first: a failure changes nothing
+        for s, t in zip(self.samples, steps, strict=True):
+            s["frames"] = frame_indices(t + 1, num_frames or len(s["frames"]), rule)
 
     def set_frame_sampling(self, rule: str) -> None:
         """From now on each sample sees the frames that history rule `rule` picks (`vlm.mm_utils.frame_indices`).
@@ -231,50 +248,80 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         frames are re-derived from the sample's step `t` (the same number of frames). Why: a model trained with
         another rule (its config's `frame_sampling`) must train on the frames the agent will show it. A sample
         without `t` cannot be re-derived: ValueError naming the dataset."""
-        from vlm.mm_utils import check_frame_sampling, frame_indices
+        from vlm.mm_utils import check_frame_sampling
 
         check_frame_sampling(rule)
         if rule == self.frame_sampling:
             return
-        for s in self.samples:
-            if "t" not in s:
-                raise ValueError(
-                    f"dataset '{self.name}': sample {s.get('id')!r} has no step 't', so frame sampling '{rule}' "
-                    "cannot re-derive its frames; recollect it with `navila-agent collect`"
-                )
-            s["frames"] = frame_indices(int(s["t"]) + 1, len(s["frames"]), rule)
+        self._reindex(rule, self.num_frames, f"frame sampling '{rule}' cannot re-derive its frames")
         self.frame_sampling = rule
+
+    def set_num_frames(self, num_frames: int) -> None:
+        """From now on each sample shows `num_frames` frames (`num_frames - 1` history frames of the current rule,
+        then the current one) and its prompt that many `<image>` markers (`vlm.mm_utils.with_image_count`).
+
+        Why: a model trained on another count (its config's `num_video_frames`) must train on what the agent will
+        show it; every frame of a trajectory is stored, so nothing is recollected. A sample without `t`, or whose
+        prompt lacks NaVILA's markers: ValueError naming the dataset and the sample, and nothing changes."""
+        from vlm.mm_utils import with_image_count
+
+        if num_frames < 1:
+            raise ValueError(f"dataset '{self.name}': num_frames must be >= 1, got {num_frames}")
+        if self.num_frames == num_frames or (
+            self.num_frames is None and all(len(s["frames"]) == num_frames for s in self.samples)
+        ):
+            return  # already so (collected with that count): prompts and frames stay as they are
+        for s in self.samples:
+            try:
+                with_image_count(s["conversations"][0]["value"], num_frames)
+            except ValueError as e:
+                raise ValueError(f"dataset '{self.name}': sample {s.get('id')!r}: {e}") from None
+        self._reindex(self.frame_sampling, num_frames, f"{num_frames} frames cannot be chosen")
+        self.num_frames = num_frames
 
     def set_progress_cue(self, cue: str) -> None:
         """From now on each navigation sample's prompt carries progress cue `cue` (`vlm.mm_utils.add_progress_cue`,
-        with the sample's step `t`); "none" restores the collected prompts. Scene QA samples are left as they are.
+        with the sample's step `t`); "none" is the collected prompt. Scene QA prompts are left as they are.
 
         Collected samples store NaVILA's prompt; a model trained with a cue (its config's `progress_cue`) must train
         on the prompts the agent will show it. A navigation sample without `t`, or whose prompt is not NaVILA's:
-        ValueError naming the dataset and the sample."""
+        ValueError naming the dataset and the sample, and nothing changes."""
         from vlm.mm_utils import add_progress_cue, check_progress_cue
 
         check_progress_cue(cue)
-        if cue == self.progress_cue:
-            return
-        updated: dict[int, str] = {}
-        for position, s in enumerate(self.samples):
-            if s.get("task", "navigation") != "navigation":
-                continue
-            plain = self._plain_prompts.get(position, s["conversations"][0]["value"])
-            if "t" not in s:
-                raise ValueError(
-                    f"dataset '{self.name}': sample {s.get('id')!r} has no step 't', so progress cue '{cue}' cannot "
-                    "be added; recollect it with `navila-agent collect`"
-                )
-            try:
-                updated[position] = add_progress_cue(plain, cue, int(s["t"]))
-            except ValueError as e:
-                raise ValueError(f"dataset '{self.name}': sample {s.get('id')!r}: {e}") from None
-            self._plain_prompts.setdefault(position, plain)
-        for position, prompt in updated.items():  # all checked first: a failure leaves every prompt as it was
-            self.samples[position]["conversations"][0]["value"] = prompt
+        if cue != "none":
+            steps = self._steps(f"progress cue '{cue}' cannot be added")
+            for s, t in zip(self.samples, steps, strict=True):
+                if s.get("task", "navigation") == "navigation":
+                    try:
+                        add_progress_cue(s["conversations"][0]["value"], cue, t)
+                    except ValueError as e:
+                        raise ValueError(f"dataset '{self.name}': sample {s.get('id')!r}: {e}") from None
         self.progress_cue = cue
+
+    def follow_model(self, model: Any) -> None:
+        """Show every sample as the agent would show it to `model`: its config's history rule, frame count and
+        progress cue (NaVILA's uniform rule, the collected count and no cue when absent)."""
+        from vlm.mm_utils import model_frame_sampling, model_progress_cue
+
+        count = getattr(getattr(model, "config", None), "num_video_frames", None)
+        if count is not None:
+            self.set_num_frames(int(count))
+        self.set_frame_sampling(model_frame_sampling(model))
+        self.set_progress_cue(model_progress_cue(model))
+
+    def prompt(self, index: int) -> str:
+        """Sample `index`'s user turn as a model sees it: the collected prompt with the set frame count's `<image>`
+        markers and progress cue."""
+        from vlm.mm_utils import add_progress_cue, with_image_count
+
+        sample = self.samples[index]
+        prompt = sample["conversations"][0]["value"]
+        if self.num_frames is not None:
+            prompt = with_image_count(prompt, self.num_frames)
+        if self.progress_cue != "none" and sample.get("task", "navigation") == "navigation":
+            prompt = add_progress_cue(prompt, self.progress_cue, int(sample["t"]))
+        return prompt
 
     def resize_frames(self, resize: Callable[[np.ndarray], np.ndarray], max_bytes: int) -> None:
         """From now on keep each trajectory's frames decoded and passed through `resize` (the tower's own
@@ -367,7 +414,7 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         return {
             "id": sample["id"],
             "frames": self.frames_for(index),
-            "prompt": conv[0]["value"],
+            "prompt": self.prompt(index),
             "answer": conv[1]["value"],
             "action": sample.get("action"),
             "task": sample.get("task", "navigation"),
@@ -422,6 +469,16 @@ class MixtureDataset(torch.utils.data.Dataset):
         """`TrajectoryDataset.set_progress_cue` on every dataset (the trained model's prompt cue)."""
         for d in self.datasets:
             d.set_progress_cue(cue)
+
+    def set_num_frames(self, num_frames: int) -> None:
+        """`TrajectoryDataset.set_num_frames` on every dataset (the trained model's frame count)."""
+        for d in self.datasets:
+            d.set_num_frames(num_frames)
+
+    def follow_model(self, model: Any) -> None:
+        """`TrajectoryDataset.follow_model` on every dataset: the frames and prompts the agent would show `model`."""
+        for d in self.datasets:
+            d.follow_model(model)
 
     def resize_frames(self, resize: Callable[[np.ndarray], np.ndarray], max_bytes: int) -> None:
         """`TrajectoryDataset.resize_frames` on every dataset, `max_bytes` shared evenly among them."""

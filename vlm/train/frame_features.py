@@ -285,7 +285,7 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
         return {
             "id": sample["id"],
             "features": feats,
-            "prompt": conv[0]["value"],
+            "prompt": d.prompt(i),
             "answer": conv[1]["value"],
             "action": sample.get("action"),
             "task": sample.get("task", "navigation"),

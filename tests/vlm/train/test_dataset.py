@@ -93,6 +93,7 @@ def test_progress_cue_adds_each_navigation_samples_step_to_its_prompt(tmp_path):
     assert data[1]["prompt"] == plain[1]  # scene QA
     data.set_progress_cue("steps")  # twice is once
     assert data[2]["prompt"].count("You have taken") == 1
+    assert data.datasets[0].samples[2]["conversations"][0]["value"] == plain[2]  # the collected text is kept
     data.set_progress_cue("none")
     assert [data[i]["prompt"] for i in range(len(data))] == plain
     with pytest.raises(ValueError, match="unknown progress cue 'meters'"):
@@ -101,6 +102,45 @@ def test_progress_cue_adds_each_navigation_samples_step_to_its_prompt(tmp_path):
     with pytest.raises(ValueError, match="dataset 'd': sample 'b:0' has no step 't'"):
         data.set_progress_cue("steps")
     assert [data[i]["prompt"] for i in range(len(data))] == plain
+
+
+def test_num_frames_re_derives_frames_and_prompt_markers_and_follow_model_takes_all_three(tmp_path):
+    """A model of another frame count trains on that many frames of the stored trajectory, with that many <image>
+    markers in NaVILA's prompt; `follow_model` sets the count, the history rule and the cue from a model's config."""
+    from agent.prompt import build_user_prompt
+    from vlm.mm_utils import frame_indices
+
+    answers = [ANSWERS[0]] * 20
+    root = write_collected(tmp_path / "d", {"a": answers}, navila_prompt=True)
+    data = MixtureDataset([DatasetEntry("d", root)])
+    data.set_num_frames(8)  # as collected: nothing to do
+    assert data.datasets[0].num_frames is None
+    data.set_num_frames(12)
+    item = data[19]
+    assert item["prompt"] == build_user_prompt("Go a.", 12) and len(item["frames"]) == 12
+    assert data.datasets[0].samples[19]["frames"] == frame_indices(20, 12) == [0, 1, 3, 5, 6, 8, 10, 12, 13, 15, 17, 19]
+    assert [int(f[0, 0, 0]) for f in item["frames"]] == [10 * (i + 1) for i in frame_indices(20, 12)]
+    assert data[2]["prompt"].count("<image>") == 12 and len(data[2]["frames"]) == 12
+
+    class Config:
+        num_video_frames = 4
+        frame_sampling = "geometric"
+        progress_cue = "steps"
+
+    class Model:
+        config = Config()
+
+    data.follow_model(Model())
+    assert data[19]["prompt"] == build_user_prompt("Go a.", 4, "steps", 19)
+    assert data.datasets[0].samples[19]["frames"] == frame_indices(20, 4, "geometric")
+    data.follow_model(object())  # no config: NaVILA's rule and prompt, the count stays
+    assert data[19]["prompt"] == build_user_prompt("Go a.", 4)
+    assert data.datasets[0].samples[19]["frames"] == frame_indices(20, 4)
+    with pytest.raises(ValueError, match="dataset 'd': num_frames must be >= 1, got 0"):
+        data.set_num_frames(0)
+    plain = write_collected(tmp_path / "p", {"a": ANSWERS})  # not NaVILA's prompt
+    with pytest.raises(ValueError, match="dataset 'p': sample 'a:0': the prompt has no NaVILA frame markers"):
+        TrajectoryDataset(plain, "p").set_num_frames(6)
 
 
 def test_unfinished_trajectories_are_ignored_and_missing_folder_is_explained(tmp_path):
