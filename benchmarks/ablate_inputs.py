@@ -22,7 +22,10 @@ Sample ablations (each sample keeps its label; the model answers greedily like t
   the agent is — stays;
 - `no_history`: the 7 history frames black (what the agent sees at its first step), the current frame kept; a
   model that reads "all black history" as "the episode just started" answers as it would at step 0;
-- `black_frames`: all 8 frames black: the instruction and the prompt alone.
+- `black_frames`: all 8 frames black: the instruction and the prompt alone;
+- `other_steps` (only for a model trained with `--progress-cue steps`, so not run unless asked for): the prompt's
+  step count taken from the sample half the folder away (`other_steps`), the frames and instruction kept: how much
+  the answer rests on the number.
 
 The episode ablation swaps whole instructions (text and tokens) between episodes of the same scene, taking them from
 another trajectory (a different path) in that scene, or from the next scene's when a scene has a single trajectory.
@@ -44,7 +47,8 @@ import numpy as np
 from benchmarks.store import atomic_write_json
 
 DECISIONS = ("all", "first", "later")
-SAMPLE_ABLATIONS = ("full", "other_instruction", "current_as_history", "no_history", "black_frames")
+SAMPLE_ABLATIONS = ("full", "other_instruction", "current_as_history", "no_history", "black_frames", "other_steps")
+DEFAULT_ABLATIONS = SAMPLE_ABLATIONS[:-1]  # other_steps needs a model with a progress cue
 
 
 class AblatedSamples:
@@ -79,7 +83,22 @@ class AblatedSamples:
             item["frames"] = frames
         elif self.ablation == "black_frames":
             item["frames"] = np.zeros_like(item["frames"])
+        elif self.ablation == "other_steps":
+            item["prompt"] = other_steps(item["prompt"], self.data.samples, index)
         return item
+
+
+def other_steps(prompt: str, samples: list[dict[str, Any]], index: int) -> str:
+    """`prompt` with its progress cue's step count (`vlm.mm_utils.add_progress_cue`) replaced by the step of the
+    sample half the folder away from `index`. ValueError when the prompt has no such cue."""
+    own = f"You have taken {samples[index]['t']} steps so far."
+    if own not in prompt:
+        raise ValueError(
+            f"sample {samples[index].get('id')!r}: the 'other_steps' ablation needs a model trained with "
+            "`--progress-cue steps` (its prompt has no step count)"
+        )
+    donor = samples[(index + len(samples) // 2) % len(samples)]["t"]
+    return prompt.replace(own, f"You have taken {donor} steps so far.", 1)
 
 
 def other_trajectory_instructions(samples: list[dict[str, Any]]) -> dict[str, str]:
@@ -220,7 +239,11 @@ def main(argv: list[str] | None = None) -> int:
         default="all",
         help="all: the even spread; later: its samples after a trajectory's first decision; first: t = 0 only.",
     )
-    s.add_argument("--ablations", default=",".join(SAMPLE_ABLATIONS), help="Comma-separated subset.")
+    s.add_argument(
+        "--ablations",
+        default=",".join(DEFAULT_ABLATIONS),
+        help=f"Comma-separated, of: {', '.join(SAMPLE_ABLATIONS)} (default: all but other_steps).",
+    )
     s.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     e = sub.add_parser("episodes", help="write a data root whose episodes carry another path's instruction")
     e.add_argument("--split", required=True, help="Split name, e.g. r2r_val_unseen.")

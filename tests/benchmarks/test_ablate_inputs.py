@@ -9,7 +9,7 @@ import pytest
 
 import vlm
 from benchmarks.ablate_inputs import (
-    SAMPLE_ABLATIONS,
+    DEFAULT_ABLATIONS,
     AblatedSamples,
     ablation_table,
     main,
@@ -63,7 +63,7 @@ def test_ablations_find_the_input_a_model_uses(tmp_path, condition):
         held_out,
         48,
         "generate",
-        list(SAMPLE_ABLATIONS),
+        list(DEFAULT_ABLATIONS),
     )
     acc = {k: v["kind_acc"] for k, v in r.items()}
     assert acc["full"] >= 0.9, acc
@@ -121,11 +121,27 @@ def test_ablations_show_a_model_the_prompt_of_its_own_progress_cue(tmp_path, mon
     model = vlm.build_model(vlm.tiny_config(vocab_size=len(tokenizer)), tokenizer).eval()
     model.config.progress_cue = "steps"
     model.save_pretrained(tmp_path / "cue")
-    sample_ablations(tmp_path / "cue", held_out, 5, "teacher_forced", ["full", "other_instruction"])
-    assert len(prompts) == 10
+    sample_ablations(tmp_path / "cue", held_out, 5, "teacher_forced", ["full", "other_instruction", "other_steps"])
+    assert len(prompts) == 15
+    assert [p.split("You have taken ")[1].split(" ")[0] for p in prompts[10:]] == ["2", "0", "1", "0", "1"]
+    prompts = prompts[:10]
     steps = [0, 1, 2, 0, 1] * 2
     assert all(f"You have taken {t} steps so far. Analyze" in p for t, p in zip(steps, prompts, strict=True)), prompts
     assert '"Go b." You have taken 0' in prompts[5] and '"Go a." You have taken 0' in prompts[8]  # swapped
+
+
+def test_other_steps_needs_a_model_with_a_progress_cue(tmp_path):
+    from benchmarks.ablate_inputs import DEFAULT_ABLATIONS, sample_ablations
+    from tests.vlm.train.fakes import write_collected
+    from vlm.tokenizer import build_tokenizer
+
+    assert "other_steps" not in DEFAULT_ABLATIONS
+    answer = "The next action is turn left 30 degrees."
+    held_out = write_collected(tmp_path / "val", {"a": [answer] * 3}, navila_prompt=True)
+    tokenizer = build_tokenizer([answer, "Go a. <image>"], vocab_size=300)
+    vlm.build_model(vlm.tiny_config(vocab_size=len(tokenizer)), tokenizer).save_pretrained(tmp_path / "plain")
+    with pytest.raises(ValueError, match="sample 'a:0': the 'other_steps' ablation needs a model trained with"):
+        sample_ablations(tmp_path / "plain", held_out, 3, "teacher_forced", ["other_steps"])
 
 
 def test_samples_command_prints_the_table_and_writes_json(tmp_path, capsys):
