@@ -44,6 +44,51 @@ def corpus_texts(dataset: Any, limit: int = 20000) -> list[str]:
     return texts
 
 
+# The options that change what a model is shown (beyond the weights): flag, key in train_config.json, NaVILA's value.
+INPUT_OPTIONS = (("--frame-sampling", "frame_sampling", "uniform"), ("--num-frames", "num_frames", 8),
+                 ("--progress-cue", "progress_cue", "none"))  # fmt: skip
+
+
+def set_input_options(
+    net: Any, dataset: Any, console: Any, frame_sampling: str | None, num_frames: int | None, progress_cue: str | None
+) -> None:
+    """Set the model's history rule, frame count and progress cue (each flag, else the model's own value) on its
+    config, which the agent follows, and show the training data that way. A bad value fails naming its flag; a
+    value other than NaVILA's is announced."""
+    from vlm.mm_utils import (
+        check_frame_sampling,
+        check_progress_cue,
+        model_frame_sampling,
+        model_progress_cue,
+    )
+
+    def frame_count() -> int:
+        if num_frames is not None and num_frames < 1:
+            raise ValueError(f"must be >= 1, got {num_frames}")
+        return int(num_frames or getattr(net.config, "num_video_frames", None) or 8)
+
+    steps = (
+        ("--frame-sampling", "frame_sampling", lambda: check_frame_sampling(frame_sampling or model_frame_sampling(net)),
+         dataset.set_frame_sampling, "uniform", "history frames: the {} rule (beyond NaVILA's uniform one)"),
+        ("--num-frames", "num_video_frames", frame_count, dataset.set_num_frames, 8,
+         "frames per decision: {} (NaVILA: 8)"),
+        ("--progress-cue", "progress_cue", lambda: check_progress_cue(progress_cue or model_progress_cue(net)),
+         dataset.set_progress_cue, "none", "prompt: progress cue '{}' (beyond NaVILA)"),
+    )  # fmt: skip
+    for flag, key, value, show, navila, message in steps:
+        try:
+            setattr(net.config, key, value())
+            show(getattr(net.config, key))
+        except ValueError as e:
+            raise _fail(f"{flag}: {e}") from None
+        if getattr(net.config, key) != navila:
+            console.print(
+                message.format(getattr(net.config, key)) + ", derived for every sample from its step and saved in the "
+                "model's config.json",
+                highlight=False,
+            )
+
+
 def build_init_model(
     init: str,
     output: Path,
@@ -456,45 +501,7 @@ def register(app: typer.Typer) -> None:
                     f"{word_report['explained_variance']:.1%} of the variance)",
                     highlight=False,
                 )
-        from vlm.mm_utils import check_frame_sampling, model_frame_sampling
-
-        try:
-            net.config.frame_sampling = check_frame_sampling(frame_sampling or model_frame_sampling(net))
-            dataset.set_frame_sampling(net.config.frame_sampling)
-        except ValueError as e:
-            raise _fail(f"--frame-sampling: {e}") from None
-        if net.config.frame_sampling != "uniform":
-            console.print(
-                f"history frames: the {net.config.frame_sampling} rule (beyond NaVILA's uniform one), re-derived for "
-                "every sample from its step and saved in the model's config.json",
-                highlight=False,
-            )
-        try:
-            if num_frames is not None and num_frames < 1:
-                raise ValueError(f"must be >= 1, got {num_frames}")
-            net.config.num_video_frames = int(num_frames or getattr(net.config, "num_video_frames", None) or 8)
-            dataset.set_num_frames(net.config.num_video_frames)
-        except ValueError as e:
-            raise _fail(f"--num-frames: {e}") from None
-        if net.config.num_video_frames != 8:
-            console.print(
-                f"frames per decision: {net.config.num_video_frames} (NaVILA: 8), re-derived for every sample from its "
-                "step and saved in the model's config.json",
-                highlight=False,
-            )
-        from vlm.mm_utils import check_progress_cue, model_progress_cue
-
-        try:
-            net.config.progress_cue = check_progress_cue(progress_cue or model_progress_cue(net))
-            dataset.set_progress_cue(net.config.progress_cue)
-        except ValueError as e:
-            raise _fail(f"--progress-cue: {e}") from None
-        if net.config.progress_cue != "none":
-            console.print(
-                f"prompt: progress cue '{net.config.progress_cue}' (beyond NaVILA), added to every navigation sample "
-                "from its step and saved in the model's config.json",
-                highlight=False,
-            )
+        set_input_options(net, dataset, console, frame_sampling, num_frames, progress_cue)
         encoder = SampleEncoder(
             net.tokenizer,
             net.image_processor,
@@ -558,24 +565,12 @@ def register(app: typer.Typer) -> None:
                     f"{output} was trained with --colour-grid {saved.get('colour_grid', 0)}; resume it with the same "
                     f"--colour-grid (now {colour_grid})"
                 )
-            rule = saved.get("frame_sampling", "uniform")
-            if rule != net.config.frame_sampling and resuming:
-                raise _fail(
-                    f"{output} was trained with --frame-sampling {rule}; resume it with the same rule "
-                    f"(now {net.config.frame_sampling})"
-                )
-            count = saved.get("num_frames", 8)
-            if count != net.config.num_video_frames and resuming:
-                raise _fail(
-                    f"{output} was trained with --num-frames {count}; resume it with the same count "
-                    f"(now {net.config.num_video_frames})"
-                )
-            cue = saved.get("progress_cue", "none")
-            if cue != net.config.progress_cue and resuming:
-                raise _fail(
-                    f"{output} was trained with --progress-cue {cue}; resume it with the same cue "
-                    f"(now {net.config.progress_cue})"
-                )
+            for flag, key, navila in INPUT_OPTIONS:  # a resume must show the model what it started with
+                if saved.get(key, navila) != run_config[key] and resuming:
+                    raise _fail(
+                        f"{output} was trained with {flag} {saved.get(key, navila)}; resume it with the same {flag} "
+                        f"(now {run_config[key]})"
+                    )
         try:
             if stop_after is not None and stop_after < 1:
                 raise ValueError(f"--stop-after must be >= 1, got {stop_after}")

@@ -389,7 +389,7 @@ def test_frame_sampling_is_trained_saved_and_kept_on_resume_and_fine_tuning(tiny
     assert rules == ["geometric"] and "history frames: the geometric rule" in " ".join(first.output.split())
     result = CliRunner().invoke(app, args)  # a resume without the rule it started with
     flat = " ".join(result.output.split())
-    assert result.exit_code == 2 and "resume it with the same rule (now uniform)" in flat, result.output
+    assert result.exit_code == 2 and "was trained with --frame-sampling geometric; resume it with the same --frame-sampling (now uniform)" in flat, result.output
     assert '"resumed_from": 1' in invoke([*args, "--frame-sampling", "geometric"]).output.replace("\n", "")
     assert rules[-2:] == ["geometric", "geometric"]  # the training data, then the held-out samples at step 2
     assert vlm.load(run, device="cpu").config.frame_sampling == "geometric"
@@ -433,7 +433,7 @@ def test_progress_cue_is_trained_saved_and_kept_on_resume_and_fine_tuning(tiny_s
     assert cues == ["steps"] and f"You have taken {last_step} steps so far. Analyze" in prompts[-1]
     result = CliRunner().invoke(app, args)  # a resume without the cue it started with
     flat = " ".join(result.output.split())
-    assert result.exit_code == 2 and "resume it with the same cue (now none)" in flat, result.output
+    assert result.exit_code == 2 and "was trained with --progress-cue steps; resume it with the same --progress-cue (now none)" in flat, result.output
     assert '"resumed_from": 1' in invoke([*args, "--progress-cue", "steps"]).output.replace("\n", "")
     assert cues[-2:] == ["steps", "steps"]  # the training data, then the held-out samples at step 2
     assert vlm.load(run, device="cpu").config.progress_cue == "steps"
@@ -478,7 +478,7 @@ def test_num_frames_is_trained_saved_and_kept_on_resume(tiny_splits, tmp_path, m
     assert shown and set(shown) == {(12, 12)}
     result = CliRunner().invoke(app, args)  # a resume without the count it started with
     flat = " ".join(result.output.split())
-    assert result.exit_code == 2 and "resume it with the same count (now 8)" in flat, result.output
+    assert result.exit_code == 2 and "was trained with --num-frames 12; resume it with the same --num-frames (now 8)" in flat, result.output
     shown.clear()
     invoke([*args, "--num-frames", "12"])
     assert shown and set(shown) == {(12, 12)}  # training, then the held-out samples at step 2
