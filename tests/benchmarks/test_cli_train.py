@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from benchmarks.cli import app
+from vlm.mm_utils import frame_indices
 
 
 @pytest.fixture
@@ -367,86 +368,63 @@ def test_colour_grid_gives_the_fresh_towers_tokens_their_cells_colours(tiny_spli
         assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
 
 
-def test_frame_sampling_is_trained_saved_and_kept_on_resume_and_fine_tuning(tiny_splits, tmp_path, monkeypatch):
-    """--frame-sampling geometric: the training data and the held-out scoring see that rule's frames, the saved
-    model's config.json carries it (the agent follows it), a resume must keep it, and fine-tuning the model
-    without the flag keeps the model's own rule."""
+@pytest.mark.parametrize(
+    "flag, value, navila, setter, bad, message",
+    [
+        ("--frame-sampling", "geometric", "uniform", "set_frame_sampling", "dense", "unknown frame sampling rule 'dense'"),
+        ("--progress-cue", "steps", "none", "set_progress_cue", "meters", "unknown progress cue 'meters'"),
+    ],
+)  # fmt: skip
+def test_input_option_is_trained_saved_and_kept_on_resume_and_fine_tuning(
+    tiny_splits, tmp_path, monkeypatch, flag, value, navila, setter, bad, message
+):
+    """--frame-sampling geometric / --progress-cue steps: the training data and the held-out scoring are shown that
+    way (the frames of the rule; the cue with each sample's step), the saved model's config.json carries the value
+    (the agent follows it), a resume must keep it, fine-tuning the model without the flag keeps it, and a bad value
+    fails naming the flag."""
     import vlm
     from vlm.train.dataset import TrajectoryDataset
 
-    rules: list[str] = []
-    original = TrajectoryDataset.set_frame_sampling
-    monkeypatch.setattr(
-        TrajectoryDataset, "set_frame_sampling", lambda self, rule: (rules.append(rule), original(self, rule))[1]
-    )
+    key = flag[2:].replace("-", "_")
+    calls: list[tuple[str, str, list[int]]] = []
+    original = getattr(TrajectoryDataset, setter)
+
+    def record(self, chosen):
+        original(self, chosen)
+        calls.append((chosen, self.prompt(len(self) - 1), self.samples[-1]["frames"]))
+
+    monkeypatch.setattr(TrajectoryDataset, setter, record)
     data = tmp_path / "collected"
     invoke(["collect", "--split", "r2r_train", "--output", str(data), "--limit", "1", "--frame-size", "32"])
+    last = TrajectoryDataset(data).samples[-1]["t"]
     run = tmp_path / "run"
     args = ["train", "--data-mixture", str(data), "--init", "tiny", "--batch-size", "2", "--save-every", "1",
             "--vocab-size", "400", "--output", str(run), "--steps", "2", "--eval-every", "2", "--eval-limit", "0",
             "--eval-samples", str(data), "--eval-samples-limit", "2"]  # fmt: skip
-    first = invoke([*args, "--frame-sampling", "geometric", "--stop-after", "1"])
-    assert rules == ["geometric"] and "history frames: the geometric rule" in " ".join(first.output.split())
-    result = CliRunner().invoke(app, args)  # a resume without the rule it started with
+    first = invoke([*args, flag, value, "--stop-after", "1"])
+    assert [c[0] for c in calls] == [value] and f"{value}" in " ".join(first.output.split())
+    if key == "frame_sampling":
+        assert calls[-1][2] == frame_indices(last + 1, 8, "geometric") != frame_indices(last + 1, 8)
+    else:
+        assert f"You have taken {last} steps so far. Analyze" in calls[-1][1]
+    result = CliRunner().invoke(app, args)  # a resume without the value it started with
     flat = " ".join(result.output.split())
-    assert result.exit_code == 2 and "was trained with --frame-sampling geometric; resume it with the same --frame-sampling (now uniform)" in flat, result.output
-    assert '"resumed_from": 1' in invoke([*args, "--frame-sampling", "geometric"]).output.replace("\n", "")
-    assert rules[-2:] == ["geometric", "geometric"]  # the training data, then the held-out samples at step 2
-    assert vlm.load(run, device="cpu").config.frame_sampling == "geometric"
-    assert json.loads((run / "config.json").read_text())["frame_sampling"] == "geometric"
-    assert json.loads((run / "train_config.json").read_text())["frame_sampling"] == "geometric"
+    expected = f"was trained with {flag} {value}; resume it with the same {flag} (now {navila})"
+    assert result.exit_code == 2 and expected in flat, result.output
+    assert '"resumed_from": 1' in invoke([*args, flag, value]).output.replace("\n", "")
+    assert [c[0] for c in calls[-2:]] == [value, value]  # the training data, then the held-out samples at step 2
+    assert getattr(vlm.load(run, device="cpu").config, key) == value
+    assert json.loads((run / "config.json").read_text())[key] == value
+    assert json.loads((run / "train_config.json").read_text())[key] == value
 
     tuned = tmp_path / "tuned"
     invoke(["train", "--data-mixture", str(data), "--model", str(run), "--batch-size", "2", "--output", str(tuned),
             "--steps", "1", "--eval-every", "0"])  # fmt: skip
-    assert vlm.load(tuned, device="cpu").config.frame_sampling == "geometric"
-    bad = ["train", "--data-mixture", str(data), "--init", "tiny", "--output", str(tmp_path / "r2"), "--steps", "1"]
-    result = CliRunner().invoke(app, [*bad, "--frame-sampling", "dense"])
+    assert getattr(vlm.load(tuned, device="cpu").config, key) == value
+    bad_args = ["train", "--data-mixture", str(data), "--init", "tiny", "--output", str(tmp_path / "r2"), "--steps", "1"]
+    result = CliRunner().invoke(app, [*bad_args, flag, bad])
     flat = " ".join(result.output.split())
-    assert result.exit_code == 2 and "--frame-sampling: unknown frame sampling rule 'dense'" in flat, result.output
-
-
-def test_progress_cue_is_trained_saved_and_kept_on_resume_and_fine_tuning(tiny_splits, tmp_path, monkeypatch):
-    """--progress-cue steps: the training data and the held-out scoring carry the cue, the saved model's config.json
-    says so (the agent follows it), a resume must keep it, and fine-tuning the model without the flag keeps it."""
-    import vlm
-    from vlm.train.dataset import TrajectoryDataset
-
-    cues: list[str] = []
-    prompts: list[str] = []
-    original = TrajectoryDataset.set_progress_cue
-
-    def record(self, cue):
-        cues.append(cue)
-        original(self, cue)
-        prompts.append(self.prompt(len(self) - 1))
-
-    monkeypatch.setattr(TrajectoryDataset, "set_progress_cue", record)
-    data = tmp_path / "collected"
-    invoke(["collect", "--split", "r2r_train", "--output", str(data), "--limit", "1", "--frame-size", "32"])
-    last_step = TrajectoryDataset(data).samples[-1]["t"]
-    run = tmp_path / "run"
-    args = ["train", "--data-mixture", str(data), "--init", "tiny", "--batch-size", "2", "--save-every", "1",
-            "--vocab-size", "400", "--output", str(run), "--steps", "2", "--eval-every", "2", "--eval-limit", "0",
-            "--eval-samples", str(data), "--eval-samples-limit", "2"]  # fmt: skip
-    invoke([*args, "--progress-cue", "steps", "--stop-after", "1"])
-    assert cues == ["steps"] and f"You have taken {last_step} steps so far. Analyze" in prompts[-1]
-    result = CliRunner().invoke(app, args)  # a resume without the cue it started with
-    flat = " ".join(result.output.split())
-    assert result.exit_code == 2 and "was trained with --progress-cue steps; resume it with the same --progress-cue (now none)" in flat, result.output
-    assert '"resumed_from": 1' in invoke([*args, "--progress-cue", "steps"]).output.replace("\n", "")
-    assert cues[-2:] == ["steps", "steps"]  # the training data, then the held-out samples at step 2
-    assert vlm.load(run, device="cpu").config.progress_cue == "steps"
-    assert json.loads((run / "train_config.json").read_text())["progress_cue"] == "steps"
-
-    tuned = tmp_path / "tuned"
-    invoke(["train", "--data-mixture", str(data), "--model", str(run), "--batch-size", "2", "--output", str(tuned),
-            "--steps", "1", "--eval-every", "0"])  # fmt: skip
-    assert vlm.load(tuned, device="cpu").config.progress_cue == "steps"
-    bad = ["train", "--data-mixture", str(data), "--init", "tiny", "--output", str(tmp_path / "r2"), "--steps", "1"]
-    result = CliRunner().invoke(app, [*bad, "--progress-cue", "meters"])
-    flat = " ".join(result.output.split())
-    assert result.exit_code == 2 and "--progress-cue: unknown progress cue 'meters'" in flat, result.output
+    assert result.exit_code == 2 and f"{flag}: {message}" in flat, result.output
 
 
 @pytest.mark.parametrize("cache", ["no", "yes"])
