@@ -140,16 +140,14 @@ class NavilaAgent:
         self.model = model
         self.config = config or NavilaAgentConfig()
         self.conv_mode: str = self.config.conv_mode or getattr(model, "conv_mode", None) or DEFAULT_CONV_MODE
-        from vlm.mm_utils import model_frame_sampling, model_progress_cue
+        from vlm.mm_utils import model_frame_sampling, model_num_frames, model_progress_cue
 
         # The history rule, the prompt's progress cue and the frame count the model was trained with (NaVILA's uniform
         # rule, no cue and 8 frames unless its config says otherwise): a checkpoint of another frame count must not
         # silently get 8.
         self.frame_sampling: str = self.config.frame_sampling or model_frame_sampling(model)
         self.progress_cue: str = self.config.progress_cue or model_progress_cue(model)
-        self.num_frames: int = self.config.num_frames or int(
-            getattr(getattr(model, "config", None), "num_video_frames", None) or 8
-        )
+        self.num_frames: int = self.config.num_frames or model_num_frames(model)
         build_prompt("", self.conv_mode, self.num_frames)  # fail now, not mid-episode, on a bad template
         self._uid: str | None = None
         self._instruction = ""

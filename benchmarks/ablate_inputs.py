@@ -91,14 +91,16 @@ class AblatedSamples:
 def other_steps(prompt: str, samples: list[dict[str, Any]], index: int) -> str:
     """`prompt` with its progress cue's step count (`vlm.mm_utils.add_progress_cue`) replaced by the step of the
     sample half the folder away from `index`. ValueError when the prompt has no such cue."""
-    own = f"You have taken {samples[index]['t']} steps so far."
+    from vlm.mm_utils import progress_sentence
+
+    own = progress_sentence(samples[index]["t"])
     if own not in prompt:
         raise ValueError(
             f"sample {samples[index].get('id')!r}: the 'other_steps' ablation needs a model trained with "
             "`--progress-cue steps` (its prompt has no step count)"
         )
     donor = samples[(index + len(samples) // 2) % len(samples)]["t"]
-    return prompt.replace(own, f"You have taken {donor} steps so far.", 1)
+    return prompt.replace(own, progress_sentence(donor), 1)
 
 
 def other_trajectory_instructions(samples: list[dict[str, Any]]) -> dict[str, str]:

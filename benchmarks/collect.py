@@ -999,8 +999,12 @@ class ModelPolicy:
     """
 
     def __init__(self, model: Any, num_frames: int | None = None, max_new_tokens: int = 32) -> None:
+        from vlm.mm_utils import model_frame_sampling, model_num_frames, model_progress_cue
+
         self.model = model
-        self.num_frames = num_frames or int(getattr(getattr(model, "config", None), "num_video_frames", None) or NUM_FRAMES)
+        self.num_frames = num_frames or model_num_frames(model)
+        self.frame_sampling = model_frame_sampling(model)
+        self.progress_cue = model_progress_cue(model)
         self.max_new_tokens = max_new_tokens
         self.parse_failures = 0
         self.decisions = 0
@@ -1018,16 +1022,17 @@ class ModelPolicy:
         from agent.navila import fallback_decision
         from agent.prompt import build_prompt
         from vlm.media import Image
-        from vlm.mm_utils import model_frame_sampling, model_progress_cue, vlnce_frame_sampling
+        from vlm.mm_utils import vlnce_frame_sampling
 
         keyed = [
             Image(np.ascontiguousarray(f), key=(self._uid, t) if self._uid else None)
             for t, f in enumerate(frames)
         ]
-        images = vlnce_frame_sampling(keyed, self.num_frames, rule=model_frame_sampling(self.model))
+        images = vlnce_frame_sampling(keyed, self.num_frames, rule=self.frame_sampling)
         conv_mode = getattr(self.model, "conv_mode", "llama_3")
-        cue = model_progress_cue(self.model)
-        prompt = build_prompt(instruction, conv_mode, self.num_frames, progress_cue=cue, steps=len(frames) - 1)
+        prompt = build_prompt(
+            instruction, conv_mode, self.num_frames, progress_cue=self.progress_cue, steps=len(frames) - 1
+        )
         text = self.model.generate_text([(images, prompt)], max_new_tokens=self.max_new_tokens)[0]
         parsed = parse_action(text)
         self.decisions += 1

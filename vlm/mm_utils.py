@@ -53,6 +53,16 @@ def model_progress_cue(model: Any) -> str:
     return check_progress_cue(cue)
 
 
+def model_num_frames(model: Any) -> int:
+    """The frames per call a model was trained with: its config's `num_video_frames`, NaVILA's 8 when absent."""
+    return int(getattr(getattr(model, "config", None), "num_video_frames", None) or 8)
+
+
+def progress_sentence(steps: int) -> str:
+    """The "steps" cue's sentence for a decision after `steps` low-level actions (`add_progress_cue`)."""
+    return f"You have taken {steps} steps so far."
+
+
 def add_progress_cue(prompt: str, cue: str, steps: int) -> str:
     """`prompt` (NaVILA's user turn) with progress cue `cue` for a decision after `steps` low-level actions.
 
@@ -71,7 +81,7 @@ def add_progress_cue(prompt: str, cue: str, steps: int) -> str:
     at = prompt.rfind(PROGRESS_ANCHOR)  # the last one: an instruction could hold the words too
     if at < 0:
         raise ValueError(f"progress cue '{cue}': the prompt has no '{PROGRESS_ANCHOR}' to put it before")
-    return f"{prompt[:at]}You have taken {steps} steps so far. {prompt[at:]}"
+    return f"{prompt[:at]}{progress_sentence(steps)} {prompt[at:]}"
 
 
 def with_image_count(prompt: str, num_frames: int) -> str:

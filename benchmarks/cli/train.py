@@ -44,9 +44,14 @@ def corpus_texts(dataset: Any, limit: int = 20000) -> list[str]:
     return texts
 
 
-# The options that change what a model is shown (beyond the weights): flag, key in train_config.json, NaVILA's value.
-INPUT_OPTIONS = (("--frame-sampling", "frame_sampling", "uniform"), ("--num-frames", "num_frames", 8),
-                 ("--progress-cue", "progress_cue", "none"))  # fmt: skip
+# The options that change what a model is shown (beyond its weights): flag, key in train_config.json, attribute of
+# the model's config, NaVILA's value, and how a value other than NaVILA's is announced.
+INPUT_OPTIONS = (
+    ("--frame-sampling", "frame_sampling", "frame_sampling", "uniform",
+     "history frames: the {} rule (beyond NaVILA's uniform one)"),
+    ("--num-frames", "num_frames", "num_video_frames", 8, "frames per decision: {} (NaVILA: 8)"),
+    ("--progress-cue", "progress_cue", "progress_cue", "none", "prompt: progress cue '{}' (beyond NaVILA)"),
+)
 
 
 def set_input_options(
@@ -59,32 +64,32 @@ def set_input_options(
         check_frame_sampling,
         check_progress_cue,
         model_frame_sampling,
+        model_num_frames,
         model_progress_cue,
     )
 
     def frame_count() -> int:
         if num_frames is not None and num_frames < 1:
             raise ValueError(f"must be >= 1, got {num_frames}")
-        return int(num_frames or getattr(net.config, "num_video_frames", None) or 8)
+        return num_frames or model_num_frames(net)
 
-    steps = (
-        ("--frame-sampling", "frame_sampling", lambda: check_frame_sampling(frame_sampling or model_frame_sampling(net)),
-         dataset.set_frame_sampling, "uniform", "history frames: the {} rule (beyond NaVILA's uniform one)"),
-        ("--num-frames", "num_video_frames", frame_count, dataset.set_num_frames, 8,
-         "frames per decision: {} (NaVILA: 8)"),
-        ("--progress-cue", "progress_cue", lambda: check_progress_cue(progress_cue or model_progress_cue(net)),
-         dataset.set_progress_cue, "none", "prompt: progress cue '{}' (beyond NaVILA)"),
-    )  # fmt: skip
-    for flag, key, value, show, navila, message in steps:
+    chosen = {
+        "--frame-sampling": (lambda: check_frame_sampling(frame_sampling or model_frame_sampling(net)),
+                             dataset.set_frame_sampling),
+        "--num-frames": (frame_count, dataset.set_num_frames),
+        "--progress-cue": (lambda: check_progress_cue(progress_cue or model_progress_cue(net)), dataset.set_progress_cue),
+    }  # fmt: skip
+    for flag, _key, attribute, navila, message in INPUT_OPTIONS:
+        value, show = chosen[flag]
         try:
-            setattr(net.config, key, value())
-            show(getattr(net.config, key))
+            setattr(net.config, attribute, value())
+            show(getattr(net.config, attribute))
         except ValueError as e:
             raise _fail(f"{flag}: {e}") from None
-        if getattr(net.config, key) != navila:
+        if getattr(net.config, attribute) != navila:
             console.print(
-                message.format(getattr(net.config, key)) + ", derived for every sample from its step and saved in the "
-                "model's config.json",
+                message.format(getattr(net.config, attribute)) + ", derived for every sample from its step and saved "
+                "in the model's config.json",
                 highlight=False,
             )
 
@@ -543,9 +548,7 @@ def register(app: typer.Typer) -> None:
             "word_init": word_report,
             "model": str(model) if model else None,
             "action_token_weight": action_token_weight,
-            "frame_sampling": net.config.frame_sampling,
-            "progress_cue": net.config.progress_cue,
-            "num_frames": net.config.num_video_frames,
+            **{key: getattr(net.config, attribute) for _flag, key, attribute, _navila, _message in INPUT_OPTIONS},
         }
         previous = output / "train_config.json"
         if previous.is_file():
@@ -565,7 +568,7 @@ def register(app: typer.Typer) -> None:
                     f"{output} was trained with --colour-grid {saved.get('colour_grid', 0)}; resume it with the same "
                     f"--colour-grid (now {colour_grid})"
                 )
-            for flag, key, navila in INPUT_OPTIONS:  # a resume must show the model what it started with
+            for flag, key, _attribute, navila, _message in INPUT_OPTIONS:  # a resume shows what it started with
                 if saved.get(key, navila) != run_config[key] and resuming:
                     raise _fail(
                         f"{output} was trained with {flag} {saved.get(key, navila)}; resume it with the same {flag} "
