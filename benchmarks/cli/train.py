@@ -370,6 +370,12 @@ def register(app: typer.Typer) -> None:
             help="Mirror augmentation (beyond NaVILA): show each drawn navigation sample left-right mirrored "
             "(frames flipped, left/right swapped in its instruction and answer) with this probability.",
         ),
+        progress_loss_weight: float = typer.Option(
+            0.0,
+            help="Progress monitor (beyond NaVILA): weight of an auxiliary loss that trains a linear head on the "
+            "LM's state at the answer to say how far along its route each expert sample is (0 = off). "
+            "Training only: the saved model is unchanged in layout.",
+        ),
         cache_vision_features: str = typer.Option(
             "auto",
             help="Encode each stored frame once with the frozen tower and train on the cached features: "
@@ -460,6 +466,7 @@ def register(app: typer.Typer) -> None:
                 feature_cache_dir=str(feature_cache_dir or cache_dir() / "vision_features"),
                 feature_workers=feature_workers,
                 mirror_prob=mirror_prob,
+                progress_loss_weight=progress_loss_weight,
             )
             encoder_config = EncoderConfig(action_token_weight=action_token_weight)
             dataset = MixtureDataset(entries)

@@ -343,6 +343,30 @@ def test_mirror_prob_trains_on_mirrored_collected_samples(tiny_splits, tmp_path)
     }
 
 
+def test_progress_loss_weight_trains_the_progress_monitor_on_collected_routes(tiny_splits, tmp_path):
+    """--progress-loss-weight: collect's trajectory records give every expert sample a target, the head's error
+    is logged beside the loss, the weight is recorded, the saved model loads as usual, a bad value is refused."""
+    import vlm
+    from vlm.train.dataset import MixtureDataset
+    from vlm.train.registry import DatasetEntry
+
+    data = tmp_path / "collected"
+    invoke(["collect", "--split", "r2r_train", "--output", str(data), "--limit", "1", "--frame-size", "32"])
+    mixture = MixtureDataset([DatasetEntry("c", data)])
+    targets = [mixture[i]["progress"] for i in range(len(mixture))]
+    assert min(targets) == 0.0 and max(targets) == 1.0  # the first decision and the expert's STOP
+    run = tmp_path / "run"
+    args = ["train", "--data-mixture", str(data), "--init", "tiny", "--batch-size", "2", "--save-every", "2",
+            "--vocab-size", "400", "--output", str(run), "--steps", "2", "--log-every", "1"]  # fmt: skip
+    bad = CliRunner().invoke(app, [*args, "--progress-loss-weight", "-1"])
+    assert bad.exit_code != 0 and "--progress-loss-weight" in bad.output and "got -1.0" in bad.output
+    invoke([*args, "--progress-loss-weight", "0.5"])
+    assert json.loads((run / "train_config.json").read_text())["train"]["progress_loss_weight"] == 0.5
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and all(r["progress_loss"] >= 0 for r in log)
+    vlm.load(run)
+
+
 def test_colour_grid_gives_the_fresh_towers_tokens_their_cells_colours(tiny_splits, tmp_path):
     """--init embedded --colour-grid 2: the tower's tokens carry 12 more channels (its cells' 2x2 mean colours),
     the projector is sized for them, the saved model keeps them, and a resume must keep the setting."""

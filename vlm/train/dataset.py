@@ -15,6 +15,8 @@ Encoding (`SampleEncoder`), as in LLaVA/VILA supervised fine-tuning:
   the amount ("move forward", "turn left", "75", "stop"), 0 elsewhere — an optional extra push on the part
   of the answer that matters (1.0 = plain cross-entropy). Samples of another task (`"task": "scene_qa"`,
   `benchmarks/scene_qa.py`) have no action: plain weight 1 over their answer.
+- `progress` [B] (only when a sample of the batch has one) = how far along its route each sample is,
+  t / (steps - 1), NaN where unknown (`TrajectoryDataset.progress`): the target of the optional progress monitor.
 
 The mixture (`MixtureDataset`) concatenates datasets; each sample carries its dataset's sampling weight, and
 `sample_index_stream` draws a deterministic, resumable order from those weights.
@@ -30,6 +32,7 @@ would have; `MirroredDataset` serves them.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -95,6 +98,13 @@ def mirror_item(item: dict[str, Any]) -> dict[str, Any] | None:
         out["frames"] = np.ascontiguousarray(np.asarray(item["frames"])[:, :, ::-1])  # [N, H, W, 3]
     out["mirrored"] = True
     return out
+
+
+def _expert_route_length(trajectory: dict[str, Any]) -> int | None:
+    """A trajectory record's `steps` when the expert drove it from start to STOP (no policy decision), else None."""
+    steps = trajectory.get("steps")
+    expert_only = trajectory.get("policy_decisions", 0) == 0 and trajectory.get("ended_with_stop") is True
+    return int(steps) if expert_only and isinstance(steps, int) and steps >= 2 else None
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -198,14 +208,16 @@ class TrajectoryDataset(torch.utils.data.Dataset):
             )
         self.samples: list[dict[str, Any]] = []
         self._shard_of: list[Path] = []
+        self._route_length: list[int | None] = []  # per sample: its trajectory's steps when the expert drove it all
         finished = 0
         for shard in sorted(self.root.glob("shard-*")):
-            done = {r["traj"] for r in _read_jsonl(shard / "trajectories.jsonl")}
+            done = {r["traj"]: r for r in _read_jsonl(shard / "trajectories.jsonl")}
             finished += len(done)
             for s in _read_jsonl(shard / "samples.jsonl"):
                 if s["traj"] in done:
                     self.samples.append(s)
                     self._shard_of.append(shard)
+                    self._route_length.append(_expert_route_length(done[s["traj"]]))
         if not self.samples:
             raise ValueError(f"dataset '{self.name}' at {self.root} holds no finished samples")
         selected = self.manifest.get("episodes_selected")
@@ -323,6 +335,17 @@ class TrajectoryDataset(torch.utils.data.Dataset):
             prompt = add_progress_cue(prompt, self.progress_cue, int(sample["t"]))
         return prompt
 
+    def progress(self, index: int) -> float | None:
+        """How far along its route sample `index` is, t / (steps - 1) in [0, 1] (1 at the expert's STOP), for the
+        progress-monitor loss (`train --progress-loss-weight`, beyond NaVILA). None when the route's length says
+        nothing about it: a scene QA sample, or a trajectory that a policy drove in part (DAgger: its detours are
+        not progress) or that did not end with the expert's STOP."""
+        sample = self.samples[index]
+        steps = self._route_length[index]
+        if steps is None or sample.get("task", "navigation") != "navigation" or "t" not in sample:
+            return None
+        return min(1.0, int(sample["t"]) / (steps - 1))
+
     def resize_frames(self, resize: Callable[[np.ndarray], np.ndarray], max_bytes: int) -> None:
         """From now on keep each trajectory's frames decoded and passed through `resize` (the tower's own
         `ImageProcessor.resize`, so the pixels are exactly what `SampleEncoder.pixels` would make), up to `max_bytes`
@@ -419,6 +442,7 @@ class TrajectoryDataset(torch.utils.data.Dataset):
             "action": sample.get("action"),
             "task": sample.get("task", "navigation"),
             "instruction": sample.get("instruction"),
+            "progress": self.progress(index),
         }
 
 
@@ -665,7 +689,8 @@ class SampleEncoder:
         return (images.float().div_(255.0) - mean) / std  # [N, 3, S, S] float32
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """Encode and right-pad a batch: input_ids / labels / attention_mask [B, L], images [B*N, 3, S, S].
+        """Encode and right-pad a batch: input_ids / labels / attention_mask [B, L], images [B*N, 3, S, S], and
+        progress [B] when an item has a progress value.
 
         Images are uint8 when `uint8_images` is on: call `normalize` after moving the batch to its device.
         """
@@ -684,7 +709,7 @@ class SampleEncoder:
                 e["label_weights"],
                 1,
             )
-        return {
+        batch = {
             "input_ids": input_ids,  # [B, L]
             "attention_mask": mask,  # [B, L]
             "labels": labels,  # [B, L]
@@ -693,3 +718,9 @@ class SampleEncoder:
                 [e["images"] for e in encoded]
             ),  # [B*N, 3, S, S] uint8 or float, sample-major
         }
+        if any(item.get("progress") is not None for item in items):
+            # The progress-monitor target (TrajectoryDataset.progress), NaN where a sample has none.
+            batch["progress"] = torch.tensor(
+                [math.nan if item.get("progress") is None else float(item["progress"]) for item in items]
+            )  # [B]
+        return batch

@@ -290,6 +290,7 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
             "action": sample.get("action"),
             "task": sample.get("task", "navigation"),
             "instruction": sample.get("instruction"),
+            "progress": d.progress(i),
             "dataset": self.base.entries[k].name,
         }
 
@@ -297,20 +298,24 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
 class CachedFeatureModel(nn.Module):
     """Projector + LM of a VLM over cached tower features, with the (action-)weighted answer loss.
 
-    forward(input_ids, attention_mask, images=features [N, tokens, C], labels, label_weights) — the trainer's
-    batch, where `images` holds tower features instead of pixels. The tower is not run (it must be frozen).
+    forward(input_ids, attention_mask, images=features [N, tokens, C], labels, label_weights[, progress]) — the
+    trainer's batch, where `images` holds tower features instead of pixels. The tower is not run (it must be frozen).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(
+        self, model: nn.Module, progress_head: nn.Module | None = None, progress_weight: float = 0.0
+    ) -> None:
         super().__init__()
         for attr in ("mm_projector", "llm", "tokens_per_image", "get_input_embeddings"):
             if not hasattr(model, attr):
                 raise ValueError(f"--cache-vision-features needs a model with '{attr}' (vlm.LlavaLlamaModel)")
         self.model = model
+        self.progress_head = progress_head  # the optional progress monitor (vlm.train.trainer.ProgressHead)
+        self.progress_weight = progress_weight
 
-    def forward(self, input_ids, attention_mask, images, labels, label_weights):
+    def forward(self, input_ids, attention_mask, images, labels, label_weights, progress=None):
         from vlm.splice import splice_image_features, unpad
-        from vlm.train.trainer import weighted_answer_loss
+        from vlm.train.trainer import answer_losses
 
         proj = self.model.mm_projector
         dtype = next(proj.parameters()).dtype
@@ -322,11 +327,14 @@ class CachedFeatureModel(nn.Module):
             unpad(labels, attention_mask),
             padding_side="right",
         )
-        logits = self.model.llm(
-            inputs_embeds=spliced.inputs_embeds,
-            attention_mask=spliced.attention_mask,
-            position_ids=spliced.position_ids,
-        ).logits  # [B, L, V]
-        return weighted_answer_loss(
-            logits, spliced, input_ids, attention_mask, label_weights, int(self.model.tokens_per_image)
+        return answer_losses(
+            self.model.llm,
+            spliced,
+            input_ids,
+            attention_mask,
+            label_weights,
+            int(self.model.tokens_per_image),
+            self.progress_head,
+            self.progress_weight,
+            progress,
         )

@@ -8,7 +8,8 @@ What it does, in order: freeze/unfreeze the three parts (`tune_vision_tower`, `t
 `tune_language_model`; stage 1 of LLaVA's recipe = tower + projector only), optionally wrap the language
 model in LoRA (peft), AdamW + cosine schedule with linear warmup, bf16 autocast on GPU, gradient accumulation
 and clipping, rich progress, a JSONL log (and wandb when asked), a checkpoint every `save_every` steps and an
-injected evaluation callback every `eval_every` steps.
+injected evaluation callback every `eval_every` steps. Optionally (beyond NaVILA) a progress monitor
+(`ProgressHead`, `progress_loss_weight`): an auxiliary loss on how far along its route each sample is.
 
 Checkpoints (`OUT/checkpoints/checkpoint-<step>/`) hold the model in the VILA layout (the model's own
 `save_pretrained`, LoRA merged), so any of them loads with `vlm.load`, plus `trainer_state.pt` (the trainable
@@ -100,6 +101,9 @@ class TrainConfig:
     # Mirror augmentation (beyond NaVILA): each drawn navigation sample is shown left-right mirrored (frames
     # flipped, "left"/"right" swapped in its instruction and answer) with this probability (vlm/train/dataset.py).
     mirror_prob: float = 0.0
+    # Progress monitor (beyond NaVILA; `ProgressHead`): weight of an auxiliary loss that makes the LM's state at the
+    # answer say how far along its route the sample is (0 = off, NaVILA's plain answer loss).
+    progress_loss_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu"):
@@ -115,6 +119,10 @@ class TrainConfig:
         if not 0.0 <= self.mirror_prob <= 1.0:
             raise ValueError(
                 f"TrainConfig.mirror_prob (--mirror-prob) must be in [0, 1], got {self.mirror_prob}"
+            )
+        if not (self.progress_loss_weight >= 0 and math.isfinite(self.progress_loss_weight)):
+            raise ValueError(
+                f"TrainConfig.progress_loss_weight (--progress-loss-weight) must be >= 0, got {self.progress_loss_weight}"
             )
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"TrainConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
@@ -238,6 +246,19 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _progress_head(model: torch.nn.Module, config: TrainConfig) -> ProgressHead | None:
+    """A fresh `ProgressHead` on the model's LM width when `config.progress_loss_weight` > 0, else None."""
+    if config.progress_loss_weight == 0:
+        return None
+    width = getattr(getattr(getattr(model, PART_NAMES["language_model"], None), "config", None), "hidden_size", None)
+    if not isinstance(width, int):
+        raise ValueError(
+            "--progress-loss-weight needs a model whose language model 'llm' has a config.hidden_size "
+            "(vlm.LlavaLlamaModel)"
+        )
+    return ProgressHead(width)
+
+
 def _wants_label_weights(model: torch.nn.Module) -> bool:
     return "label_weights" in inspect.signature(model.forward).parameters
 
@@ -250,25 +271,113 @@ class ActionWeightedLoss(torch.nn.Module):
     A module (not a function) so that DDP / DeepSpeed wrap it and gradients synchronise as usual.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        progress_head: torch.nn.Module | None = None,
+        progress_weight: float = 0.0,
+    ) -> None:
         super().__init__()
         for attr in ("prepare_inputs", "tokens_per_image", "llm"):
             if not hasattr(model, attr):
                 raise ValueError(
-                    f"action_token_weight != 1 needs a model with '{attr}' (vlm.LlavaLlamaModel)"
+                    f"action_token_weight != 1 and --progress-loss-weight need a model with '{attr}' "
+                    "(vlm.LlavaLlamaModel)"
                 )
         self.model = model
+        self.progress_head = progress_head
+        self.progress_weight = progress_weight
 
-    def forward(self, input_ids, attention_mask, images, labels, label_weights):
+    def forward(self, input_ids, attention_mask, images, labels, label_weights, progress=None):
         spliced = self.model.prepare_inputs(input_ids, attention_mask, images, labels, padding_side="right")
-        logits = self.model.llm(
-            inputs_embeds=spliced.inputs_embeds,
-            attention_mask=spliced.attention_mask,
-            position_ids=spliced.position_ids,
-        ).logits  # [B, L, V]
-        return weighted_answer_loss(
-            logits, spliced, input_ids, attention_mask, label_weights, int(self.model.tokens_per_image)
+        return answer_losses(
+            self.model.llm,
+            spliced,
+            input_ids,
+            attention_mask,
+            label_weights,
+            int(self.model.tokens_per_image),
+            self.progress_head,
+            self.progress_weight,
+            progress,
         )
+
+
+class ProgressHead(torch.nn.Module):
+    """A progress monitor (beyond NaVILA; the auxiliary task of Ma et al. 2019, "Self-Monitoring Navigation Agent
+    via Auxiliary Progress Estimation"): a linear read-out of the LM's final hidden state at the last prompt
+    position — the state that has read every frame and the instruction and predicts the answer — squashed to
+    [0, 1] and trained (mean squared error) to say how far along its route the sample is
+    (`TrajectoryDataset.progress`).
+
+    Why: the shipped model's accuracy falls along the route even from the expert's history (session 27); telling
+    where one is along the instruction needs the views matched to its parts, and this target asks for exactly
+    that at every sample, where the answer's STOP asks for it once per route. Training only: the head is not part
+    of the VILA checkpoint (the agent never reads it); `trainer_state.pt` keeps it for a resume.
+    """
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(hidden_size, 1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [B, D] → progress estimates [B] in (0, 1)."""
+        return torch.sigmoid(self.proj(hidden.float())).squeeze(-1)
+
+
+def last_prompt_positions(labels: torch.Tensor) -> torch.Tensor:
+    """labels [B, L] (IGNORE_INDEX over the prompt) → [B] index of each row's last prompt position, the one whose
+    output predicts the first answer token. ValueError for a row without an answer."""
+    from vlm.constants import IGNORE_INDEX
+
+    answer = labels != IGNORE_INDEX
+    if not bool(answer.any(dim=1).all()):
+        raise ValueError("the progress monitor needs an answer in every sample (a row has no label)")
+    first = answer.float().argmax(dim=1)  # first answer position
+    if bool((first == 0).any()):
+        raise ValueError("the progress monitor needs a prompt before every answer")
+    return first - 1
+
+
+def answer_losses(
+    llm: torch.nn.Module,
+    spliced: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    label_weights: torch.Tensor,
+    per_image: int,
+    progress_head: torch.nn.Module | None = None,
+    progress_weight: float = 0.0,
+    progress: torch.Tensor | None = None,
+) -> Any:
+    """The LM over `spliced` → `weighted_answer_loss`'s result; with `progress_head`, its loss also holds
+    `progress_weight` × the head's mean squared error against `progress` [B] (NaN = no target; none when
+    `progress` is None), and `answer_loss` / `progress_loss` hold the two parts (detached).
+
+    The head runs on every sample even without a target, so every process of a distributed run uses its
+    parameters (DDP needs a gradient for each, here 0 where there is no target)."""
+    out = llm(
+        inputs_embeds=spliced.inputs_embeds,
+        attention_mask=spliced.attention_mask,
+        position_ids=spliced.position_ids,
+        output_hidden_states=progress_head is not None,
+    )
+    result = weighted_answer_loss(out.logits, spliced, input_ids, attention_mask, label_weights, per_image)
+    if progress_head is None:
+        return result
+    hidden = out.hidden_states[-1]  # [B, L, D], the final (normed) layer
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    estimate = progress_head(hidden[rows, last_prompt_positions(spliced.labels)])  # [B]
+    if progress is None:
+        progress = torch.full_like(estimate, math.nan)
+    target = progress.to(estimate.device, torch.float32)
+    known = ~torch.isnan(target)
+    squared = (estimate - torch.nan_to_num(target)) ** 2 * known
+    mse = squared.sum() / known.sum().clamp(min=1)
+    result.answer_loss = result.loss.detach()
+    result.progress_loss = mse.detach() if bool(known.any()) else None
+    result.loss = result.loss + progress_weight * mse
+    return result
 
 
 def weighted_answer_loss(
@@ -493,6 +602,10 @@ def train(
     random.seed(config.seed)
     counts = configure_trainable(model, config)
     params = [p for p in model.parameters() if p.requires_grad]
+    progress_head = _progress_head(model, config)
+    if progress_head is not None:
+        params += list(progress_head.parameters())
+        counts["progress_head"] = sum(p.numel() for p in progress_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, math.ceil(config.warmup_ratio * config.steps), config.steps
@@ -502,6 +615,12 @@ def train(
     resume = find_resume_checkpoint(output_dir)
     if resume is not None:
         state = torch.load(resume / STATE_FILE, map_location="cpu", weights_only=False)
+        if ("progress_head" in state) != (progress_head is not None):
+            raise ValueError(
+                f"cannot resume from {resume}: it was trained "
+                f"{'with' if 'progress_head' in state else 'without'} --progress-loss-weight; resume it "
+                f"{'with the same weight' if 'progress_head' in state else 'without the flag'}"
+            )
         missing = set(state["trainable"]) ^ {n for n, p in model.named_parameters() if p.requires_grad}
         if missing:
             raise ValueError(
@@ -509,6 +628,8 @@ def train(
                 f"(different --tune-*/--lora flags?), e.g. {sorted(missing)[:3]}"
             )
         model.load_state_dict(state["trainable"], strict=False)
+        if progress_head is not None:
+            progress_head.load_state_dict(state["progress_head"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
@@ -520,13 +641,16 @@ def train(
         dataset, feature_info = _cached_feature_dataset(
             core, dataset, encoder, config, accelerator, show_progress
         )
-        model = CachedFeatureModel(core)  # projector + LM over the cached features, weighted loss
+        # projector + LM over the cached features, weighted loss (and the progress monitor's)
+        model = CachedFeatureModel(core, progress_head, config.progress_loss_weight)
     else:
         resize = getattr(encoder.image_processor, "resize", None)
         if config.tune_vision_tower and config.frame_cache_mb and resize and hasattr(dataset, "resize_frames"):
             dataset.resize_frames(resize, config.frame_cache_mb * 2**20)
-        if encoder.config.action_token_weight != 1.0 and not _wants_label_weights(model):
-            model = ActionWeightedLoss(model)
+        if progress_head is not None or (
+            encoder.config.action_token_weight != 1.0 and not _wants_label_weights(model)
+        ):
+            model = ActionWeightedLoss(model, progress_head, config.progress_loss_weight)
     if config.mirror_prob > 0:
         dataset = MirroredDataset(dataset)
     pass_weights = _wants_label_weights(model)
@@ -574,6 +698,7 @@ def train(
     try:
         while step < config.steps and (stop_after is None or done_here < stop_after):
             step_loss = 0.0
+            progress_sum, progress_batches = 0.0, 0  # the progress monitor's own loss, over this step's micro-batches
             for _ in range(config.grad_accum):
                 t_data = time.perf_counter()
                 batch = next(batches)
@@ -582,7 +707,10 @@ def train(
                 # uint8 → normalised float, on the device
                 batch["images"] = encoder.normalize(batch["images"])
                 weights = batch.pop("label_weights")
-                kwargs = {"label_weights": weights} if pass_weights else {}
+                targets = batch.pop("progress", None)  # the progress monitor's, [B] (absent: none in the batch)
+                kwargs: dict[str, Any] = {"label_weights": weights} if pass_weights else {}
+                if progress_head is not None:
+                    kwargs["progress"] = targets
                 # accumulate(): no gradient all-reduce until the last micro-step; backward() divides the loss
                 # by grad_accum; the optimizer's step/zero_grad are no-ops until gradients are synchronised.
                 with accelerator.accumulate(model):
@@ -596,6 +724,9 @@ def train(
                         )
                     accelerator.backward(out.loss)
                     step_loss += float(out.loss.detach()) / config.grad_accum
+                    if getattr(out, "progress_loss", None) is not None:
+                        progress_sum += float(out.progress_loss)
+                        progress_batches += 1
                     if config.max_grad_norm > 0 and accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(params, config.max_grad_norm)
                     optimizer.step()
@@ -610,6 +741,13 @@ def train(
                     f"loss became {loss_value} at step {step}; lower --lr or check the data"
                 )
             record: dict[str, Any] = {"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[0]}
+            if progress_head is not None:
+                # Mean over the ranks that had progress targets in this step (NaN elsewhere, skipped).
+                local = progress_sum / progress_batches if progress_batches else math.nan
+                gathered = accelerator.gather(torch.tensor([local], device=accelerator.device))
+                known = gathered[~torch.isnan(gathered)]
+                if known.numel():
+                    record["progress_loss"] = float(known.mean())
             if step % config.log_every == 0 or step == config.steps:
                 logger.log(record)
             save_now = step % config.save_every == 0 or step == config.steps
@@ -617,7 +755,7 @@ def train(
             if save_now or eval_now:
                 t_io = time.perf_counter()
                 ckpt = _save_checkpoint(
-                    accelerator, core, optimizer, scheduler, output_dir, step, config, loss_value
+                    accelerator, core, optimizer, scheduler, output_dir, step, config, loss_value, progress_head
                 )
                 if eval_now and main:
                     metrics = eval_fn(ckpt)  # type: ignore[misc]
@@ -634,7 +772,9 @@ def train(
                 progress.update(task, completed=step, info=f"loss {loss_value:.4f}")
         if checkpoint_at_stop and step < config.steps and done_here > 0 and step % config.save_every != 0:
             t_io = time.perf_counter()
-            _save_checkpoint(accelerator, core, optimizer, scheduler, output_dir, step, config, loss_value)
+            _save_checkpoint(
+                accelerator, core, optimizer, scheduler, output_dir, step, config, loss_value, progress_head
+            )
             io_time += time.perf_counter() - t_io
     finally:
         if progress is not None:
@@ -664,24 +804,26 @@ def _save_checkpoint(
     step: int,
     config: TrainConfig,
     loss: float,
+    progress_head: torch.nn.Module | None = None,
 ) -> Path:
-    """Model (VILA layout) + resumable state; trainer_state.json last, so a torn checkpoint is never resumed."""
+    """Model (VILA layout) + resumable state (with the progress monitor's head, which is not part of the model);
+    trainer_state.json last, so a torn checkpoint is never resumed."""
     folder = output_dir / "checkpoints" / f"checkpoint-{step}"
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if folder.exists():
             shutil.rmtree(folder)
         save_model(model, folder, config.lora)
-        torch.save(
-            {
-                "step": step,
-                "trainable": _trainable_state(model),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(),
-            },
-            folder / STATE_FILE,
-        )
+        state = {
+            "step": step,
+            "trainable": _trainable_state(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_state(),
+        }
+        if progress_head is not None:
+            state["progress_head"] = {k: v.detach().cpu().clone() for k, v in progress_head.state_dict().items()}
+        torch.save(state, folder / STATE_FILE)
         (folder / STATE_JSON).write_text(json.dumps({"step": step, "loss": loss}))
         if config.keep_checkpoints:
             complete = sorted(

@@ -26,13 +26,17 @@ def write_collected(
     instructions: dict[str, str] | None = None,
     asymmetric: bool = False,
     navila_prompt: bool = False,
+    routes: bool = False,
+    policy_driven: tuple[str, ...] = (),
 ) -> Path:
     """A folder in `navila-agent collect`'s format: one shard, `trajectories` = {traj: [answer per decision]}.
 
     Each trajectory's instruction is `instructions[traj]` (default "Go <traj>."), its prompt's text. Frame t is
     uniformly grey 10 * (t + 1), or with `asymmetric` its left half only (the right half black), so a frame and
     its mirror image differ. With `navila_prompt` the prompt is NaVILA's user turn (`agent.prompt.build_user_prompt`)
-    instead of the `<image>` markers followed by the instruction."""
+    instead of the `<image>` markers followed by the instruction. With `routes` each trajectory record also has
+    collect's `steps` (one per answer), `ended_with_stop` and `policy_decisions` (1 for the trajectories in
+    `policy_driven`, as a DAgger collection writes, else 0)."""
     shard = root / "shard-00000"
     (shard / "frames").mkdir(parents=True, exist_ok=True)
     samples, trajs = [], []
@@ -61,7 +65,10 @@ def write_collected(
                     ],
                 }
             )
-        trajs.append({"traj": key})
+        record: dict = {"traj": key}
+        if routes:
+            record |= {"steps": len(answers), "ended_with_stop": True, "policy_decisions": int(key in policy_driven)}
+        trajs.append(record)
     (shard / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     (shard / "trajectories.jsonl").write_text("".join(json.dumps(t) + "\n" for t in trajs))
     (root / "manifest.json").write_text(

@@ -196,6 +196,23 @@ def test_collate_pads(tokenizer, tmp_path):
     assert short < batch["input_ids"].shape[1] and torch.all(batch["labels"][1, short:] == IGNORE_INDEX)
 
 
+def test_progress_targets_come_from_expert_routes_only(tokenizer, tmp_path):
+    """progress = t / (steps - 1) on a route the expert drove to its STOP; None on a DAgger route (a policy drove
+    part of it), on a record without steps (older collections) and on scene QA; collate gives NaN for None."""
+    four = [*ANSWERS, ANSWERS[0]]  # 4 decisions: t = 0..3
+    root = write_collected(tmp_path / "d", {"a": four, "b": ANSWERS}, routes=True, policy_driven=("b",))
+    ds = TrajectoryDataset(root)
+    assert [ds[i]["progress"] for i in range(4)] == [0.0, 1 / 3, 2 / 3, 1.0]
+    assert all(ds[i]["progress"] is None for i in range(4, 7))  # "b": policy-driven
+    ds.samples[1]["task"] = "scene_qa"
+    assert ds.progress(1) is None
+    assert TrajectoryDataset(write_collected(tmp_path / "old", {"a": ANSWERS}))[0]["progress"] is None
+    enc = SampleEncoder(tokenizer, ImageProcessor(size=16))
+    batch = enc.collate([ds[2], ds[4]])
+    assert batch["progress"][0] == pytest.approx(2 / 3) and torch.isnan(batch["progress"][1])
+    assert "progress" not in enc.collate([ds[4], ds[5]])  # no target in the batch: the key is absent
+
+
 def test_mixture_weights_and_resumable_order(tmp_path):
     a = write_collected(tmp_path / "a", {"a": ANSWERS})
     b = write_collected(tmp_path / "b", {"b": ANSWERS[:1]})

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
@@ -187,3 +190,77 @@ def test_training_learns_answers_conditioned_on_instruction_or_image(tmp_path, c
     for mode in ("teacher_forced", "generate"):  # generate = what the agent would answer
         result = action_accuracy(model.eval(), held_out, enc, list(range(len(held_out))), mode=mode)
         assert result["kind_acc"] >= 0.9, result
+
+
+def test_progress_monitor_reads_the_last_prompt_position_and_adds_its_weighted_error(tiny):
+    """answer_losses with a ProgressHead: the head reads the final hidden state where the answer is predicted,
+    its error counts only where there is a target, and the loss is the answer loss + weight × that error."""
+    from vlm.constants import IGNORE_INDEX
+    from vlm.train.trainer import ProgressHead, last_prompt_positions
+
+    model, tok, ds = tiny
+    enc = SampleEncoder(tok, model.image_processor, EncoderConfig(action_token_weight=2.0))
+    batch = enc.collate([ds[0], ds[2], ds[4]])
+    batch["images"] = enc.normalize(batch["images"])
+    weights = batch.pop("label_weights")
+    progress = torch.tensor([0.25, float("nan"), 1.0])
+    torch.manual_seed(1)
+    head = ProgressHead(model.llm.config.hidden_size)
+    model.eval()
+    with torch.no_grad():
+        plain = ActionWeightedLoss(model)(**batch, label_weights=weights)
+        out = ActionWeightedLoss(model, head, 0.5)(**batch, label_weights=weights, progress=progress)
+        spliced = model.prepare_inputs(batch["input_ids"], batch["attention_mask"], batch["images"],
+                                       batch["labels"], padding_side="right")  # fmt: skip
+        hidden = model.llm(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
+                           position_ids=spliced.position_ids, output_hidden_states=True).hidden_states[-1]  # fmt: skip
+    positions = last_prompt_positions(spliced.labels)
+    for b, pos in enumerate(positions.tolist()):
+        assert spliced.labels[b, pos] == IGNORE_INDEX and spliced.labels[b, pos + 1] != IGNORE_INDEX
+    estimate = head(hidden[torch.arange(3), positions])
+    expected = ((estimate[0] - 0.25) ** 2 + (estimate[2] - 1.0) ** 2) / 2  # the NaN row has no target
+    assert torch.allclose(out.progress_loss, expected, atol=1e-6)
+    assert torch.allclose(out.answer_loss, plain.loss, atol=1e-6)
+    assert torch.allclose(out.loss, plain.loss + 0.5 * expected, atol=1e-6)
+    with torch.no_grad():
+        none = ActionWeightedLoss(model, head, 0.5)(**batch, label_weights=weights, progress=None)
+    assert none.progress_loss is None and torch.allclose(none.loss, plain.loss, atol=1e-6)
+    with pytest.raises(ValueError, match="no label"):
+        last_prompt_positions(torch.full((1, 4), IGNORE_INDEX))
+
+
+def test_progress_monitor_trains_is_checkpointed_and_must_match_on_resume(tmp_path):
+    """train(progress_loss_weight > 0): the head learns (its error falls), lives in trainer_state.pt (not in the
+    VILA folder), a killed run resumes to the same weights, and a resume without the flag is refused."""
+    from vlm.train.trainer import find_resume_checkpoint
+
+    data = write_collected(tmp_path / "d", {"a": ANSWERS * 2, "b": ANSWERS[::-1] * 2}, size=32, routes=True)
+    tok = vlm.build_tokenizer([*ANSWERS, "Go a. Go b. <image>"], vocab_size=300)
+    ds = MixtureDataset([DatasetEntry("d", data)])
+
+    def run(name, steps=12, stop_after=None, weight=1.0):
+        torch.manual_seed(0)
+        model = vlm.build_model(vlm.tiny_config(vocab_size=len(tok)), tok)
+        cfg = TrainConfig(output_dir=str(tmp_path / name), steps=steps, batch_size=4, lr=3e-3, save_every=4,
+                          warmup_ratio=0.0, log_every=1, progress_loss_weight=weight)  # fmt: skip
+        result = train(model, ds, SampleEncoder(tok, model.image_processor), cfg, show_progress=False,
+                       stop_after=stop_after)  # fmt: skip
+        return model, result
+
+    run("a", steps=70, weight=5.0)  # frame t is grey 10 * (t + 1): the route's progress is in the view
+    log = [json.loads(line) for line in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
+    errors = [r["progress_loss"] for r in log]
+    # from the error of a constant guess (~0.12, the targets' variance) to a fraction of it
+    assert len(errors) == 70 and np.mean(errors[-10:]) < 0.4 * np.mean(errors[:10])
+    state = torch.load(find_resume_checkpoint(tmp_path / "a") / "trainer_state.pt", weights_only=False)
+    assert set(state["progress_head"]) == {"proj.weight", "proj.bias"}
+    assert not any("progress" in p.name for p in (tmp_path / "a").rglob("*") if p.parent == tmp_path / "a")
+    vlm.load(tmp_path / "a")  # the saved model is the plain VILA layout
+    straight, _ = run("b")
+    run("c", stop_after=5)  # killed after step 5: resumes from checkpoint-4
+    resumed, second = run("c")
+    assert second.resumed_from == 4
+    for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6), name
+    with pytest.raises(ValueError, match="with --progress-loss-weight; resume it with the same weight"):
+        run("c", steps=16, weight=0.0)
