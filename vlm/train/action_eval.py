@@ -42,7 +42,7 @@ def parse_action(text: str) -> tuple[str, int | None]:
     return kind, int(m.group(2)) if m.group(2) else None
 
 
-def _on_device_with_features(
+def on_device_with_features(
     model: Any, batch: dict[str, torch.Tensor], from_features: bool
 ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
     """The batch on the model's device and its projected image features (N x [T', D]): from cached tower
@@ -60,7 +60,7 @@ def teacher_forced_answers(model: Any, batch: dict[str, torch.Tensor], from_feat
     """The argmax token at every answer position (given the true prefix), decoded, one string per sample."""
     from vlm.splice import splice_image_features, unpad
 
-    batch, features = _on_device_with_features(model, batch, from_features)
+    batch, features = on_device_with_features(model, batch, from_features)
     spliced = splice_image_features(
         unpad(batch["input_ids"], batch["attention_mask"]),
         features,
@@ -90,7 +90,7 @@ def generated_answers(
     from vlm.generation import greedy_generate
     from vlm.splice import splice_image_features, unpad
 
-    batch, features = _on_device_with_features(model, batch, from_features)
+    batch, features = on_device_with_features(model, batch, from_features)
     prompts = []
     for ids, labels in zip(
         unpad(batch["input_ids"], batch["attention_mask"]),

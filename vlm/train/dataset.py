@@ -335,13 +335,18 @@ class TrajectoryDataset(torch.utils.data.Dataset):
             prompt = add_progress_cue(prompt, self.progress_cue, int(sample["t"]))
         return prompt
 
+    def expert_route_steps(self, index: int) -> int | None:
+        """The low-level steps of sample `index`'s trajectory when the expert drove it from start to STOP (collect's
+        trajectories.jsonl: no policy decision, ended with STOP), else None."""
+        return self._route_length[index]
+
     def progress(self, index: int) -> float | None:
         """How far along its route sample `index` is, t / (steps - 1) in [0, 1] (1 at the expert's STOP), for the
         progress-monitor loss (`train --progress-loss-weight`, beyond NaVILA). None when the route's length says
         nothing about it: a scene QA sample, or a trajectory that a policy drove in part (DAgger: its detours are
         not progress) or that did not end with the expert's STOP."""
         sample = self.samples[index]
-        steps = self._route_length[index]
+        steps = self.expert_route_steps(index)
         if steps is None or sample.get("task", "navigation") != "navigation" or "t" not in sample:
             return None
         return min(1.0, int(sample["t"]) / (steps - 1))

@@ -1,0 +1,246 @@
+"""How well a trained progress monitor tells, on held-out routes, how far along its route the agent is.
+
+`navila-agent train --progress-loss-weight W` (beyond NaVILA) trains a linear head (`vlm.train.trainer.ProgressHead`)
+on the LM's state at the answer to estimate each expert sample's progress, t / (steps - 1). The head is training-only
+(it lives in the checkpoints' `trainer_state.pt`, not in the model), so its training error says little about whether
+the LM learned to match the views to the instruction in houses it never saw. This tool answers that: it runs the
+model and its head over the expert samples of a collected validation folder and reports
+
+- the head's mean squared and absolute error, and the correlation of estimate and truth;
+- the error of the best constant guess (the targets' variance) and of a guess from the step count alone (a
+  least-squares line in t, fitted on these very samples: an optimistic baseline that reads no image and no word);
+- per position on the route (the bins of `benchmarks.accuracy_by_progress`) the mean truth and estimate;
+- at the expert's STOP against elsewhere: the mean estimate, and how well it separates the two (ROC AUC), which is
+  what a stop rule built on the monitor would need.
+
+    python -m benchmarks.progress_monitor RUN SAMPLES [--every 3] [--feature-cache DIR] [--json out.json]
+
+RUN is a finished `train` output folder (the model in RUN, the head in its last checkpoint) or one checkpoint folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.accuracy_by_progress import BINS, progress_bin
+from benchmarks.store import atomic_write_json
+
+
+def head_source(run: Path) -> Path:
+    """The `trainer_state.pt` that holds the head of the model in `run`: the folder's own (a checkpoint), or, for a
+    finished training folder, its last checkpoint's. ValueError naming what is missing."""
+    from vlm.train.trainer import STATE_FILE, find_resume_checkpoint
+
+    if (run / STATE_FILE).is_file():
+        return run / STATE_FILE
+    config = run / "train_config.json"
+    newest = find_resume_checkpoint(run)
+    if newest is None or not config.is_file():
+        raise ValueError(f"{run}: neither a checkpoint ({STATE_FILE}) nor a training folder with checkpoints")
+    steps = int(json.loads(config.read_text())["train"]["steps"])
+    if int(newest.name.split("-")[1]) != steps:
+        raise ValueError(f"{run}: training has not finished ({newest.name} of {steps} steps); give that checkpoint")
+    return newest / STATE_FILE
+
+
+def load_head(state_file: Path, hidden_size: int) -> Any:
+    """The `ProgressHead` saved in `state_file`; ValueError when the run was trained without one."""
+    import torch
+
+    from vlm.train.trainer import ProgressHead
+
+    state = torch.load(state_file, map_location="cpu", weights_only=False)
+    if "progress_head" not in state:
+        raise ValueError(f"{state_file}: this run was trained without --progress-loss-weight (no progress head)")
+    head = ProgressHead(hidden_size)
+    head.load_state_dict(state["progress_head"])
+    return head.eval()
+
+
+def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
+    """P(a positive's score > a negative's), ties counted half (the Mann-Whitney form); None when a side is empty."""
+    if not positive or not negative:
+        return None
+    neg = np.sort(np.asarray(negative, dtype=float))
+    wins = 0.0
+    for p in positive:
+        below = np.searchsorted(neg, p, side="left")
+        ties = np.searchsorted(neg, p, side="right") - below
+        wins += below + 0.5 * ties
+    return float(wins / (len(positive) * len(neg)))
+
+
+def summarise(truth: Sequence[float], estimate: Sequence[float], t: Sequence[int], steps: Sequence[int],
+              stop: Sequence[bool]) -> dict[str, Any]:  # fmt: skip
+    """The numbers of the module docstring from per-sample truth, estimate, step, route length and STOP flag."""
+    y, e = np.asarray(truth, dtype=float), np.asarray(estimate, dtype=float)
+    if y.size < 2:
+        raise ValueError("summarise needs at least 2 samples")
+    tt = np.asarray(t, dtype=float)
+    slope, intercept = np.polyfit(tt, y, 1) if np.ptp(tt) > 0 else (0.0, float(y.mean()))
+    corr = float(np.corrcoef(y, e)[0, 1]) if np.std(e) > 0 and np.std(y) > 0 else None
+    bins: dict[str, dict[str, Any]] = {}
+    keys = [progress_bin(int(a), int(b)) for a, b in zip(t, steps, strict=True)]
+    for name in BINS:
+        mask = np.asarray([k == name for k in keys])
+        bins[name] = {
+            "n": int(mask.sum()),
+            "truth": float(y[mask].mean()) if mask.any() else None,
+            "estimate": float(e[mask].mean()) if mask.any() else None,
+            "mae": float(np.abs(e[mask] - y[mask]).mean()) if mask.any() else None,
+        }
+    at_stop = [float(v) for v, s in zip(e, stop, strict=True) if s]
+    elsewhere = [float(v) for v, s in zip(e, stop, strict=True) if not s]
+    return {
+        "n": int(y.size),
+        "mse": float(((e - y) ** 2).mean()),
+        "mae": float(np.abs(e - y).mean()),
+        "corr": corr,
+        "mse_constant": float(y.var()),
+        "mse_steps_line": float(((slope * tt + intercept - y) ** 2).mean()),
+        "bins": bins,
+        "stop": {
+            "n": len(at_stop),
+            "estimate_at_stop": float(np.mean(at_stop)) if at_stop else None,
+            "estimate_elsewhere": float(np.mean(elsewhere)) if elsewhere else None,
+            "auc": roc_auc(at_stop, elsewhere),
+        },
+    }
+
+
+def score(
+    run: Path,
+    samples: Path,
+    every: int = 1,
+    feature_cache: Path | None = None,
+    batch_size: int = 16,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """The head's estimates on every `every`-th expert navigation sample of `samples`, summarised."""
+    import torch
+
+    import vlm
+    from vlm.splice import splice_image_features, unpad
+    from vlm.train.action_eval import on_device_with_features
+    from vlm.train.dataset import MixtureDataset, SampleEncoder
+    from vlm.train.registry import DatasetEntry
+    from vlm.train.trainer import last_prompt_positions
+
+    if every < 1:
+        raise ValueError(f"--every must be >= 1, got {every}")
+    state_file = head_source(run)
+    model = vlm.load(run, device="cpu", dtype="float32").eval()
+    head = load_head(state_file, int(model.llm.config.hidden_size))
+    data = MixtureDataset([DatasetEntry(samples.name, samples)])
+    data.follow_model(model)  # the frames and prompts the agent would show this model
+    folder = data.datasets[0]
+    picks = [
+        i
+        for i in range(0, len(folder), every)
+        if not folder.samples[i].get("copy", 0) and folder.progress(i) is not None
+    ]
+    if not picks:
+        raise ValueError(f"{samples}: no expert navigation sample with a route length (collect's trajectories.jsonl)")
+    encoder = SampleEncoder(model.tokenizer, model.image_processor)
+    dataset: Any = data
+    if feature_cache is not None:
+        from vlm.train.frame_features import CachedFeatureDataset, precompute_features
+
+        dataset = CachedFeatureDataset(data, precompute_features(model, data, encoder, str(feature_cache)))
+    estimates: list[float] = []
+    with torch.no_grad():
+        for start in range(0, len(picks), batch_size):
+            items = [dataset[i] for i in picks[start : start + batch_size]]
+            batch = encoder.collate(items)
+            batch["images"] = encoder.normalize(batch["images"])
+            batch, features = on_device_with_features(model, batch, "features" in items[0])
+            spliced = splice_image_features(
+                unpad(batch["input_ids"], batch["attention_mask"]),
+                features,
+                model.get_input_embeddings(),
+                unpad(batch["labels"], batch["attention_mask"]),
+                padding_side="right",
+            )
+            hidden = model.llm(
+                inputs_embeds=spliced.inputs_embeds,
+                attention_mask=spliced.attention_mask,
+                position_ids=spliced.position_ids,
+                output_hidden_states=True,
+            ).hidden_states[-1]  # [B, L, D]
+            rows = torch.arange(hidden.shape[0])
+            estimates += head(hidden[rows, last_prompt_positions(spliced.labels)]).tolist()
+            if progress is not None:
+                progress(len(estimates), len(picks))
+    raw = [folder.samples[i] for i in picks]
+    summary = summarise(
+        [folder.progress(i) for i in picks],
+        estimates,
+        [int(s["t"]) for s in raw],
+        [folder.expert_route_steps(i) for i in picks],
+        [s.get("action") == "stop" for s in raw],
+    )
+    return {"run": str(run), "head": str(state_file), "samples": str(samples), "every": every, **summary}
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """A text report: the errors against the two baselines, then truth and estimate per bin, then the STOP split."""
+    corr = "n/a" if result["corr"] is None else f"{result['corr']:.3f}"
+    lines = [
+        f"{result['n']} expert samples: MSE {result['mse']:.4f} (constant {result['mse_constant']:.4f}, "
+        f"line in the step count {result['mse_steps_line']:.4f}), MAE {result['mae']:.3f}, correlation {corr}",
+        f"{'decision':>9} {'n':>6} {'truth':>7} {'estimate':>9} {'MAE':>7}",
+    ]
+    for name in BINS:
+        b = result["bins"][name]
+        if b["n"]:
+            lines.append(f"{name:>9} {b['n']:>6} {b['truth']:>7.3f} {b['estimate']:>9.3f} {b['mae']:>7.3f}")
+    s = result["stop"]
+    if s["n"] and s["auc"] is not None:
+        lines.append(
+            f"at the expert's STOP ({s['n']}): estimate {s['estimate_at_stop']:.3f} against "
+            f"{s['estimate_elsewhere']:.3f} elsewhere; AUC {s['auc']:.3f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.progress_monitor", description=__doc__.split("\n")[0])
+    parser.add_argument("run", type=Path, help="train output folder (finished) or one of its checkpoints")
+    parser.add_argument("samples", type=Path, help="collected folder of a validation split (navila-agent collect)")
+    parser.add_argument("--every", type=int, default=1, help="score every k-th sample (a spread subset)")
+    parser.add_argument("--feature-cache", type=Path, default=None, help="cache the frozen tower's features here")
+    parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON (atomically)")
+    args = parser.parse_args(argv)
+    for flag, path in (("RUN", args.run / "config.json"), ("SAMPLES", args.samples / "manifest.json")):
+        if not path.is_file():
+            parser.error(f"{flag} {path.parent}: {path.name} not found")
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("estimating", total=None)
+        try:
+            result = score(
+                args.run,
+                args.samples,
+                args.every,
+                args.feature_cache,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        except ValueError as e:
+            parser.error(str(e))
+    print(f"{result['run']} (head from {result['head']}) on {result['samples']} (every {result['every']})")
+    print(format_report(result))
+    if args.json is not None:
+        atomic_write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
