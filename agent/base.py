@@ -53,6 +53,7 @@ class Decision:
     retried: bool  # True when the first answer was unparsable and the model was asked again
     reason: str = ""  # the parser's note ("amount 40 -> 45", why parsing failed, "fallback: ...")
     first_raw_text: str | None = None  # the unparsable first answer, when retried
+    progress: float | None = None  # the model's progress-monitor estimate (vlm.progress_head), when it has one
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -28,6 +28,11 @@ Parse-failure policy (the reference sends an empty action to the simulator and c
    collide, does not change the position (so it costs no path length), and gives the next model call a new view
    (a new input, so possibly a parsable answer). MOVE_FORWARD could walk into a wall or off the path.
 Every unparsable answer is counted (`parse_failures`), as are retries and fallbacks, per episode.
+
+Progress monitor (beyond NaVILA): when the model has one (`vlm.progress_head`, trained with `train
+--progress-loss-weight`), every decision logs its estimate of how much of the route is done (`Decision.progress`,
+read from the same model call), and with `monitor_stop` T the agent stops as soon as the estimate reaches T,
+whatever the answer (the decision's `reason` says so).
 """
 
 from __future__ import annotations
@@ -70,6 +75,9 @@ class NavilaAgentConfig:
     fallback_action: str = (
         "left"  # one step of this when no answer parsed: "stop" | "forward" | "left" | "right"
     )
+    # Beyond NaVILA: STOP whenever the model's progress monitor (vlm.progress_head) estimates at least this much of
+    # the route done, whatever the answer says; None = never (the estimate is still logged when the model has one).
+    monitor_stop: float | None = None
 
     def __post_init__(self) -> None:
         if self.num_frames is not None and self.num_frames < 1:
@@ -97,6 +105,8 @@ class NavilaAgentConfig:
                 f"NavilaAgentConfig.fallback_action: unknown action '{self.fallback_action}'; "
                 f"available: {', '.join(ACTION_KINDS)}"
             )
+        if self.monitor_stop is not None and not 0.0 < self.monitor_stop <= 1.0:
+            raise ValueError(f"NavilaAgentConfig.monitor_stop (--monitor-stop) must be in (0, 1], got {self.monitor_stop}")
         if self.conv_mode is not None:
             from vlm.conversation import conv_templates
 
@@ -131,6 +141,7 @@ class _Outcome:
     first_raw_text: str | None = None
     retried: bool = False
     failures: int = 0  # unparsable answers in this decision (0, 1 or 2)
+    progress: float | None = None  # the progress monitor's estimate (first call), when the model has one
 
 
 class NavilaAgent:
@@ -149,6 +160,13 @@ class NavilaAgent:
         self.progress_cue: str = self.config.progress_cue or model_progress_cue(model)
         self.num_frames: int = self.config.num_frames or model_num_frames(model)
         build_prompt("", self.conv_mode, self.num_frames)  # fail now, not mid-episode, on a bad template
+        # The progress monitor: its estimate is logged at every decision when the model has one; monitor_stop acts on it.
+        self.has_monitor: bool = getattr(model, "progress_head", None) is not None
+        if self.config.monitor_stop is not None and not self.has_monitor:
+            raise ValueError(
+                "NavilaAgentConfig.monitor_stop (--monitor-stop) needs a model with a progress monitor "
+                "(progress_head/: train it with --progress-loss-weight)"
+            )
         self._uid: str | None = None
         self._instruction = ""
         self._frames: list[Any] = []  # every low-level frame of the episode, vlm.media.Image keyed (uid, t)
@@ -269,6 +287,11 @@ class NavilaAgent:
             action = fallback_decision(self.config.fallback_action)
             log.fallbacks += 1
             reason = f"{parsed.reason}; fallback: {self.config.fallback_action}"
+        threshold = self.config.monitor_stop
+        if threshold is not None and outcome.progress is not None and outcome.progress >= threshold:
+            if action.kind != "stop":
+                reason = "; ".join(r for r in (reason, f"progress monitor {outcome.progress:.3f} >= {threshold}: stop") if r)
+            action = MidLevelAction("stop", 0)
         low_level = action.to_low_level()
         log.add(
             Decision(
@@ -283,35 +306,50 @@ class NavilaAgent:
                 retried=outcome.retried,
                 reason=reason,
                 first_raw_text=outcome.first_raw_text,
+                progress=outcome.progress,
             )
         )
         self._queue.extend(low_level)
 
 
-def _generate(agents: Sequence[NavilaAgent], inputs: Sequence[ModelInput]) -> list[str]:
-    """One batched `generate_text` call for `agents` (which share one model and max_new_tokens)."""
+def _generate(
+    agents: Sequence[NavilaAgent], inputs: Sequence[ModelInput], with_progress: bool = False
+) -> tuple[list[str], list[float | None]]:
+    """One batched `generate_text` call for `agents` (which share one model and max_new_tokens): the answers, and
+    the progress monitor's estimates when `with_progress` (else None each)."""
     model = agents[0].model
     samples = [(item.images, item.prompt) for item in inputs]
     start = time.perf_counter()
-    texts = model.generate_text(samples, max_new_tokens=agents[0].config.max_new_tokens)
+    estimates: list[float | None] = [None] * len(samples)
+    if with_progress:
+        texts, estimates = model.generate_text(samples, max_new_tokens=agents[0].config.max_new_tokens, return_progress=True)
+    else:
+        texts = model.generate_text(samples, max_new_tokens=agents[0].config.max_new_tokens)
     elapsed = time.perf_counter() - start
-    texts = list(texts)
+    texts, estimates = list(texts), list(estimates)
     if len(texts) != len(samples):
         raise RuntimeError(
             f"{type(model).__name__}.generate_text returned {len(texts)} answers for {len(samples)} samples"
         )
+    if len(estimates) != len(samples):
+        raise RuntimeError(
+            f"{type(model).__name__}.generate_text returned {len(estimates)} progress estimates for {len(samples)} samples"
+        )
     for agent in agents:
         agent._model_calls += 1
         agent._model_seconds += elapsed / len(agents)
-    return texts
+    return texts, estimates
 
 
 def _decide(agents: list[NavilaAgent]) -> None:
     """Make one decision for each of `agents` (same model, empty queues): a batched call, then one batched retry
     for the answers that did not parse (for agents whose config allows it)."""
     inputs = [agent.model_input() for agent in agents]
-    texts = _generate(agents, inputs)
-    outcomes = [_Outcome(parsed=parse_action(text), raw_text=text) for text in texts]
+    texts, estimates = _generate(agents, inputs, agents[0].has_monitor)
+    outcomes = [
+        _Outcome(parsed=parse_action(text), raw_text=text, progress=estimate)
+        for text, estimate in zip(texts, estimates, strict=True)
+    ]
     to_retry = [i for i, o in enumerate(outcomes) if not o.parsed.ok]
     for i in to_retry:
         outcomes[i].failures += 1
@@ -326,7 +364,7 @@ def _decide(agents: list[NavilaAgent]) -> None:
             )
             for i in to_retry
         ]
-        retry_texts = _generate(retry_agents, retry_inputs)
+        retry_texts, _ = _generate(retry_agents, retry_inputs)  # the estimate stays the first call's
         for i, text in zip(to_retry, retry_texts, strict=True):
             first = outcomes[i]
             second = parse_action(text)
@@ -336,6 +374,7 @@ def _decide(agents: list[NavilaAgent]) -> None:
                 first_raw_text=first.raw_text,
                 retried=True,
                 failures=first.failures + (0 if second.ok else 1),
+                progress=first.progress,
             )
     for agent, item, outcome in zip(agents, inputs, outcomes, strict=True):
         agent._record(item, outcome)

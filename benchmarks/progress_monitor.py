@@ -1,10 +1,10 @@
 """How well a trained progress monitor tells, on held-out routes, how far along its route the agent is.
 
-`navila-agent train --progress-loss-weight W` (beyond NaVILA) trains a linear head (`vlm.train.trainer.ProgressHead`)
-on the LM's state at the answer to estimate each expert sample's progress, t / (steps - 1). The head is training-only
-(it lives in the checkpoints' `trainer_state.pt`, not in the model), so its training error says little about whether
-the LM learned to match the views to the instruction in houses it never saw. This tool answers that: it runs the
-model and its head over the expert samples of a collected validation folder and reports
+`navila-agent train --progress-loss-weight W` (beyond NaVILA) trains a linear head (`vlm.progress_head`, saved as the
+model's `progress_head/`) on the LM's state at the answer to estimate each expert sample's progress, t / (steps - 1).
+Its training error says little about whether the LM learned to match the views to the instruction in houses it never
+saw. This tool answers that: it runs the model and its head over the expert samples of a collected validation folder
+and reports
 
 - the head's mean squared and absolute error, and the correlation of estimate and truth;
 - the error of the best constant guess (the targets' variance) and of a guess from the step count alone (a
@@ -13,15 +13,15 @@ model and its head over the expert samples of a collected validation folder and 
 - at the expert's STOP against elsewhere: the mean estimate, and how well it separates the two (ROC AUC), which is
   what a stop rule built on the monitor would need.
 
-    python -m benchmarks.progress_monitor RUN SAMPLES [--every 3] [--feature-cache DIR] [--json out.json]
+    python -m benchmarks.progress_monitor MODEL SAMPLES [--every 3] [--feature-cache DIR] [--json out.json]
 
-RUN is a finished `train` output folder (the model in RUN, the head in its last checkpoint) or one checkpoint folder.
+The estimates are read exactly where the agent reads them (`generate_text(..., return_progress=True)`: the last
+prompt position), from teacher-forced batches as in training.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,37 +31,6 @@ import numpy as np
 
 from benchmarks.accuracy_by_progress import BINS, progress_bin
 from benchmarks.store import atomic_write_json
-
-
-def head_source(run: Path) -> Path:
-    """The `trainer_state.pt` that holds the head of the model in `run`: the folder's own (a checkpoint), or, for a
-    finished training folder, its last checkpoint's. ValueError naming what is missing."""
-    from vlm.train.trainer import STATE_FILE, find_resume_checkpoint
-
-    if (run / STATE_FILE).is_file():
-        return run / STATE_FILE
-    config = run / "train_config.json"
-    newest = find_resume_checkpoint(run)
-    if newest is None or not config.is_file():
-        raise ValueError(f"{run}: neither a checkpoint ({STATE_FILE}) nor a training folder with checkpoints")
-    steps = int(json.loads(config.read_text())["train"]["steps"])
-    if int(newest.name.split("-")[1]) != steps:
-        raise ValueError(f"{run}: training has not finished ({newest.name} of {steps} steps); give that checkpoint")
-    return newest / STATE_FILE
-
-
-def load_head(state_file: Path, hidden_size: int) -> Any:
-    """The `ProgressHead` saved in `state_file`; ValueError when the run was trained without one."""
-    import torch
-
-    from vlm.train.trainer import ProgressHead
-
-    state = torch.load(state_file, map_location="cpu", weights_only=False)
-    if "progress_head" not in state:
-        raise ValueError(f"{state_file}: this run was trained without --progress-loss-weight (no progress head)")
-    head = ProgressHead(hidden_size)
-    head.load_state_dict(state["progress_head"])
-    return head.eval()
 
 
 def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
@@ -116,7 +85,7 @@ def summarise(truth: Sequence[float], estimate: Sequence[float], t: Sequence[int
 
 
 def score(
-    run: Path,
+    model_path: Path,
     samples: Path,
     every: int = 1,
     feature_cache: Path | None = None,
@@ -127,17 +96,18 @@ def score(
     import torch
 
     import vlm
+    from vlm.progress_head import last_prompt_positions
     from vlm.splice import splice_image_features, unpad
     from vlm.train.action_eval import on_device_with_features
     from vlm.train.dataset import MixtureDataset, SampleEncoder
     from vlm.train.registry import DatasetEntry
-    from vlm.train.trainer import last_prompt_positions
 
     if every < 1:
         raise ValueError(f"--every must be >= 1, got {every}")
-    state_file = head_source(run)
-    model = vlm.load(run, device="cpu", dtype="float32").eval()
-    head = load_head(state_file, int(model.llm.config.hidden_size))
+    model = vlm.load(model_path, device="cpu", dtype="float32").eval()
+    head = model.progress_head
+    if head is None:
+        raise ValueError(f"{model_path}: this model was trained without --progress-loss-weight (no progress_head/)")
     data = MixtureDataset([DatasetEntry(samples.name, samples)])
     data.follow_model(model)  # the frames and prompts the agent would show this model
     folder = data.datasets[0]
@@ -186,7 +156,7 @@ def score(
         [folder.expert_route_steps(i) for i in picks],
         [s.get("action") == "stop" for s in raw],
     )
-    return {"run": str(run), "head": str(state_file), "samples": str(samples), "every": every, **summary}
+    return {"model": str(model_path), "samples": str(samples), "every": every, **summary}
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -212,13 +182,13 @@ def format_report(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.progress_monitor", description=__doc__.split("\n")[0])
-    parser.add_argument("run", type=Path, help="train output folder (finished) or one of its checkpoints")
+    parser.add_argument("model", type=Path, help="checkpoint folder of a model trained with --progress-loss-weight")
     parser.add_argument("samples", type=Path, help="collected folder of a validation split (navila-agent collect)")
     parser.add_argument("--every", type=int, default=1, help="score every k-th sample (a spread subset)")
     parser.add_argument("--feature-cache", type=Path, default=None, help="cache the frozen tower's features here")
     parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON (atomically)")
     args = parser.parse_args(argv)
-    for flag, path in (("RUN", args.run / "config.json"), ("SAMPLES", args.samples / "manifest.json")):
+    for flag, path in (("MODEL", args.model / "config.json"), ("SAMPLES", args.samples / "manifest.json")):
         if not path.is_file():
             parser.error(f"{flag} {path.parent}: {path.name} not found")
     from rich.progress import Progress
@@ -227,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         task = bar.add_task("estimating", total=None)
         try:
             result = score(
-                args.run,
+                args.model,
                 args.samples,
                 args.every,
                 args.feature_cache,
@@ -235,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         except ValueError as e:
             parser.error(str(e))
-    print(f"{result['run']} (head from {result['head']}) on {result['samples']} (every {result['every']})")
+    print(f"{result['model']} on {result['samples']} (every {result['every']})")
     print(format_report(result))
     if args.json is not None:
         atomic_write_json(args.json, result)

@@ -40,6 +40,9 @@ BACKENDS = ("embedded", "habitat")
 DTW_METHODS = ("fastdtw", "exact")
 # Config fields that change an episode's result: a run folder holding results of other values is refused.
 FINGERPRINTED = ("split", "agent", "model", "data_root", "seed", "dtw", "backend", "max_steps")
+# Fields that change results too but joined later: in the fingerprint only when set, so folders written before they
+# existed still resume.
+FINGERPRINTED_WHEN_SET = ("monitor_stop",)
 
 
 @dataclass
@@ -62,6 +65,7 @@ class EvalConfig:
     overwrite: bool = False  # delete the results already in `output` first
     retry_errors: bool = False  # run again the episodes recorded with status "error"
     max_steps: int | None = None  # env step limit (None: the env default, 500)
+    monitor_stop: float | None = None  # navila agent: STOP when its progress monitor says >= this (beyond NaVILA)
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
@@ -81,6 +85,11 @@ class EvalConfig:
             raise ValueError(f"--envs-per-worker must be >= 1, got {self.envs_per_worker}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.monitor_stop is not None:
+            if self.agent != "navila":
+                raise ValueError(f"--monitor-stop goes with --agent navila, not {self.agent}")
+            if not 0.0 < self.monitor_stop <= 1.0:
+                raise ValueError(f"--monitor-stop must be in (0, 1], got {self.monitor_stop}")
         self.gpus = tuple(self.gpus)
         self.episode_ids = tuple(str(e) for e in self.episode_ids)
         if self.model is not None:
@@ -158,7 +167,7 @@ def make_agent(config: EvalConfig, env: Any, device: str) -> Any:
     if config.agent == "navila":
         if config.model is None:
             raise ValueError("--agent navila needs --model (a VILA-layout checkpoint folder)")
-        return make("navila", model=load_model(config.model, device))
+        return make("navila", model=load_model(config.model, device), monitor_stop=config.monitor_stop)
     if config.agent == "oracle":
         return make("oracle", backend=env_backend(env))
     if config.agent in ("random", "forward"):
@@ -526,7 +535,7 @@ def evaluate(
     episodes = select_episodes(factories.load_episodes(config), config)
     if not episodes:
         raise ValueError(f"split '{config.split}' has no episodes")
-    open_run(config.output, config.to_json(), FINGERPRINTED, overwrite=config.overwrite)
+    open_run(config.output, config.to_json(), FINGERPRINTED, overwrite=config.overwrite, when_set=FINGERPRINTED_WHEN_SET)
 
     uids = [ep.uid for ep in episodes]
     recorded = load_results(config.output)

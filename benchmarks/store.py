@@ -201,20 +201,25 @@ def _config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 
 def open_run(
-    run_dir: Path, config: Mapping[str, Any], fingerprinted: Iterable[str], overwrite: bool = False
+    run_dir: Path,
+    config: Mapping[str, Any],
+    fingerprinted: Iterable[str],
+    overwrite: bool = False,
+    when_set: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Create or reopen a run folder for `config`; return the run.json content.
 
-    `fingerprinted` names the config keys that change results. A folder whose run.json has another fingerprint
-    is refused (RunFolderError naming the differing fields and how to start fresh) unless `overwrite`, which
-    deletes the previous results, summaries and rollouts first.
+    `fingerprinted` names the config keys that change results; `when_set` those that count only when not None
+    (options added later: a folder written before one existed keeps its fingerprint). A folder whose run.json has
+    another fingerprint is refused (RunFolderError naming the differing fields and how to start fresh) unless
+    `overwrite`, which deletes the previous results, summaries and rollouts first.
     """
     run_dir = Path(run_dir)
     keys = sorted(fingerprinted)
     missing = [k for k in keys if k not in config]
     if missing:
         raise ValueError(f"open_run: fingerprinted keys missing from config: {missing}")
-    fp_config = {k: config[k] for k in keys}
+    fp_config = {k: config[k] for k in keys} | {k: config[k] for k in sorted(when_set) if config.get(k) is not None}
     fp = fingerprint(fp_config)
     run_file = run_dir / RUN_FILE
     if run_file.exists() and not overwrite:
@@ -225,7 +230,10 @@ def open_run(
                 f"{run_file} is unreadable ({e}); use --output to pick another folder or --overwrite to start fresh"
             ) from e
         if old.get("fingerprint") != fp:
-            diff = _config_diff({k: old.get("config", {}).get(k) for k in keys}, fp_config)
+            compared = [*keys, *sorted(when_set)]
+            diff = _config_diff(
+                {k: old.get("config", {}).get(k) for k in compared}, {k: config.get(k) for k in compared}
+            )
             raise RunFolderError(
                 f"{run_dir} holds results of a different configuration ({'; '.join(diff) or 'fingerprint differs'}). "
                 "Use --output to write elsewhere, or --overwrite to delete those results and start fresh."

@@ -5,6 +5,7 @@
       llm/                 a Hugging Face causal LM (config.json, *.safetensors) and its tokenizer
       vision_tower/        config.json, weights, preprocessor_config.json
       mm_projector/        config.json (mm_projector_type, model_type "v2l_projector"), model.safetensors
+      progress_head/       only for a model trained with a progress monitor (vlm.progress_head; not VILA's)
 
 Released NaVILA / VILA 1.5 checkpoints have exactly this layout, so `load()` reads them too (nothing downloads).
 """
@@ -34,6 +35,7 @@ from vlm.language_model import (
     resolve_dtype,
 )
 from vlm.model import LlavaLlamaModel
+from vlm.progress_head import load_progress_head, save_progress_head
 from vlm.projector import MultimodalProjector, ProjectorConfig
 from vlm.vision import VisionSelection, build_vision_tower, load_vision_tower, save_vision_tower
 
@@ -108,6 +110,8 @@ def save_checkpoint(model: LlavaLlamaModel, folder: Path) -> None:
     (projector_folder / "config.json").write_text(json.dumps(model.mm_projector.config.to_dict(), indent=2) + "\n")
     state = {k: v.detach().contiguous().cpu() for k, v in model.mm_projector.state_dict().items()}
     save_file(state, str(projector_folder / "model.safetensors"))
+    if getattr(model, "progress_head", None) is not None:
+        save_progress_head(model.progress_head, folder)  # type: ignore[arg-type]
 
 
 def save_compact(model: LlavaLlamaModel, folder: str | Path) -> None:
@@ -228,9 +232,11 @@ def load(
     projector = _load_projector(folder / MM_PROJECTOR_FOLDER, config, tower.hidden_size, hidden, torch_dtype)
     config.hidden_size, config.mm_hidden_size = hidden, tower.hidden_size
     model = LlavaLlamaModel(config, llm=llm, vision_tower=tower, mm_projector=projector, tokenizer=tokenizer)
+    model.progress_head = load_progress_head(folder, hidden)
     if quantization is None:
         model = model.to(device=device, dtype=torch_dtype)
     else:
-        model.vision_tower.to(device=device, dtype=torch_dtype)
-        model.mm_projector.to(device=device, dtype=torch_dtype)
+        for part in (model.vision_tower, model.mm_projector, model.progress_head):
+            if part is not None:
+                part.to(device=device, dtype=torch_dtype)
     return model.eval()

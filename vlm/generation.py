@@ -8,7 +8,7 @@ or `max_new_tokens` is reached. `use_cache=False` recomputes the whole sequence 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -34,8 +34,13 @@ def greedy_generate(
     stop_token_ids: Iterable[int],
     pad_token_id: int,
     use_cache: bool = True,
+    on_prefill_hidden: Callable[[torch.Tensor], Any] | None = None,
 ) -> list[list[int]]:
-    """New token ids per row (stop tokens excluded), greedy argmax at each step."""
+    """New token ids per row (stop tokens excluded), greedy argmax at each step.
+
+    `on_prefill_hidden`, when given, is called once with the LM's final hidden state at every row's last prompt
+    position [B, D] (the state that predicts the first answer token; the rows are left padded), e.g. for the progress
+    monitor (`vlm.progress_head`)."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     stops = torch.tensor(sorted(set(stop_token_ids)), device=inputs.inputs_embeds.device, dtype=torch.long)
@@ -52,9 +57,12 @@ def greedy_generate(
     # Without padding the mask is all ones and stays so: passing None lets the LM take its causal fast path
     # (no 4-D mask to build at every step; ~10 % of a small model's decoding time on CPU).
     needs_mask = not bool(mask.all())
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
+        hidden = {"output_hidden_states": True} if step == 0 and on_prefill_hidden is not None else {}
         out = lm(inputs_embeds=step_embeds, attention_mask=mask if needs_mask else None, position_ids=step_positions,
-                 use_cache=use_cache, **{cache_kw: past}, **extra)  # fmt: skip
+                 use_cache=use_cache, **{cache_kw: past}, **extra, **hidden)  # fmt: skip
+        if hidden:
+            on_prefill_hidden(out.hidden_states[-1][:, -1])  # type: ignore[misc]
         next_tokens = out.logits[:, -1].argmax(dim=-1)  # [B]
         next_tokens = torch.where(done, torch.full_like(next_tokens, pad_token_id), next_tokens)
         stopped = torch.isin(next_tokens, stops) & ~done

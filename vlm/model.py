@@ -57,6 +57,8 @@ class LlavaLlamaModel(PreTrainedModel):
         self.vision_tower = vision_tower
         self.mm_projector = mm_projector
         self.tokenizer = tokenizer
+        # The progress monitor (vlm.progress_head), when the model was trained with one; not a VILA part.
+        self.progress_head: nn.Module | None = None
         self.feature_cache = FeatureCache(feature_cache_size)
         # Frames per vision-tower forward in encode_media; None: 2 on CPU (bigger batches overflow the CPU caches and
         # cost ~2x per frame, measured on EfficientNet-Lite0), 64 on GPU (bounds activation memory).
@@ -203,18 +205,36 @@ class LlavaLlamaModel(PreTrainedModel):
         return splice_image_features(ids, features, self.get_input_embeddings(), None, padding_side="left")
 
     @torch.inference_mode()
-    def generate_text(self, samples: Sequence[Sample], max_new_tokens: int = 32, use_cache: bool = True, use_feature_cache: bool = True) -> list[str]:
+    def generate_text(
+        self,
+        samples: Sequence[Sample],
+        max_new_tokens: int = 32,
+        use_cache: bool = True,
+        use_feature_cache: bool = True,
+        return_progress: bool = False,
+    ) -> list[str] | tuple[list[str], list[float]]:
         """Greedy answers for a batch of (frames, templated prompt) samples, in order.
 
         Frames with a key are encoded once across calls (`feature_cache`); `use_cache` is the LM's KV cache.
+        `return_progress`: also the progress monitor's estimate per sample (`(answers, estimates)`), read from the
+        same forward pass; ValueError when the model has no `progress_head`.
         """
+        if return_progress and self.progress_head is None:
+            raise ValueError(
+                "this model has no progress monitor (progress_head/): train it with --progress-loss-weight"
+            )
         if not samples:
-            return []
+            return ([], []) if return_progress else []
         tok = self._require_tokenizer()
         inputs = self.prepare_samples(samples, use_cache=use_feature_cache)
         pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(self.stop_token_ids()))
-        tokens = greedy_generate(self.llm, inputs, max_new_tokens, self.stop_token_ids(), pad, use_cache=use_cache)
-        return [tok.decode(t, skip_special_tokens=True).strip() for t in tokens]
+        prefill: list[torch.Tensor] = []
+        tokens = greedy_generate(self.llm, inputs, max_new_tokens, self.stop_token_ids(), pad, use_cache=use_cache,
+                                 on_prefill_hidden=prefill.append if return_progress else None)  # fmt: skip
+        texts = [tok.decode(t, skip_special_tokens=True).strip() for t in tokens]
+        if not return_progress:
+            return texts
+        return texts, self.progress_head(prefill[0]).tolist()  # type: ignore[misc]
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> None:  # type: ignore[override]

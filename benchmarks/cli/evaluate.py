@@ -218,6 +218,11 @@ def register(app: typer.Typer) -> None:
         max_steps: int = typer.Option(
             None, help="Step limit per episode (default: the env's, 500 as VLN-CE)."
         ),
+        monitor_stop: float = typer.Option(
+            None,
+            help="Beyond NaVILA: STOP as soon as the model's progress monitor estimates at least this share of the "
+            "route done (a model trained with --progress-loss-weight; default: the model's own STOP only).",
+        ),
         rank: int = typer.Option(None, help="This rank (default: RANK or SLURM_PROCID; needs --world-size)."),
         world_size: int = typer.Option(None, help="Number of ranks (default: WORLD_SIZE or SLURM_NTASKS)."),
         merge_only: bool = typer.Option(
@@ -237,6 +242,14 @@ def register(app: typer.Typer) -> None:
             gpu_ids = parse_gpus(gpus)
             model_path = resolve_model(agent, model)
             dist = _dist_from_flags(rank, world_size)
+            if monitor_stop is not None and model_path is not None:
+                from vlm.progress_head import PROGRESS_HEAD_FOLDER
+
+                if not (Path(model_path) / PROGRESS_HEAD_FOLDER).is_dir():
+                    raise ValueError(
+                        f"--monitor-stop needs a model with a progress monitor: {model_path} has no "
+                        f"{PROGRESS_HEAD_FOLDER}/ (train it with --progress-loss-weight)"
+                    )
         except ValueError as e:
             raise _fail(str(e)) from None
         n_workers = max(workers, len(gpu_ids)) if gpu_ids else workers
@@ -260,6 +273,7 @@ def register(app: typer.Typer) -> None:
                 "overwrite": overwrite,
                 "retry_errors": retry_errors,
                 "max_steps": max_steps,
+                "monitor_stop": monitor_stop,
             },
             per_episode_lines=False,
             dist=dist,

@@ -373,8 +373,9 @@ def register(app: typer.Typer) -> None:
         progress_loss_weight: float = typer.Option(
             0.0,
             help="Progress monitor (beyond NaVILA): weight of an auxiliary loss that trains a linear head on the "
-            "LM's state at the answer to say how far along its route each expert sample is (0 = off). "
-            "Training only: the saved model is unchanged in layout.",
+            "LM's state at the answer to say how far along its route each expert sample is (0 = off; a --model "
+            "with a head continues it). The head is saved as progress_head/ beside the VILA parts; "
+            "`eval --monitor-stop T` can stop on it.",
         ),
         cache_vision_features: str = typer.Option(
             "auto",

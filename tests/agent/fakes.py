@@ -28,10 +28,17 @@ class FakeModel:
     the last one repeating) or from a function of (images, prompt); every call is recorded as its samples."""
 
     def __init__(
-        self, answers: Sequence[str] | Callable[[Sequence[Any], str], str], conv_mode: str = "llama_3"
+        self,
+        answers: Sequence[str] | Callable[[Sequence[Any], str], str],
+        conv_mode: str = "llama_3",
+        progress: Sequence[float] | None = None,
     ) -> None:
         self._answers = answers
         self._next = 0
+        # With `progress` the model has a progress monitor: estimates in order, one per sample, the last repeating.
+        self._progress = progress
+        self.progress_head = object() if progress is not None else None
+        self.progress_calls = 0
         self.conv_mode = conv_mode
         self.feature_cache = FakeFeatureCache()
         self.calls: list[list[tuple[list[Any], str]]] = []
@@ -45,11 +52,20 @@ class FakeModel:
         return answer
 
     def generate_text(
-        self, samples: Sequence[tuple[Sequence[Any], str]], max_new_tokens: int = 32
-    ) -> list[str]:
+        self, samples: Sequence[tuple[Sequence[Any], str]], max_new_tokens: int = 32, return_progress: bool = False
+    ) -> list[str] | tuple[list[str], list[float]]:
         self.calls.append([(list(images), prompt) for images, prompt in samples])
         self.max_new_tokens.append(max_new_tokens)
-        return [self._answer(images, prompt) for images, prompt in samples]
+        answers = [self._answer(images, prompt) for images, prompt in samples]
+        if not return_progress:
+            return answers
+        if self._progress is None:
+            raise ValueError("this fake model has no progress monitor")
+        estimates = []
+        for _ in samples:
+            estimates.append(self._progress[min(self.progress_calls, len(self._progress) - 1)])
+            self.progress_calls += 1
+        return answers, estimates
 
     @property
     def num_samples(self) -> int:

@@ -223,6 +223,34 @@ def test_retry_can_be_disabled_and_fallback_chosen() -> None:
     assert agent.episode_stats()["parse_failures"] == 1 and agent.episode_stats()["retries"] == 0
 
 
+def test_the_progress_monitor_is_logged_and_monitor_stop_stops_on_it() -> None:
+    """A model with a progress monitor: every decision logs its estimate (a retry keeps the first call's); with
+    monitor_stop T the first decision whose estimate reaches T is a STOP, whatever the answer, and says why."""
+    model = FakeModel([FORWARD_75, "no idea", LEFT_30, FORWARD_75], progress=[0.2, 0.5, 0.6])
+    agent = NavilaAgent(model)
+    agent.reset(make_episode())
+    [agent.act(make_obs(t)) for t in range(7)]  # 3 steps forward, then a retried left turn (2 steps), forward
+    log = agent.episode_stats()["decision_log"]
+    # the retry asks for no estimate: the retried decision keeps its first call's
+    assert [d["progress"] for d in log] == [0.2, 0.5, 0.6] and log[1]["retried"] and model.progress_calls == 3
+    model = FakeModel([FORWARD_75], progress=[0.2, 0.89, 0.9])
+    agent = NavilaAgent(model, NavilaAgentConfig(monitor_stop=0.9))
+    agent.reset(make_episode())
+    assert [agent.act(make_obs(t)) for t in range(7)] == [1, 1, 1, 1, 1, 1, 0]
+    last = agent.episode_stats()["decision_log"][-1]
+    assert last["action"] == "stop" and last["raw_text"] == FORWARD_75 and last["low_level"] == [0]
+    assert last["reason"] == "progress monitor 0.900 >= 0.9: stop"
+    no_monitor = NavilaAgent(FakeModel([STOP_TEXT]))
+    no_monitor.reset(make_episode())
+    no_monitor.act(make_obs(0))
+    assert no_monitor.episode_stats()["decision_log"][0]["progress"] is None
+    with pytest.raises(ValueError, match=r"monitor_stop \(--monitor-stop\) needs a model with a progress monitor"):
+        NavilaAgent(FakeModel([STOP_TEXT]), NavilaAgentConfig(monitor_stop=0.9))
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=r"monitor_stop \(--monitor-stop\) must be in \(0, 1\]"):
+            NavilaAgentConfig(monitor_stop=bad)
+
+
 def test_config_validation_and_template_choice() -> None:
     with pytest.raises(
         ValueError, match="fallback_action: unknown action 'jump'; available: stop, forward, left, right"

@@ -69,6 +69,8 @@ def test_eval_refuses_a_folder_of_another_configuration(tmp_path: Path) -> None:
         (["run", "--episode", "nope:1", "--agent", "oracle"], "--episode"),
         (["eval", "--agent", "oracle", "--rank", "2", "--world-size", "2"], "--rank"),
         (["eval", "--agent", "oracle", "--rank", "0"], "--world-size"),
+        (["eval", "--agent", "oracle", "--monitor-stop", "0.9"], "--monitor-stop"),
+        (["eval", "--agent", "navila", "--monitor-stop", "1.5"], "--monitor-stop"),
     ],
 )
 def test_bad_input_fails_with_a_message_naming_the_flag(tmp_path: Path, args: list[str], flag: str) -> None:
@@ -346,6 +348,39 @@ def test_navila_agent_with_a_random_weight_checkpoint_batched_equals_sequential(
     record = json.loads((tmp_path / "k1" / "rollouts" / "r2r_val_unseen__1" / "record.json").read_text())
     assert record["decisions"] and all(isinstance(d["raw_text"], str) for d in record["decisions"])
     assert len(record["decisions"][0]["frames_seen"]) == 8
+
+
+@pytest.mark.slow  # builds and loads a (tiny) model: torch + transformers
+def test_monitor_stop_stops_on_the_models_progress_monitor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--monitor-stop: refused for a model without a progress head (naming the flag); with a head and a threshold
+    below any estimate, every episode stops at its first decision, the rollout saying why; recorded estimates."""
+    import torch
+
+    import vlm
+    from benchmarks.bench_eval import random_checkpoint
+    from vlm.progress_head import ProgressHead
+
+    factories = runner.Factories(fakes.load_fake_episodes, fakes.make_fake_env, runner.make_agent)
+    monkeypatch.setattr(runner, "DEFAULT_FACTORIES", factories)
+    plain = random_checkpoint(tmp_path / "plain", "tiny")
+    common = ["eval", "--agent", "navila", "--limit", "2", "--max-steps", "12", "--record"]
+    res = _invoke(*common, "--model", str(plain), "--monitor-stop", "0.5", "--output", str(tmp_path / "r0"))
+    assert res.exit_code == 2 and "--monitor-stop needs a model with a progress monitor" in res.output
+    model = vlm.load(plain)
+    torch.manual_seed(0)
+    model.progress_head = ProgressHead(model.llm.config.hidden_size)
+    model.save_pretrained(tmp_path / "monitored")
+    res = _invoke(*common, "--model", str(tmp_path / "monitored"), "--output", str(tmp_path / "r1"))
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "r1" / "rollouts" / "r2r_val_unseen__1" / "record.json").read_text())
+    assert all(0.0 < d["progress"] < 1.0 for d in record["decisions"])  # logged without the rule
+    res = _invoke(*common, "--model", str(tmp_path / "monitored"), "--monitor-stop", "1e-6", "--output", str(tmp_path / "r2"))
+    assert res.exit_code == 0, res.output
+    for uid, result in load_results(tmp_path / "r2").items():
+        assert result["decisions"] == 1 and result["metrics"]["steps"] == 1, uid
+    record = json.loads((tmp_path / "r2" / "rollouts" / "r2r_val_unseen__1" / "record.json").read_text())
+    assert "progress monitor" in record["decisions"][0]["reason"] and record["decisions"][0]["action"] == "stop"
+    assert json.loads((tmp_path / "r2" / "run.json").read_text())["config"]["monitor_stop"] == 1e-6
 
 
 def test_missing_scenes_fail_before_any_episode(

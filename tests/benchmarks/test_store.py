@@ -72,6 +72,22 @@ def test_open_run_refuses_a_different_configuration(tmp_path: Path) -> None:
     assert store.read_run(run)["config"]["seed"] == 1
 
 
+def test_an_option_fingerprinted_when_set_keeps_older_folders_resumable(tmp_path: Path) -> None:
+    """`when_set` keys count only when not None: a folder written before the key existed (no key in its config)
+    reopens with the key None, and a run that sets it is a different experiment, named in the refusal."""
+    run = tmp_path / "run"
+    store.open_run(run, {"agent": "navila", "seed": 0}, ["agent", "seed"])  # written before monitor_stop existed
+    cfg = {"agent": "navila", "seed": 0, "monitor_stop": None}
+    store.open_run(run, cfg, ["agent", "seed"], when_set=["monitor_stop"])
+    with pytest.raises(store.RunFolderError, match=r"monitor_stop: None -> 0.9"):
+        store.open_run(run, {**cfg, "monitor_stop": 0.9}, ["agent", "seed"], when_set=["monitor_stop"])
+    other = tmp_path / "other"
+    store.open_run(other, {**cfg, "monitor_stop": 0.9}, ["agent", "seed"], when_set=["monitor_stop"])
+    store.open_run(other, {**cfg, "monitor_stop": 0.9}, ["agent", "seed"], when_set=["monitor_stop"])
+    with pytest.raises(store.RunFolderError, match=r"monitor_stop: 0.9 -> None"):
+        store.open_run(other, cfg, ["agent", "seed"], when_set=["monitor_stop"])
+
+
 def test_shards_are_merged_sorted_and_deduplicated(tmp_path: Path) -> None:
     assert store.results_file_name(0, 1) == "results.jsonl"
     assert store.results_file_name(3, 4) == "results-rank003.jsonl"

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlm.progress_head import ProgressHead, last_prompt_positions, save_progress_head
 from vlm.train.dataset import (
     MirroredDataset,
     MixtureDataset,
@@ -200,9 +201,14 @@ def configure_trainable(model: torch.nn.Module, config: TrainConfig) -> dict[str
     return {"trainable": trainable, "total": sum(p.numel() for p in model.parameters())}
 
 
-def save_model(model: torch.nn.Module, folder: Path, lora: bool) -> None:
-    """`model.save_pretrained(folder)` in the VILA layout; a LoRA-wrapped LLM is saved merged."""
+def save_model(
+    model: torch.nn.Module, folder: Path, lora: bool, progress_head: torch.nn.Module | None = None
+) -> None:
+    """`model.save_pretrained(folder)` in the VILA layout; a LoRA-wrapped LLM is saved merged; the progress monitor's
+    head, when one trains, beside it (`vlm.progress_head`)."""
     folder.mkdir(parents=True, exist_ok=True)
+    if progress_head is not None:
+        save_progress_head(progress_head, folder)  # type: ignore[arg-type]
     try:  # transformers' per-shard progress bars would interleave with ours
         from transformers.utils import logging as hf_logging
 
@@ -247,7 +253,13 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _progress_head(model: torch.nn.Module, config: TrainConfig) -> ProgressHead | None:
-    """A fresh `ProgressHead` on the model's LM width when `config.progress_loss_weight` > 0, else None."""
+    """The head the progress monitor trains when `config.progress_loss_weight` > 0 (else None): the model's own
+    (a checkpoint trained with one: it continues) or a fresh one on its LM width. The model's head is taken off the
+    model either way: the trainer saves the head it trains with every checkpoint, and a fine-tune without the loss
+    saves none (the LM changes under it, so the old head would no longer read it)."""
+    loaded = getattr(model, "progress_head", None)
+    if loaded is not None:
+        model.progress_head = None
     if config.progress_loss_weight == 0:
         return None
     width = getattr(getattr(getattr(model, PART_NAMES["language_model"], None), "config", None), "hidden_size", None)
@@ -256,7 +268,10 @@ def _progress_head(model: torch.nn.Module, config: TrainConfig) -> ProgressHead 
             "--progress-loss-weight needs a model whose language model 'llm' has a config.hidden_size "
             "(vlm.LlavaLlamaModel)"
         )
-    return ProgressHead(width)
+    head = ProgressHead(width)
+    if loaded is not None:
+        head.load_state_dict({k: v.float() for k, v in loaded.state_dict().items()})
+    return head
 
 
 def _wants_label_weights(model: torch.nn.Module) -> bool:
@@ -301,42 +316,6 @@ class ActionWeightedLoss(torch.nn.Module):
             self.progress_weight,
             progress,
         )
-
-
-class ProgressHead(torch.nn.Module):
-    """A progress monitor (beyond NaVILA; the auxiliary task of Ma et al. 2019, "Self-Monitoring Navigation Agent
-    via Auxiliary Progress Estimation"): a linear read-out of the LM's final hidden state at the last prompt
-    position — the state that has read every frame and the instruction and predicts the answer — squashed to
-    [0, 1] and trained (mean squared error) to say how far along its route the sample is
-    (`TrajectoryDataset.progress`).
-
-    Why: the shipped model's accuracy falls along the route even from the expert's history (session 27); telling
-    where one is along the instruction needs the views matched to its parts, and this target asks for exactly
-    that at every sample, where the answer's STOP asks for it once per route. Training only: the head is not part
-    of the VILA checkpoint (the agent never reads it); `trainer_state.pt` keeps it for a resume.
-    """
-
-    def __init__(self, hidden_size: int) -> None:
-        super().__init__()
-        self.proj = torch.nn.Linear(hidden_size, 1)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden [B, D] → progress estimates [B] in (0, 1)."""
-        return torch.sigmoid(self.proj(hidden.float())).squeeze(-1)
-
-
-def last_prompt_positions(labels: torch.Tensor) -> torch.Tensor:
-    """labels [B, L] (IGNORE_INDEX over the prompt) → [B] index of each row's last prompt position, the one whose
-    output predicts the first answer token. ValueError for a row without an answer."""
-    from vlm.constants import IGNORE_INDEX
-
-    answer = labels != IGNORE_INDEX
-    if not bool(answer.any(dim=1).all()):
-        raise ValueError("the progress monitor needs an answer in every sample (a row has no label)")
-    first = answer.float().argmax(dim=1)  # first answer position
-    if bool((first == 0).any()):
-        raise ValueError("the progress monitor needs a prompt before every answer")
-    return first - 1
 
 
 def answer_losses(
@@ -600,9 +579,9 @@ def train(
     )
     torch.manual_seed(config.seed)
     random.seed(config.seed)
+    progress_head = _progress_head(model, config)  # the trainer's own, never one of the model's trainable parts
     counts = configure_trainable(model, config)
     params = [p for p in model.parameters() if p.requires_grad]
-    progress_head = _progress_head(model, config)
     if progress_head is not None:
         params += list(progress_head.parameters())
         counts["progress_head"] = sum(p.numel() for p in progress_head.parameters())
@@ -781,7 +760,9 @@ def train(
             progress.stop()
     elapsed = time.perf_counter() - t0 - io_time
     if step >= config.steps and main:
-        save_model(core, output_dir, config.lora)
+        save_model(core, output_dir, config.lora, progress_head)
+    if progress_head is not None:
+        core.progress_head = progress_head  # the model in memory is the one saved
     accelerator.wait_for_everyone()
     logger.close()
     return TrainResult(
@@ -813,7 +794,7 @@ def _save_checkpoint(
     if accelerator.is_main_process:
         if folder.exists():
             shutil.rmtree(folder)
-        save_model(model, folder, config.lora)
+        save_model(model, folder, config.lora, progress_head)
         state = {
             "step": step,
             "trainable": _trainable_state(model),

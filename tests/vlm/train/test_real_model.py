@@ -196,7 +196,7 @@ def test_progress_monitor_reads_the_last_prompt_position_and_adds_its_weighted_e
     """answer_losses with a ProgressHead: the head reads the final hidden state where the answer is predicted,
     its error counts only where there is a target, and the loss is the answer loss + weight × that error."""
     from vlm.constants import IGNORE_INDEX
-    from vlm.train.trainer import ProgressHead, last_prompt_positions
+    from vlm.progress_head import ProgressHead, last_prompt_positions
 
     model, tok, ds = tiny
     enc = SampleEncoder(tok, model.image_processor, EncoderConfig(action_token_weight=2.0))
@@ -225,37 +225,38 @@ def test_progress_monitor_reads_the_last_prompt_position_and_adds_its_weighted_e
     with torch.no_grad():
         none = ActionWeightedLoss(model, head, 0.5)(**batch, label_weights=weights, progress=None)
     assert none.progress_loss is None and torch.allclose(none.loss, plain.loss, atol=1e-6)
-    with pytest.raises(ValueError, match="no label"):
-        last_prompt_positions(torch.full((1, 4), IGNORE_INDEX))
 
 
-def test_progress_monitor_trains_is_checkpointed_and_must_match_on_resume(tmp_path):
-    """train(progress_loss_weight > 0): the head learns (its error falls), lives in trainer_state.pt (not in the
-    VILA folder), a killed run resumes to the same weights, and a resume without the flag is refused."""
+def test_progress_monitor_trains_is_saved_with_the_model_and_must_match_on_resume(tmp_path):
+    """train(progress_loss_weight > 0): the head learns (its error falls), is saved as the model's progress_head/
+    (and in trainer_state.pt for a resume), a killed run resumes to the same weights and head, a resume without the
+    flag is refused, a fine-tune with the weight continues the model's head and one without it saves none."""
     from vlm.train.trainer import find_resume_checkpoint
 
     data = write_collected(tmp_path / "d", {"a": ANSWERS * 2, "b": ANSWERS[::-1] * 2}, size=32, routes=True)
     tok = vlm.build_tokenizer([*ANSWERS, "Go a. Go b. <image>"], vocab_size=300)
     ds = MixtureDataset([DatasetEntry("d", data)])
 
-    def run(name, steps=12, stop_after=None, weight=1.0):
+    def run(name, steps=12, stop_after=None, weight=1.0, model=None):
         torch.manual_seed(0)
-        model = vlm.build_model(vlm.tiny_config(vocab_size=len(tok)), tok)
+        model = model or vlm.build_model(vlm.tiny_config(vocab_size=len(tok)), tok)
         cfg = TrainConfig(output_dir=str(tmp_path / name), steps=steps, batch_size=4, lr=3e-3, save_every=4,
                           warmup_ratio=0.0, log_every=1, progress_loss_weight=weight)  # fmt: skip
         result = train(model, ds, SampleEncoder(tok, model.image_processor), cfg, show_progress=False,
                        stop_after=stop_after)  # fmt: skip
         return model, result
 
-    run("a", steps=70, weight=5.0)  # frame t is grey 10 * (t + 1): the route's progress is in the view
+    trained, _ = run("a", steps=70, weight=5.0)  # frame t is grey 10 * (t + 1): the route's progress is in the view
     log = [json.loads(line) for line in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
     errors = [r["progress_loss"] for r in log]
     # from the error of a constant guess (~0.12, the targets' variance) to a fraction of it
     assert len(errors) == 70 and np.mean(errors[-10:]) < 0.4 * np.mean(errors[:10])
+    saved = vlm.load(tmp_path / "a").progress_head
     state = torch.load(find_resume_checkpoint(tmp_path / "a") / "trainer_state.pt", weights_only=False)
-    assert set(state["progress_head"]) == {"proj.weight", "proj.bias"}
-    assert not any("progress" in p.name for p in (tmp_path / "a").rglob("*") if p.parent == tmp_path / "a")
-    vlm.load(tmp_path / "a")  # the saved model is the plain VILA layout
+    assert saved is not None and trained.progress_head is not None
+    for key, value in saved.state_dict().items():
+        assert torch.equal(value, state["progress_head"][key]) and torch.equal(value, trained.progress_head.state_dict()[key])
+    assert not any("progress" in name for name in state["trainable"])  # not one of the model's parts
     straight, _ = run("b")
     run("c", stop_after=5)  # killed after step 5: resumes from checkpoint-4
     resumed, second = run("c")
@@ -264,3 +265,9 @@ def test_progress_monitor_trains_is_checkpointed_and_must_match_on_resume(tmp_pa
         assert torch.allclose(p, q, atol=1e-6), name
     with pytest.raises(ValueError, match="with --progress-loss-weight; resume it with the same weight"):
         run("c", steps=16, weight=0.0)
+    # Fine-tuning the saved model: with the weight its head continues, without it the head is dropped.
+    run("d", steps=1, weight=1.0, model=vlm.load(tmp_path / "a"))
+    first = torch.load(tmp_path / "d" / "checkpoints" / "checkpoint-1" / "trainer_state.pt", weights_only=False)
+    assert first["progress_head"]["proj.weight"].sub(saved.proj.weight).abs().max() < 0.01  # one small step away
+    run("e", steps=1, weight=0.0, model=vlm.load(tmp_path / "a"))
+    assert vlm.load(tmp_path / "e").progress_head is None

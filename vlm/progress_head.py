@@ -1,0 +1,87 @@
+"""The progress monitor's head (beyond NaVILA): how far along its route the model thinks it is, in [0, 1].
+
+The auxiliary task of Ma et al. 2019 ("Self-Monitoring Navigation Agent via Auxiliary Progress Estimation") on this
+architecture: a linear read-out of the LM's final hidden state at the last prompt position — the state that has read
+every frame and the instruction and predicts the answer — squashed to (0, 1). `navila-agent train
+--progress-loss-weight W` trains it (mean squared error against t / (steps - 1) of each expert sample,
+`vlm.train.dataset.TrajectoryDataset.progress`) beside the answer loss; the agent can read it at every decision
+(`LlavaLlamaModel.generate_text(..., return_progress=True)`) and stop when it passes a threshold
+(`navila-agent eval --monitor-stop T`).
+
+A model trained with it saves the head beside the VILA parts, which VILA's loaders ignore:
+
+    checkpoint/progress_head/config.json        {"hidden_size": D}
+    checkpoint/progress_head/model.safetensors  proj.weight [1, D], proj.bias [1] (float32)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+PROGRESS_HEAD_FOLDER = "progress_head"
+
+
+class ProgressHead(nn.Module):
+    """hidden [B, D] → progress estimates [B] in (0, 1); see the module docstring."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        if hidden_size < 1:
+            raise ValueError(f"ProgressHead: hidden_size must be >= 1, got {hidden_size}")
+        self.proj = nn.Linear(hidden_size, 1)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.proj.in_features)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.proj(hidden.to(self.proj.weight.dtype)).float()).squeeze(-1)
+
+
+def last_prompt_positions(labels: torch.Tensor) -> torch.Tensor:
+    """labels [B, L] (IGNORE_INDEX over the prompt, right padded) → [B] index of each row's last prompt position,
+    the one whose output predicts the first answer token. ValueError for a row without an answer or prompt."""
+    from vlm.constants import IGNORE_INDEX
+
+    answer = labels != IGNORE_INDEX
+    if not bool(answer.any(dim=1).all()):
+        raise ValueError("the progress monitor needs an answer in every sample (a row has no label)")
+    first = answer.float().argmax(dim=1)  # first answer position
+    if bool((first == 0).any()):
+        raise ValueError("the progress monitor needs a prompt before every answer")
+    return first - 1
+
+
+def save_progress_head(head: ProgressHead, folder: Path) -> None:
+    """Write `head` to `folder/progress_head/` (float32)."""
+    from safetensors.torch import save_file
+
+    out = Path(folder) / PROGRESS_HEAD_FOLDER
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({"hidden_size": head.hidden_size}, indent=2) + "\n")
+    state = {k: v.detach().float().contiguous().cpu() for k, v in head.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"))
+
+
+def load_progress_head(folder: Path, hidden_size: int) -> ProgressHead | None:
+    """The head saved in `folder/progress_head/`, or None when the checkpoint has none. ValueError when it does not
+    fit a language model of width `hidden_size` or its files are incomplete."""
+    from safetensors.torch import load_file
+
+    root = Path(folder) / PROGRESS_HEAD_FOLDER
+    if not root.is_dir():
+        return None
+    config, weights = root / "config.json", root / "model.safetensors"
+    for path in (config, weights):
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {folder} has a {PROGRESS_HEAD_FOLDER}/ folder without {path.name}")
+    saved = int(json.loads(config.read_text()).get("hidden_size", -1))
+    if saved != hidden_size:
+        raise ValueError(f"{config}: hidden_size {saved} does not fit the language model's {hidden_size}")
+    head = ProgressHead(hidden_size)
+    head.load_state_dict(load_file(str(weights)))
+    return head
