@@ -211,7 +211,12 @@ def _text_panel(record: dict[str, Any], t: int, size: tuple[int, int]) -> Image.
             d.text((12, y), line, fill=INK if dec.get("parse_ok", True) else RED, font=f_text)
             y += 18
         d.text((12, y), "-> " + _action_text(dec), fill=colour, font=f_text)
-        y += 26
+        y += 20
+        if isinstance(dec.get("progress"), (int, float)):  # the progress monitor's estimate (vlm.progress_head)
+            stopped = "progress monitor" in (dec.get("reason") or "")
+            d.text((12, y), f"progress {dec['progress']:.2f}" + (" - monitor stop" if stopped else ""), fill=MUTED, font=f_small)
+            y += 16
+        y += 6
         if y > size[1] - 40:
             break
     return img

@@ -6,7 +6,8 @@ way the NaVILA agent groups them (up to 3 identical low-level actions per answer
 are drawn with numpy/PIL so that a test (or a screenshot) can see which step a frame belongs to.
 
 Episodes written by `build_run` (uids r2r_val_unseen:<id>):
-  1  success, clean answers
+  1  success, clean answers from a model with a progress monitor (each decision's "progress"; the last one's STOP
+     made by the monitor, as `eval --monitor-stop 0.9` records it)
   2  failure, one unparsable answer (parse_ok false, retried), parse_failures = 1
   3  status "error" with a traceback, no record
   4  success, longer path with a right turn; decision 4 retried after an unparsable first answer
@@ -152,6 +153,7 @@ EPISODES: dict[str, dict[str, Any]] = {
         "actions": [LEFT] * 6 + [FORWARD] * 12 + [STOP],
         "fail_at": set(),
         "instruction": "Turn left and walk down the hallway. Stop at the end of the hall next to the plant.",
+        "monitor": True,
     },
     "2": {
         "actions": [FORWARD] * 5 + [RIGHT] * 3 + [FORWARD] * 4 + [STOP],
@@ -202,6 +204,10 @@ def write_episode(run_dir: Path, ep_id: str, spec: dict[str, Any], frame_size: i
         d.update(
             retried=True, first_raw_text="Go go go towards the window!!", reason="no action word; asked again"
         )
+    if spec.get("monitor"):  # a model with a progress monitor; it made the last decision's STOP
+        for d in decisions:
+            d["progress"] = round(0.95 * d["k"] / (len(decisions) - 1), 3)
+        decisions[-1]["reason"] = "progress monitor 0.950 >= 0.9: stop"
     ok_decisions = [d for d in decisions if d["parse_ok"]]
     decision_at = {d["t"]: d["k"] for d in ok_decisions}
     steps = []

@@ -150,6 +150,20 @@ def test_retried_answer_is_highlighted(server: ViewerServer, page) -> None:  # t
     assert "fail" in (page.get_attribute("#instr-decision", "class") or "")
 
 
+def test_progress_monitor_estimates_and_its_stop_are_shown(server: ViewerServer, page) -> None:  # type: ignore[no-untyped-def]
+    page.goto(server.url + "#r2r_val_unseen%3A1")
+    page.wait_for_selector("#decisions li")
+    assert page.locator(".answer .tag.progress").inner_text() == "progress 0.00"
+    page.locator("#decisions li").last.click()
+    tag = page.locator(".answer .tag.progress.monitor-stop")
+    assert tag.inner_text() == "progress 0.95 · monitor stop"
+    assert "progress monitor 0.950 >= 0.9: stop" in (tag.get_attribute("title") or "")
+    page.goto(server.url + "#r2r_val_unseen%3A2")  # a model without a monitor: no tag
+    page.reload()  # a new hash alone does not reopen the page
+    page.wait_for_function("document.getElementById('instruction').innerText.includes('green room')")
+    assert page.locator(".tag.progress").count() == 0
+
+
 def test_error_episode_and_missing_frames(tmp_path: Path, page) -> None:  # type: ignore[no-untyped-def]
     run = build_run(tmp_path / "run")
     ep = run / "rollouts" / "r2r_val_unseen__1"

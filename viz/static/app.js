@@ -196,6 +196,16 @@ function renderTicks() {
     `<span class="tick ${hadFailure(d) ? "fail" : ""}" style="left:${(100 * d.t) / n}%" title="decision ${d.k} at t=${d.t}"></span>`).join("");
 }
 
+// The progress monitor's estimate (a model trained with --progress-loss-weight), and why the agent stopped when the
+// monitor made it stop (eval --monitor-stop).
+function progressTag(x) {
+  if (typeof x.progress !== "number") return "";
+  const stopped = x.reason && x.reason.includes("progress monitor");
+  return ` <span class="tag progress${stopped ? " monitor-stop" : ""}" title="progress monitor: the share of the route ` +
+    `the model thinks is done${stopped ? "; " + escapeHtml(x.reason) : ""}">progress ${x.progress.toFixed(2)}` +
+    `${stopped ? " · monitor stop" : ""}</span>`;
+}
+
 // An unparsable answer happened at this decision: either it is the failed decision itself (parse_ok false,
 // the doc's form) or the agent asked again and kept the unparsable first answer (first_raw_text).
 function hadFailure(d) {
@@ -303,7 +313,7 @@ function render() {
     `<div class="raw">${x.raw_text === null || x.raw_text === undefined ? '<span class="muted">(no model text: baseline agent)</span>' : "“" + escapeHtml(x.raw_text) + "”"}</div>` +
     `<div class="parsed">→ ${x.parse_ok ? "" : "<b>parse failure</b> · "}${escapeHtml(actionLabel(x))}` +
     `${x.low_level && x.low_level.length ? ` <span class="muted">[${x.low_level.join(", ")}]</span>` : ""}` +
-    `${x.retried ? ' <span class="tag">retry</span>' : ""}</div></div>`).join("");
+    `${x.retried ? ' <span class="tag">retry</span>' : ""}${progressTag(x)}</div></div>`).join("");
 
   // Instruction, with the decision list marking the current decision.
   document.querySelectorAll("#decisions li").forEach((li) => {

@@ -72,7 +72,8 @@ function render() {
     `<div class="answer ${d.parse_ok === false ? "parse-fail" : "ok"}">` +
     `${d.first_raw_text ? `<div class="raw first">first answer (unparsable): “${escapeHtml(d.first_raw_text)}”</div>` : ""}` +
     `<div class="raw">#${d.k} t=${d.t}: ${d.raw_text === null || d.raw_text === undefined ? '<span class="muted">(no model text)</span>' : "“" + escapeHtml(d.raw_text) + "”"}</div>` +
-    `<div class="parsed">→ ${d.parse_ok === false ? "<b>parse failure</b> · fallback " : ""}${escapeHtml(actionLabel(d))}</div></div>`).join("") ||
+    `<div class="parsed">→ ${d.parse_ok === false ? "<b>parse failure</b> · fallback " : ""}${escapeHtml(actionLabel(d))}` +
+    `${typeof d.progress === "number" ? ` <span class="tag progress">progress ${d.progress.toFixed(2)}</span>` : ""}</div></div>`).join("") ||
     '<div class="muted small">no decisions yet</div>';
   Draw.distancePlot($("plot"), s.steps.map((x) => x.distance_to_goal), s.t, s.success_distance);
   $("btn-step").disabled = s.done || !s.agent;
