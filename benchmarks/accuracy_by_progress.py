@@ -25,14 +25,11 @@ The model sees the history frames of its own frame sampling rule (`LlavaLlamaCon
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-from benchmarks.store import atomic_write_json
 
 BINS: tuple[str, ...] = ("t=0", "0-25%", "25-50%", "50-75%", "75-100%")
 GROUPS: tuple[str, ...] = ("all", "forward", "turn", "stop")
@@ -108,19 +105,16 @@ def score(
     progress: Any = None,
 ) -> dict[str, Any]:
     """Greedy answers of the model to every `every`-th navigation sample of `samples`, tabulated by progress."""
-    import vlm
+    from benchmarks.sample_tools import open_samples
     from vlm.train.action_eval import answer_items, parse_action
-    from vlm.train.dataset import MixtureDataset, SampleEncoder
-    from vlm.train.registry import DatasetEntry
 
     if every < 1:
         raise ValueError(f"--every must be >= 1, got {every}")
     steps = trajectory_steps(samples)
-    data = MixtureDataset([DatasetEntry(samples.name, samples)])
-    model = vlm.load(model_path, device="cpu", dtype="float32").eval()
-    data.follow_model(model)  # the frames and prompts the agent would show this model
-    rule, cue = data.datasets[0].frame_sampling, data.datasets[0].progress_cue
-    raw = data.datasets[0].samples
+    setup = open_samples(model_path, samples, feature_cache)
+    model, encoder, dataset = setup.model, setup.encoder, setup.dataset
+    rule, cue = setup.folder.frame_sampling, setup.folder.progress_cue
+    raw = setup.folder.samples
     picks = [
         i
         for i in range(0, len(raw), every)
@@ -128,12 +122,6 @@ def score(
     ]
     if not picks:
         raise ValueError(f"{samples}: no navigation sample to score")
-    encoder = SampleEncoder(model.tokenizer, model.image_processor)
-    dataset: Any = data
-    if feature_cache is not None:
-        from vlm.train.frame_features import CachedFeatureDataset, precompute_features
-
-        dataset = CachedFeatureDataset(data, precompute_features(model, data, encoder, str(feature_cache)))
     predicted: list[str] = []
     for start in range(0, len(picks), batch_size):
         items = [dataset[i] for i in picks[start : start + batch_size]]
@@ -159,37 +147,24 @@ def format_table(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.accuracy_by_progress", description=__doc__.split("\n")[0])
-    parser.add_argument("model", type=Path, help="checkpoint folder (VILA layout)")
-    parser.add_argument("samples", type=Path, help="collected folder of a validation split (navila-agent collect)")
-    parser.add_argument("--every", type=int, default=1, help="score every k-th sample (a spread subset)")
-    parser.add_argument("--feature-cache", type=Path, default=None, help="cache the frozen tower's features here")
-    parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON (atomically)")
-    args = parser.parse_args(argv)
-    for flag, path in (("MODEL", args.model / "config.json"), ("SAMPLES", args.samples / "manifest.json")):
-        if not path.is_file():
-            parser.error(f"{flag} {path.parent}: {path.name} not found")
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task("answering", total=None)
-        try:
-            result = score(
-                args.model,
-                args.samples,
-                args.every,
-                args.feature_cache,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
-        except ValueError as e:
-            parser.error(str(e))
+def _report(result: Mapping[str, Any]) -> str:
     cue = "" if result["progress_cue"] == "none" else f", progress cue {result['progress_cue']}"
-    print(f"{result['model']} on {result['samples']} (every {result['every']}, {result['frame_sampling']} history{cue})")
-    print(format_table(result))
-    if args.json is not None:
-        atomic_write_json(args.json, result)
-    return 0
+    head = f"{result['model']} on {result['samples']} (every {result['every']}, {result['frame_sampling']} history{cue})"
+    return f"{head}\n{format_table(result)}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from benchmarks.sample_tools import sample_tool_main
+
+    return sample_tool_main(
+        argv,
+        "python -m benchmarks.accuracy_by_progress",
+        __doc__.split("\n")[0],
+        "checkpoint folder (VILA layout)",
+        "answering",
+        score,
+        _report,
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ prompt position), from teacher-forced batches as in training.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +29,6 @@ from typing import Any
 import numpy as np
 
 from benchmarks.accuracy_by_progress import BINS, progress_bin
-from benchmarks.store import atomic_write_json
 
 
 def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
@@ -95,22 +93,17 @@ def score(
     """The head's estimates on every `every`-th expert navigation sample of `samples`, summarised."""
     import torch
 
-    import vlm
+    from benchmarks.sample_tools import open_samples
     from vlm.progress_head import last_prompt_positions
-    from vlm.splice import splice_image_features, unpad
-    from vlm.train.action_eval import on_device_with_features
-    from vlm.train.dataset import MixtureDataset, SampleEncoder
-    from vlm.train.registry import DatasetEntry
+    from vlm.train.action_eval import spliced_forward
 
     if every < 1:
         raise ValueError(f"--every must be >= 1, got {every}")
-    model = vlm.load(model_path, device="cpu", dtype="float32").eval()
-    head = model.progress_head
+    setup = open_samples(model_path, samples, feature_cache)
+    head = setup.model.progress_head
     if head is None:
         raise ValueError(f"{model_path}: this model was trained without --progress-loss-weight (no progress_head/)")
-    data = MixtureDataset([DatasetEntry(samples.name, samples)])
-    data.follow_model(model)  # the frames and prompts the agent would show this model
-    folder = data.datasets[0]
+    folder = setup.folder
     picks = [
         i
         for i in range(0, len(folder), every)
@@ -118,34 +111,15 @@ def score(
     ]
     if not picks:
         raise ValueError(f"{samples}: no expert navigation sample with a route length (collect's trajectories.jsonl)")
-    encoder = SampleEncoder(model.tokenizer, model.image_processor)
-    dataset: Any = data
-    if feature_cache is not None:
-        from vlm.train.frame_features import CachedFeatureDataset, precompute_features
-
-        dataset = CachedFeatureDataset(data, precompute_features(model, data, encoder, str(feature_cache)))
     estimates: list[float] = []
     with torch.no_grad():
         for start in range(0, len(picks), batch_size):
-            items = [dataset[i] for i in picks[start : start + batch_size]]
-            batch = encoder.collate(items)
-            batch["images"] = encoder.normalize(batch["images"])
-            batch, features = on_device_with_features(model, batch, "features" in items[0])
-            spliced = splice_image_features(
-                unpad(batch["input_ids"], batch["attention_mask"]),
-                features,
-                model.get_input_embeddings(),
-                unpad(batch["labels"], batch["attention_mask"]),
-                padding_side="right",
-            )
-            hidden = model.llm(
-                inputs_embeds=spliced.inputs_embeds,
-                attention_mask=spliced.attention_mask,
-                position_ids=spliced.position_ids,
-                output_hidden_states=True,
-            ).hidden_states[-1]  # [B, L, D]
-            rows = torch.arange(hidden.shape[0])
-            estimates += head(hidden[rows, last_prompt_positions(spliced.labels)]).tolist()
+            items = [setup.dataset[i] for i in picks[start : start + batch_size]]
+            batch = setup.encoder.collate(items)
+            batch["images"] = setup.encoder.normalize(batch["images"])
+            out, spliced = spliced_forward(setup.model, batch, "features" in items[0], hidden_states=True)
+            hidden = out.hidden_states[-1]  # [B, L, D], the final (normed) layer
+            estimates += head(hidden[torch.arange(hidden.shape[0]), last_prompt_positions(spliced.labels)]).tolist()
             if progress is not None:
                 progress(len(estimates), len(picks))
     raw = [folder.samples[i] for i in picks]
@@ -181,35 +155,17 @@ def format_report(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.progress_monitor", description=__doc__.split("\n")[0])
-    parser.add_argument("model", type=Path, help="checkpoint folder of a model trained with --progress-loss-weight")
-    parser.add_argument("samples", type=Path, help="collected folder of a validation split (navila-agent collect)")
-    parser.add_argument("--every", type=int, default=1, help="score every k-th sample (a spread subset)")
-    parser.add_argument("--feature-cache", type=Path, default=None, help="cache the frozen tower's features here")
-    parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON (atomically)")
-    args = parser.parse_args(argv)
-    for flag, path in (("MODEL", args.model / "config.json"), ("SAMPLES", args.samples / "manifest.json")):
-        if not path.is_file():
-            parser.error(f"{flag} {path.parent}: {path.name} not found")
-    from rich.progress import Progress
+    from benchmarks.sample_tools import sample_tool_main
 
-    with Progress(transient=True) as bar:
-        task = bar.add_task("estimating", total=None)
-        try:
-            result = score(
-                args.model,
-                args.samples,
-                args.every,
-                args.feature_cache,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
-        except ValueError as e:
-            parser.error(str(e))
-    print(f"{result['model']} on {result['samples']} (every {result['every']})")
-    print(format_report(result))
-    if args.json is not None:
-        atomic_write_json(args.json, result)
-    return 0
+    return sample_tool_main(
+        argv,
+        "python -m benchmarks.progress_monitor",
+        __doc__.split("\n")[0],
+        "checkpoint folder of a model trained with --progress-loss-weight",
+        "estimating",
+        score,
+        lambda r: f"{r['model']} on {r['samples']} (every {r['every']})\n{format_report(r)}",
+    )
 
 
 if __name__ == "__main__":

@@ -55,9 +55,11 @@ def on_device_with_features(
     return batch, list(model.encode_images(batch["images"]))
 
 
-@torch.no_grad()
-def teacher_forced_answers(model: Any, batch: dict[str, torch.Tensor], from_features: bool) -> list[str]:
-    """The argmax token at every answer position (given the true prefix), decoded, one string per sample."""
+def spliced_forward(
+    model: Any, batch: dict[str, torch.Tensor], from_features: bool, hidden_states: bool = False
+) -> tuple[Any, Any]:
+    """The LM over a collated (right-padded, labelled) batch with its image features spliced in: (the LM's output,
+    the spliced inputs whose `labels` align with it). `hidden_states` asks the LM for them too."""
     from vlm.splice import splice_image_features, unpad
 
     batch, features = on_device_with_features(model, batch, from_features)
@@ -68,11 +70,20 @@ def teacher_forced_answers(model: Any, batch: dict[str, torch.Tensor], from_feat
         unpad(batch["labels"], batch["attention_mask"]),
         padding_side="right",
     )
-    logits = model.llm(
+    out = model.llm(
         inputs_embeds=spliced.inputs_embeds,
         attention_mask=spliced.attention_mask,
         position_ids=spliced.position_ids,
-    ).logits  # [B, L, V]
+        output_hidden_states=hidden_states,
+    )
+    return out, spliced
+
+
+@torch.no_grad()
+def teacher_forced_answers(model: Any, batch: dict[str, torch.Tensor], from_features: bool) -> list[str]:
+    """The argmax token at every answer position (given the true prefix), decoded, one string per sample."""
+    out, spliced = spliced_forward(model, batch, from_features)
+    logits = out.logits  # [B, L, V]
     predicted = logits[:, :-1].argmax(-1)  # [B, L-1]: the prediction for position t + 1
     targets = spliced.labels[:, 1:]  # [B, L-1]
     out = []

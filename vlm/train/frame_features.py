@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from vlm.train.dataset import FrameStore, MixtureDataset, SampleEncoder, mirror_item, mirrorable
+from vlm.train.losses import SplicedLoss
 
 
 def tower_fingerprint(model: nn.Module, encoder: SampleEncoder) -> str:
@@ -295,8 +296,9 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
         }
 
 
-class CachedFeatureModel(nn.Module):
-    """Projector + LM of a VLM over cached tower features, with the (action-)weighted answer loss.
+class CachedFeatureModel(SplicedLoss):
+    """Projector + LM of a VLM over cached tower features, with the (action-)weighted answer loss and the progress
+    monitor's (`vlm.train.losses`).
 
     forward(input_ids, attention_mask, images=features [N, tokens, C], labels, label_weights[, progress]) — the
     trainer's batch, where `images` holds tower features instead of pixels. The tower is not run (it must be frozen).
@@ -305,17 +307,16 @@ class CachedFeatureModel(nn.Module):
     def __init__(
         self, model: nn.Module, progress_head: nn.Module | None = None, progress_weight: float = 0.0
     ) -> None:
-        super().__init__()
-        for attr in ("mm_projector", "llm", "tokens_per_image", "get_input_embeddings"):
-            if not hasattr(model, attr):
-                raise ValueError(f"--cache-vision-features needs a model with '{attr}' (vlm.LlavaLlamaModel)")
-        self.model = model
-        self.progress_head = progress_head  # the optional progress monitor (vlm.train.trainer.ProgressHead)
-        self.progress_weight = progress_weight
+        super().__init__(
+            model,
+            ("mm_projector", "llm", "tokens_per_image", "get_input_embeddings"),
+            "--cache-vision-features needs",
+            progress_head,
+            progress_weight,
+        )
 
     def forward(self, input_ids, attention_mask, images, labels, label_weights, progress=None):
         from vlm.splice import splice_image_features, unpad
-        from vlm.train.trainer import answer_losses
 
         proj = self.model.mm_projector
         dtype = next(proj.parameters()).dtype
@@ -327,14 +328,4 @@ class CachedFeatureModel(nn.Module):
             unpad(labels, attention_mask),
             padding_side="right",
         )
-        return answer_losses(
-            self.model.llm,
-            spliced,
-            input_ids,
-            attention_mask,
-            label_weights,
-            int(self.model.tokens_per_image),
-            self.progress_head,
-            self.progress_weight,
-            progress,
-        )
+        return self.losses(spliced, input_ids, attention_mask, label_weights, progress)

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlm.progress_head import ProgressHead, last_prompt_positions, save_progress_head
+from vlm.progress_head import ProgressHead, save_progress_head
 from vlm.train.dataset import (
     MirroredDataset,
     MixtureDataset,
@@ -53,6 +53,7 @@ from vlm.train.dataset import (
     sample_index_stream,
 )
 from vlm.train.frame_features import CachedFeatureDataset, CachedFeatureModel, precompute_features
+from vlm.train.losses import SplicedLoss, answer_losses, weighted_answer_loss  # noqa: F401 (re-exported)
 
 # Attribute names of the model's three parts (VILA's names).
 PART_NAMES = {"vision_tower": "vision_tower", "mm_projector": "mm_projector", "language_model": "llm"}
@@ -278,8 +279,9 @@ def _wants_label_weights(model: torch.nn.Module) -> bool:
     return "label_weights" in inspect.signature(model.forward).parameters
 
 
-class ActionWeightedLoss(torch.nn.Module):
-    """Wraps the VLM so its loss is a per-token weighted cross-entropy (`label_weights`, from the encoder).
+class ActionWeightedLoss(SplicedLoss):
+    """Wraps the VLM so its loss is a per-token weighted cross-entropy (`label_weights`, from the encoder), plus the
+    progress monitor's when it has a head (`vlm.train.losses.answer_losses`).
 
     Needs the model's `prepare_inputs` (the image splice), `tokens_per_image` and `llm`: the weights are
     expanded exactly like the labels (each IMAGE_TOKEN_INDEX becomes `tokens_per_image` zero-weight positions).
@@ -292,108 +294,17 @@ class ActionWeightedLoss(torch.nn.Module):
         progress_head: torch.nn.Module | None = None,
         progress_weight: float = 0.0,
     ) -> None:
-        super().__init__()
-        for attr in ("prepare_inputs", "tokens_per_image", "llm"):
-            if not hasattr(model, attr):
-                raise ValueError(
-                    f"action_token_weight != 1 and --progress-loss-weight need a model with '{attr}' "
-                    "(vlm.LlavaLlamaModel)"
-                )
-        self.model = model
-        self.progress_head = progress_head
-        self.progress_weight = progress_weight
+        super().__init__(
+            model,
+            ("prepare_inputs", "tokens_per_image", "llm"),
+            "action_token_weight != 1 and --progress-loss-weight need",
+            progress_head,
+            progress_weight,
+        )
 
     def forward(self, input_ids, attention_mask, images, labels, label_weights, progress=None):
         spliced = self.model.prepare_inputs(input_ids, attention_mask, images, labels, padding_side="right")
-        return answer_losses(
-            self.model.llm,
-            spliced,
-            input_ids,
-            attention_mask,
-            label_weights,
-            int(self.model.tokens_per_image),
-            self.progress_head,
-            self.progress_weight,
-            progress,
-        )
-
-
-def answer_losses(
-    llm: torch.nn.Module,
-    spliced: Any,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    label_weights: torch.Tensor,
-    per_image: int,
-    progress_head: torch.nn.Module | None = None,
-    progress_weight: float = 0.0,
-    progress: torch.Tensor | None = None,
-) -> Any:
-    """The LM over `spliced` → `weighted_answer_loss`'s result; with `progress_head`, its loss also holds
-    `progress_weight` × the head's mean squared error against `progress` [B] (NaN = no target; none when
-    `progress` is None), and `answer_loss` / `progress_loss` hold the two parts (detached).
-
-    The head runs on every sample even without a target, so every process of a distributed run uses its
-    parameters (DDP needs a gradient for each, here 0 where there is no target)."""
-    out = llm(
-        inputs_embeds=spliced.inputs_embeds,
-        attention_mask=spliced.attention_mask,
-        position_ids=spliced.position_ids,
-        output_hidden_states=progress_head is not None,
-    )
-    result = weighted_answer_loss(out.logits, spliced, input_ids, attention_mask, label_weights, per_image)
-    if progress_head is None:
-        return result
-    hidden = out.hidden_states[-1]  # [B, L, D], the final (normed) layer
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    estimate = progress_head(hidden[rows, last_prompt_positions(spliced.labels)])  # [B]
-    if progress is None:
-        progress = torch.full_like(estimate, math.nan)
-    target = progress.to(estimate.device, torch.float32)
-    known = ~torch.isnan(target)
-    squared = (estimate - torch.nan_to_num(target)) ** 2 * known
-    mse = squared.sum() / known.sum().clamp(min=1)
-    result.answer_loss = result.loss.detach()
-    result.progress_loss = mse.detach() if bool(known.any()) else None
-    result.loss = result.loss + progress_weight * mse
-    return result
-
-
-def weighted_answer_loss(
-    logits: torch.Tensor,
-    spliced: Any,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    label_weights: torch.Tensor,
-    per_image: int,
-) -> Any:
-    """Per-token weighted next-token cross-entropy over the spliced sequence → `.loss` (and `.logits`).
-
-    logits [B, L, V] over `spliced` (right padded); input_ids / attention_mask / label_weights [B, T] before the
-    splice: the weights are expanded like the labels (each IMAGE_TOKEN_INDEX becomes `per_image` zero-weight
-    positions). With unit weights over the answer this is exactly the model's own mean cross-entropy.
-    """
-    from types import SimpleNamespace
-
-    from vlm.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-
-    # [B, L]: label weights expanded like the labels (image positions get 0)
-    weights = torch.zeros(spliced.attention_mask.shape, dtype=torch.float32, device=logits.device)
-    for b in range(input_ids.shape[0]):
-        keep = attention_mask[b].bool()
-        ids, w = input_ids[b][keep], label_weights[b][keep]  # [T_b]
-        is_image = ids == IMAGE_TOKEN_INDEX
-        reps = torch.where(is_image, per_image, 1)  # each image token spans per_image positions
-        row = torch.repeat_interleave(w.masked_fill(is_image, 0.0), reps)  # [L_b]
-        weights[b, : row.numel()] = row
-    ce = torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(),
-        spliced.labels[:, 1:].flatten(),
-        ignore_index=IGNORE_INDEX,
-        reduction="none",
-    ).view(logits.shape[0], -1)  # [B, L-1]
-    w = weights[:, 1:]
-    return SimpleNamespace(loss=(ce * w).sum() / w.sum().clamp(min=1e-8), logits=logits)
+        return self.losses(spliced, input_ids, attention_mask, label_weights, progress)
 
 
 class _Logger:
