@@ -115,7 +115,6 @@ def weighted_answer_loss(
     splice: the weights are expanded like the labels (each IMAGE_TOKEN_INDEX becomes `per_image` zero-weight
     positions). With unit weights over the answer this is exactly the model's own mean cross-entropy.
     """
-
     from vlm.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
     # [B, L]: label weights expanded like the labels (image positions get 0)
