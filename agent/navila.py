@@ -32,7 +32,8 @@ Every unparsable answer is counted (`parse_failures`), as are retries and fallba
 Progress monitor (beyond NaVILA): when the model has one (`vlm.progress_head`, trained with `train
 --progress-loss-weight`), every decision logs its estimate of how much of the route is done (`Decision.progress`,
 read from the same model call), and with `monitor_stop` T the agent stops as soon as the estimate reaches T,
-whatever the answer (the decision's `reason` says so).
+whatever the answer (the decision's `reason` says so). Without `monitor_stop` the threshold is the one the monitor
+comes with (`progress_head/config.json`'s `stop_threshold`, e.g. the shipped model's), if any; 0 turns it off.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ class NavilaAgentConfig:
         "left"  # one step of this when no answer parsed: "stop" | "forward" | "left" | "right"
     )
     # Beyond NaVILA: STOP whenever the model's progress monitor (vlm.progress_head) estimates at least this much of
-    # the route done, whatever the answer says; None = never (the estimate is still logged when the model has one).
+    # the route done, whatever the answer says. None = the threshold the monitor comes with (its stop_threshold; never
+    # when it has none), 0 = never. The estimate is logged whenever the model has a monitor.
     monitor_stop: float | None = None
 
     def __post_init__(self) -> None:
@@ -105,8 +107,10 @@ class NavilaAgentConfig:
                 f"NavilaAgentConfig.fallback_action: unknown action '{self.fallback_action}'; "
                 f"available: {', '.join(ACTION_KINDS)}"
             )
-        if self.monitor_stop is not None and not 0.0 < self.monitor_stop <= 1.0:
-            raise ValueError(f"NavilaAgentConfig.monitor_stop (--monitor-stop) must be in (0, 1], got {self.monitor_stop}")
+        if self.monitor_stop is not None and not 0.0 <= self.monitor_stop <= 1.0:
+            raise ValueError(
+                f"NavilaAgentConfig.monitor_stop (--monitor-stop) must be in [0, 1] (0 = never), got {self.monitor_stop}"
+            )
         if self.conv_mode is not None:
             from vlm.conversation import conv_templates
 
@@ -161,12 +165,17 @@ class NavilaAgent:
         self.num_frames: int = self.config.num_frames or model_num_frames(model)
         build_prompt("", self.conv_mode, self.num_frames)  # fail now, not mid-episode, on a bad template
         # The progress monitor: its estimate is logged at every decision when the model has one; monitor_stop acts on it.
+        from vlm.progress_head import model_monitor_stop
+
         self.has_monitor: bool = getattr(model, "progress_head", None) is not None
-        if self.config.monitor_stop is not None and not self.has_monitor:
+        if self.config.monitor_stop and not self.has_monitor:
             raise ValueError(
                 "NavilaAgentConfig.monitor_stop (--monitor-stop) needs a model with a progress monitor "
                 "(progress_head/: train it with --progress-loss-weight)"
             )
+        asked = self.config.monitor_stop
+        # The threshold in force: the one asked for, else the monitor's own; None when never.
+        self.monitor_stop: float | None = (asked if asked is not None else model_monitor_stop(model)) or None
         self._uid: str | None = None
         self._instruction = ""
         self._frames: list[Any] = []  # every low-level frame of the episode, vlm.media.Image keyed (uid, t)
@@ -287,7 +296,7 @@ class NavilaAgent:
             action = fallback_decision(self.config.fallback_action)
             log.fallbacks += 1
             reason = f"{parsed.reason}; fallback: {self.config.fallback_action}"
-        threshold = self.config.monitor_stop
+        threshold = self.monitor_stop
         if threshold is not None and outcome.progress is not None and outcome.progress >= threshold:
             if action.kind != "stop":
                 reason = "; ".join(r for r in (reason, f"progress monitor {outcome.progress:.3f} >= {threshold}: stop") if r)

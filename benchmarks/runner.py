@@ -65,7 +65,8 @@ class EvalConfig:
     overwrite: bool = False  # delete the results already in `output` first
     retry_errors: bool = False  # run again the episodes recorded with status "error"
     max_steps: int | None = None  # env step limit (None: the env default, 500)
-    monitor_stop: float | None = None  # navila agent: STOP when its progress monitor says >= this (beyond NaVILA)
+    # navila agent: STOP when its progress monitor says >= this (beyond NaVILA); None: the monitor's own, 0: never
+    monitor_stop: float | None = None
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
@@ -88,8 +89,8 @@ class EvalConfig:
         if self.monitor_stop is not None:
             if self.agent != "navila":
                 raise ValueError(f"--monitor-stop goes with --agent navila, not {self.agent}")
-            if not 0.0 < self.monitor_stop <= 1.0:
-                raise ValueError(f"--monitor-stop must be in (0, 1], got {self.monitor_stop}")
+            if not 0.0 <= self.monitor_stop <= 1.0:
+                raise ValueError(f"--monitor-stop must be in [0, 1] (0 = never), got {self.monitor_stop}")
         self.gpus = tuple(self.gpus)
         self.episode_ids = tuple(str(e) for e in self.episode_ids)
         if self.model is not None:

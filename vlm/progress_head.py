@@ -10,8 +10,12 @@ every frame and the instruction and predicts the answer — squashed to (0, 1). 
 
 A model trained with it saves the head beside the VILA parts, which VILA's loaders ignore:
 
-    checkpoint/progress_head/config.json        {"hidden_size": D}
+    checkpoint/progress_head/config.json        {"hidden_size": D} (+ "stop_threshold": T, see below)
     checkpoint/progress_head/model.safetensors  proj.weight [1, D], proj.bias [1] (float32)
+
+`stop_threshold` is the threshold the agent uses when none is asked for (`--monitor-stop` absent): a value chosen by
+evaluating these very weights (`set_stop_threshold`, e.g. when a model is installed as the shipped one). Training
+never writes one: a fine-tune changes the LM under the head, so an old threshold would no longer be validated.
 """
 
 from __future__ import annotations
@@ -28,11 +32,12 @@ PROGRESS_HEAD_FOLDER = "progress_head"
 class ProgressHead(nn.Module):
     """hidden [B, D] → progress estimates [B] in (0, 1); see the module docstring."""
 
-    def __init__(self, hidden_size: int) -> None:
+    def __init__(self, hidden_size: int, stop_threshold: float | None = None) -> None:
         super().__init__()
         if hidden_size < 1:
             raise ValueError(f"ProgressHead: hidden_size must be >= 1, got {hidden_size}")
         self.proj = nn.Linear(hidden_size, 1)
+        self.stop_threshold = check_stop_threshold(stop_threshold)  # the agent's default (module docstring)
 
     @property
     def hidden_size(self) -> int:
@@ -40,6 +45,19 @@ class ProgressHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.proj(hidden.to(self.proj.weight.dtype)).float()).squeeze(-1)
+
+
+def check_stop_threshold(value: float | None) -> float | None:
+    """`value` when it is None or in (0, 1]; ValueError otherwise."""
+    if value is not None and not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"a progress monitor's stop_threshold must be in (0, 1], got {value}")
+    return None if value is None else float(value)
+
+
+def model_monitor_stop(model: object) -> float | None:
+    """The stop threshold a model's progress monitor comes with (None without a monitor or threshold)."""
+    head = getattr(model, "progress_head", None)
+    return getattr(head, "stop_threshold", None) if head is not None else None
 
 
 def last_prompt_positions(labels: torch.Tensor) -> torch.Tensor:
@@ -62,7 +80,10 @@ def save_progress_head(head: ProgressHead, folder: Path) -> None:
 
     out = Path(folder) / PROGRESS_HEAD_FOLDER
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({"hidden_size": head.hidden_size}, indent=2) + "\n")
+    config: dict[str, float | int] = {"hidden_size": head.hidden_size}
+    if getattr(head, "stop_threshold", None) is not None:
+        config["stop_threshold"] = head.stop_threshold  # type: ignore[assignment]
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().float().contiguous().cpu() for k, v in head.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))
 
@@ -79,9 +100,28 @@ def load_progress_head(folder: Path, hidden_size: int) -> ProgressHead | None:
     for path in (config, weights):
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {folder} has a {PROGRESS_HEAD_FOLDER}/ folder without {path.name}")
-    saved = int(json.loads(config.read_text()).get("hidden_size", -1))
+    settings = json.loads(config.read_text())
+    saved = int(settings.get("hidden_size", -1))
     if saved != hidden_size:
         raise ValueError(f"{config}: hidden_size {saved} does not fit the language model's {hidden_size}")
-    head = ProgressHead(hidden_size)
+    try:
+        head = ProgressHead(hidden_size, settings.get("stop_threshold"))
+    except ValueError as e:
+        raise ValueError(f"{config}: {e}") from None
     head.load_state_dict(load_file(str(weights)))
     return head
+
+
+def set_stop_threshold(folder: Path, threshold: float | None) -> None:
+    """Write (or with None remove) the stop threshold of the checkpoint `folder`'s progress monitor; ValueError when
+    the checkpoint has none or the value is outside (0, 1]."""
+    config = Path(folder) / PROGRESS_HEAD_FOLDER / "config.json"
+    if not config.is_file():
+        raise ValueError(f"{folder} has no progress monitor ({PROGRESS_HEAD_FOLDER}/config.json)")
+    settings = json.loads(config.read_text())
+    settings.pop("stop_threshold", None)
+    if check_stop_threshold(threshold) is not None:
+        settings["stop_threshold"] = float(threshold)  # type: ignore[arg-type]
+    tmp = config.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(settings, indent=2) + "\n")
+    tmp.replace(config)

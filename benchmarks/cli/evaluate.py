@@ -221,7 +221,8 @@ def register(app: typer.Typer) -> None:
         monitor_stop: float = typer.Option(
             None,
             help="Beyond NaVILA: STOP as soon as the model's progress monitor estimates at least this share of the "
-            "route done (a model trained with --progress-loss-weight; default: the model's own STOP only).",
+            "route done (a model trained with --progress-loss-weight). Default: the threshold the monitor comes "
+            "with (progress_head/config.json stop_threshold; the shipped model's), else never; 0 = never.",
         ),
         rank: int = typer.Option(None, help="This rank (default: RANK or SLURM_PROCID; needs --world-size)."),
         world_size: int = typer.Option(None, help="Number of ranks (default: WORLD_SIZE or SLURM_NTASKS)."),
@@ -242,7 +243,7 @@ def register(app: typer.Typer) -> None:
             gpu_ids = parse_gpus(gpus)
             model_path = resolve_model(agent, model)
             dist = _dist_from_flags(rank, world_size)
-            if monitor_stop is not None and model_path is not None:
+            if monitor_stop and model_path is not None:
                 from vlm.progress_head import PROGRESS_HEAD_FOLDER
 
                 if not (Path(model_path) / PROGRESS_HEAD_FOLDER).is_dir():

@@ -4,6 +4,7 @@ was given, and small episode / observation builders."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -32,12 +33,14 @@ class FakeModel:
         answers: Sequence[str] | Callable[[Sequence[Any], str], str],
         conv_mode: str = "llama_3",
         progress: Sequence[float] | None = None,
+        stop_threshold: float | None = None,
     ) -> None:
         self._answers = answers
         self._next = 0
-        # With `progress` the model has a progress monitor: estimates in order, one per sample, the last repeating.
+        # With `progress` the model has a progress monitor: estimates in order, one per sample, the last repeating;
+        # `stop_threshold` is the threshold the monitor comes with (vlm.progress_head).
         self._progress = progress
-        self.progress_head = object() if progress is not None else None
+        self.progress_head = SimpleNamespace(stop_threshold=stop_threshold) if progress is not None else None
         self.progress_calls = 0
         self.conv_mode = conv_mode
         self.feature_cache = FakeFeatureCache()

@@ -246,9 +246,25 @@ def test_the_progress_monitor_is_logged_and_monitor_stop_stops_on_it() -> None:
     assert no_monitor.episode_stats()["decision_log"][0]["progress"] is None
     with pytest.raises(ValueError, match=r"monitor_stop \(--monitor-stop\) needs a model with a progress monitor"):
         NavilaAgent(FakeModel([STOP_TEXT]), NavilaAgentConfig(monitor_stop=0.9))
-    for bad in (0.0, 1.5):
-        with pytest.raises(ValueError, match=r"monitor_stop \(--monitor-stop\) must be in \(0, 1\]"):
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"monitor_stop \(--monitor-stop\) must be in \[0, 1\] \(0 = never\)"):
             NavilaAgentConfig(monitor_stop=bad)
+
+
+def test_the_monitors_own_threshold_applies_unless_another_or_zero_is_asked_for() -> None:
+    def actions_to_stop(config: NavilaAgentConfig | None) -> list[int]:
+        """The agent's actions up to its first STOP (at most 9)."""
+        agent = NavilaAgent(FakeModel([FORWARD_75], progress=[0.2, 0.85, 0.95], stop_threshold=0.8), config)
+        agent.reset(make_episode())
+        actions: list[int] = []
+        while len(actions) < 9 and (not actions or actions[-1] != 0):
+            actions.append(agent.act(make_obs(len(actions))))
+        return actions
+
+    assert actions_to_stop(None) == [1, 1, 1, 0]  # the monitor's own 0.8 stops the second decision
+    assert actions_to_stop(NavilaAgentConfig(monitor_stop=0.9)) == [1, 1, 1, 1, 1, 1, 0]
+    assert actions_to_stop(NavilaAgentConfig(monitor_stop=0.0)) == [1] * 9  # 0 = never
+    assert NavilaAgent(FakeModel([STOP_TEXT]), NavilaAgentConfig(monitor_stop=0.0)).monitor_stop is None
 
 
 def test_config_validation_and_template_choice() -> None:

@@ -73,3 +73,25 @@ def test_last_prompt_positions_need_a_prompt_and_an_answer() -> None:
         last_prompt_positions(torch.full((1, 3), IGNORE_INDEX))
     with pytest.raises(ValueError, match="a prompt before"):
         last_prompt_positions(torch.tensor([[4, 5]]))
+
+
+def test_the_stop_threshold_is_written_read_and_validated(monitored, tmp_path) -> None:
+    from vlm.progress_head import model_monitor_stop, set_stop_threshold
+
+    monitored.save_pretrained(tmp_path / "m")
+    assert vlm.load(tmp_path / "m").progress_head.stop_threshold is None  # training never writes one
+    set_stop_threshold(tmp_path / "m", 0.9)
+    loaded = vlm.load(tmp_path / "m")
+    assert model_monitor_stop(loaded) == 0.9
+    loaded.save_pretrained(tmp_path / "again")  # kept through save / load
+    assert model_monitor_stop(vlm.load(tmp_path / "again")) == 0.9
+    set_stop_threshold(tmp_path / "m", None)
+    assert model_monitor_stop(vlm.load(tmp_path / "m")) is None
+    with pytest.raises(ValueError, match=r"must be in \(0, 1\], got 1.5"):
+        set_stop_threshold(tmp_path / "m", 1.5)
+    with pytest.raises(ValueError, match="has no progress monitor"):
+        set_stop_threshold(tmp_path, 0.9)
+    config = tmp_path / "m" / PROGRESS_HEAD_FOLDER / "config.json"
+    config.write_text('{"hidden_size": 64, "stop_threshold": 2}')
+    with pytest.raises(ValueError, match=r"config.json: a progress monitor's stop_threshold must be in \(0, 1\]"):
+        vlm.load(tmp_path / "m")
