@@ -1,10 +1,17 @@
 # Functions that install a trained run as the shipped model with its provenance; sourced by train_embedded.sh
-# (INSTALL=1) and by tests/benchmarks/test_install_model.py, which checks every copied file without training.
+# (INSTALL=1), reproduce_navila_tiny.sh and tests/benchmarks/test_install_model.py, which checks every copied file
+# without training.
 #
 #   source scripts/install_model.sh
 #   install_model FINAL RUN DATA NAV_DATA RXR_EVERY DAGGER DEST
 #
 # Needs $PYTHON (an interpreter with this repository importable) for vlm.save_compact.
+
+# A training run's model: its folder when the schedule finished, else (--stop-after) its newest checkpoint.
+finished_model() {
+  if [[ -f "$1/config.json" ]]; then echo "$1"
+  else ls -d "$1"/checkpoints/checkpoint-* | sort -t- -k2 -n | tail -n 1; fi
+}
 
 # Every evaluation summary and per-episode result of a run folder SRC (its eval_r2r_<split>/ folders; the
 # baselines' eval_<agent>_<split>/ folders and evaluations without a summary, i.e. interrupted ones, are left

@@ -39,11 +39,6 @@ navila() {
   if command -v navila-agent >/dev/null 2>&1; then navila-agent "$@"
   else "$PYTHON" -c 'from benchmarks.cli import main; main()' "$@"; fi
 }
-# A training run's model: its folder when the schedule finished, else (--stop-after) its newest checkpoint.
-finished_model() {
-  if [[ -f "$1/config.json" ]]; then echo "$1"
-  else ls -d "$1"/checkpoints/checkpoint-* | sort -t- -k2 -n | tail -n 1; fi
-}
 CACHE=${NAVILA_AGENT_CACHE:-$HOME/.cache/navila-agent}
 DATA=${DATA:-$CACHE/train_data}                        # the default registry (vlm/train/registry/default.yaml) reads here
 RUN=${RUN:-runs/navila-tiny}
