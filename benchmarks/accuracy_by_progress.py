@@ -105,23 +105,20 @@ def score(
     progress: Any = None,
 ) -> dict[str, Any]:
     """Greedy answers of the model to every `every`-th navigation sample of `samples`, tabulated by progress."""
-    from benchmarks.sample_tools import open_samples
+    from benchmarks.sample_tools import check_every, open_samples
     from vlm.train.action_eval import answer_items, parse_action
 
-    if every < 1:
-        raise ValueError(f"--every must be >= 1, got {every}")
+    check_every(every)
     steps = trajectory_steps(samples)
     setup = open_samples(model_path, samples, feature_cache)
     model, encoder, dataset = setup.model, setup.encoder, setup.dataset
     rule, cue = setup.folder.frame_sampling, setup.folder.progress_cue
     raw = setup.folder.samples
-    picks = [
-        i
-        for i in range(0, len(raw), every)
-        if not raw[i].get("copy", 0) and raw[i].get("task", "navigation") == "navigation" and raw[i]["traj"] in steps
-    ]
-    if not picks:
-        raise ValueError(f"{samples}: no navigation sample to score")
+    picks = setup.spread_picks(
+        every,
+        lambda i: raw[i].get("task", "navigation") == "navigation" and raw[i]["traj"] in steps,
+        f"{samples}: no navigation sample to score",
+    )
     predicted: list[str] = []
     for start in range(0, len(picks), batch_size):
         items = [dataset[i] for i in picks[start : start + batch_size]]

@@ -93,24 +93,21 @@ def score(
     """The head's estimates on every `every`-th expert navigation sample of `samples`, summarised."""
     import torch
 
-    from benchmarks.sample_tools import open_samples
+    from benchmarks.sample_tools import check_every, open_samples
     from vlm.progress_head import last_prompt_positions
     from vlm.train.action_eval import spliced_forward
 
-    if every < 1:
-        raise ValueError(f"--every must be >= 1, got {every}")
+    check_every(every)
     setup = open_samples(model_path, samples, feature_cache)
     head = setup.model.progress_head
     if head is None:
         raise ValueError(f"{model_path}: this model was trained without --progress-loss-weight (no progress_head/)")
     folder = setup.folder
-    picks = [
-        i
-        for i in range(0, len(folder), every)
-        if not folder.samples[i].get("copy", 0) and folder.progress(i) is not None
-    ]
-    if not picks:
-        raise ValueError(f"{samples}: no expert navigation sample with a route length (collect's trajectories.jsonl)")
+    picks = setup.spread_picks(
+        every,
+        lambda i: folder.progress(i) is not None,
+        f"{samples}: no expert navigation sample with a route length (collect's trajectories.jsonl)",
+    )
     estimates: list[float] = []
     with torch.no_grad():
         for start in range(0, len(picks), batch_size):

@@ -27,6 +27,22 @@ class ScoringSetup:
         """The folder's TrajectoryDataset (raw samples, steps, routes)."""
         return self.data.datasets[0]
 
+    def spread_picks(self, every: int, keep: Callable[[int], bool], nothing: str) -> list[int]:
+        """Every `every`-th sample of the folder that is not a rebalanced copy (`copy` > 0) and passes `keep`;
+        ValueError `nothing` when none does."""
+        samples = self.folder.samples
+        picks = [i for i in range(0, len(samples), every) if not samples[i].get("copy", 0) and keep(i)]
+        if not picks:
+            raise ValueError(nothing)
+        return picks
+
+
+def check_every(every: int) -> int:
+    """`every` (the tools' --every), ValueError when below 1."""
+    if every < 1:
+        raise ValueError(f"--every must be >= 1, got {every}")
+    return every
+
 
 def open_samples(model_path: Path, samples: Path, feature_cache: Path | None = None) -> ScoringSetup:
     """Load `model_path` and show it `samples` with its own frame count, history rule and cue; with `feature_cache`

@@ -74,6 +74,11 @@ def last_prompt_positions(labels: torch.Tensor) -> torch.Tensor:
     return first - 1
 
 
+def has_progress_head(folder: Path) -> bool:
+    """Whether the checkpoint `folder` has a progress monitor (`progress_head/`)."""
+    return (Path(folder) / PROGRESS_HEAD_FOLDER).is_dir()
+
+
 def save_progress_head(head: ProgressHead, folder: Path) -> None:
     """Write `head` to `folder/progress_head/` (float32)."""
     from safetensors.torch import save_file
@@ -93,9 +98,9 @@ def load_progress_head(folder: Path, hidden_size: int) -> ProgressHead | None:
     fit a language model of width `hidden_size` or its files are incomplete."""
     from safetensors.torch import load_file
 
-    root = Path(folder) / PROGRESS_HEAD_FOLDER
-    if not root.is_dir():
+    if not has_progress_head(folder):
         return None
+    root = Path(folder) / PROGRESS_HEAD_FOLDER
     config, weights = root / "config.json", root / "model.safetensors"
     for path in (config, weights):
         if not path.is_file():

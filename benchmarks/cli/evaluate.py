@@ -244,12 +244,12 @@ def register(app: typer.Typer) -> None:
             model_path = resolve_model(agent, model)
             dist = _dist_from_flags(rank, world_size)
             if monitor_stop and model_path is not None:
-                from vlm.progress_head import PROGRESS_HEAD_FOLDER
+                from vlm.progress_head import has_progress_head
 
-                if not (Path(model_path) / PROGRESS_HEAD_FOLDER).is_dir():
+                if not has_progress_head(Path(model_path)):
                     raise ValueError(
                         f"--monitor-stop needs a model with a progress monitor: {model_path} has no "
-                        f"{PROGRESS_HEAD_FOLDER}/ (train it with --progress-loss-weight)"
+                        "progress_head/ (train it with --progress-loss-weight)"
                     )
         except ValueError as e:
             raise _fail(str(e)) from None

@@ -53,7 +53,7 @@ from vlm.train.dataset import (
     sample_index_stream,
 )
 from vlm.train.frame_features import CachedFeatureDataset, CachedFeatureModel, precompute_features
-from vlm.train.losses import SplicedLoss, answer_losses, weighted_answer_loss  # noqa: F401 (re-exported)
+from vlm.train.losses import SplicedLoss
 
 # Attribute names of the model's three parts (VILA's names).
 PART_NAMES = {"vision_tower": "vision_tower", "mm_projector": "mm_projector", "language_model": "llm"}
