@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
+from vlm.language_model import final_hidden_states
 from vlm.splice import SplicedInputs
 
 
@@ -58,11 +59,14 @@ def greedy_generate(
     # (no 4-D mask to build at every step; ~10 % of a small model's decoding time on CPU).
     needs_mask = not bool(mask.all())
     for step in range(max_new_tokens):
-        hidden = {"output_hidden_states": True} if step == 0 and on_prefill_hidden is not None else {}
-        out = lm(inputs_embeds=step_embeds, attention_mask=mask if needs_mask else None, position_ids=step_positions,
-                 use_cache=use_cache, **{cache_kw: past}, **extra, **hidden)  # fmt: skip
-        if hidden:
-            on_prefill_hidden(out.hidden_states[-1][:, -1])  # type: ignore[misc]
+        if step == 0 and on_prefill_hidden is not None:
+            with final_hidden_states(lm) as final:  # the last layer only, not output_hidden_states' every layer
+                out = lm(inputs_embeds=step_embeds, attention_mask=mask if needs_mask else None,
+                         position_ids=step_positions, use_cache=use_cache, **{cache_kw: past}, **extra)  # fmt: skip
+            on_prefill_hidden(final[-1][:, -1])
+        else:
+            out = lm(inputs_embeds=step_embeds, attention_mask=mask if needs_mask else None, position_ids=step_positions,
+                     use_cache=use_cache, **{cache_kw: past}, **extra)  # fmt: skip
         next_tokens = out.logits[:, -1].argmax(dim=-1)  # [B]
         next_tokens = torch.where(done, torch.full_like(next_tokens, pad_token_id), next_tokens)
         stopped = torch.isin(next_tokens, stops) & ~done

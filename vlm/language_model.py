@@ -7,6 +7,8 @@ package is installed and the model runs in fp16/bf16 on CUDA) and how a dtype na
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +89,23 @@ def load_language_model(
     if device_map is not None:
         kwargs["device_map"] = device_map
     return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+
+
+@contextmanager
+def final_hidden_states(lm: PreTrainedModel) -> Iterator[list[torch.Tensor]]:
+    """Within the block, every forward of `lm` appends its final hidden state — the input of the output embedding
+    (`lm_head`), i.e. after the last norm — to the yielded list.
+
+    Why not `output_hidden_states=True`: that keeps every layer's hidden state of the whole sequence, 33 × [B, L, D]
+    on an 8B Llama, where the progress monitor needs only the last. Reading the lm_head's input works for any causal
+    LM with an output embedding, and gives only the positions whose logits are computed (the last one under
+    `logits_to_keep=1`, as in `vlm.generation.greedy_generate`'s prefill)."""
+    head = lm.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(lm).__name__} has no output embedding (lm_head) to read its final hidden state from")
+    captured: list[torch.Tensor] = []
+    handle = head.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
+    try:
+        yield captured
+    finally:
+        handle.remove()

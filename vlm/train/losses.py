@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from vlm.language_model import final_hidden_states
 from vlm.progress_head import last_prompt_positions
 
 
@@ -77,16 +78,16 @@ def answer_losses(
 
     The head runs on every sample even without a target, so every process of a distributed run uses its
     parameters (DDP needs a gradient for each, here 0 where there is no target)."""
-    out = llm(
-        inputs_embeds=spliced.inputs_embeds,
-        attention_mask=spliced.attention_mask,
-        position_ids=spliced.position_ids,
-        output_hidden_states=progress_head is not None,
+    arguments = dict(
+        inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask, position_ids=spliced.position_ids
     )
-    result = weighted_answer_loss(out.logits, spliced, input_ids, attention_mask, label_weights, per_image)
     if progress_head is None:
-        return result
-    hidden = out.hidden_states[-1]  # [B, L, D], the final (normed) layer
+        out = llm(**arguments)
+        return weighted_answer_loss(out.logits, spliced, input_ids, attention_mask, label_weights, per_image)
+    with final_hidden_states(llm) as final:  # the last layer only (not output_hidden_states' every layer)
+        out = llm(**arguments)
+    result = weighted_answer_loss(out.logits, spliced, input_ids, attention_mask, label_weights, per_image)
+    hidden = final[-1]  # [B, L, D], the final (normed) layer
     rows = torch.arange(hidden.shape[0], device=hidden.device)
     estimate = progress_head(hidden[rows, last_prompt_positions(spliced.labels)])  # [B]
     if progress is None:
