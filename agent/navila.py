@@ -34,6 +34,7 @@ Progress monitor (beyond NaVILA): when the model has one (`vlm.progress_head`, t
 read from the same model call), and with `monitor_stop` T the agent stops as soon as the estimate reaches T,
 whatever the answer (the decision's `reason` says so). Without `monitor_stop` the threshold is the one the monitor
 comes with (`progress_head/config.json`'s `stop_threshold`, e.g. the shipped model's), if any; 0 turns it off.
+With `monitor_patience` K > 1 it stops only when K consecutive decisions reach T (`vlm.progress_head.monitor_stop_fires`).
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ from envs.constants import OBS_RGB, STOP
 from envs.datasets.episode import Episode
 
 DEFAULT_RETRY_SUFFIX = ' Answer with one sentence that starts with "The next action is".'
+# How a decision's `reason` begins its part when the progress monitor's rule turned it into STOP (read back by
+# benchmarks.stop_rule_sweep, which must know a run's trajectories are the rule's own).
+MONITOR_STOP_REASON = "progress monitor"
 
 
 @dataclass
@@ -80,6 +84,8 @@ class NavilaAgentConfig:
     # the route done, whatever the answer says. None = the threshold the monitor comes with (its stop_threshold; never
     # when it has none), 0 = never. The estimate is logged whenever the model has a monitor.
     monitor_stop: float | None = None
+    # ... only once this many consecutive decisions' estimates reach it (1: the first one does).
+    monitor_patience: int = 1
 
     def __post_init__(self) -> None:
         if self.num_frames is not None and self.num_frames < 1:
@@ -110,6 +116,10 @@ class NavilaAgentConfig:
         if self.monitor_stop is not None and not 0.0 <= self.monitor_stop <= 1.0:
             raise ValueError(
                 f"NavilaAgentConfig.monitor_stop (--monitor-stop) must be in [0, 1] (0 = never), got {self.monitor_stop}"
+            )
+        if self.monitor_patience < 1:
+            raise ValueError(
+                f"NavilaAgentConfig.monitor_patience (--monitor-patience) must be >= 1, got {self.monitor_patience}"
             )
         if self.conv_mode is not None:
             from vlm.conversation import conv_templates
@@ -296,10 +306,14 @@ class NavilaAgent:
             action = fallback_decision(self.config.fallback_action)
             log.fallbacks += 1
             reason = f"{parsed.reason}; fallback: {self.config.fallback_action}"
-        threshold = self.monitor_stop
-        if threshold is not None and outcome.progress is not None and outcome.progress >= threshold:
+        from vlm.progress_head import monitor_stop_fires
+
+        threshold, patience = self.monitor_stop, self.config.monitor_patience
+        estimates = [d.progress for d in log.decisions] + [outcome.progress]
+        if threshold is not None and monitor_stop_fires(estimates, threshold, patience):
             if action.kind != "stop":
-                reason = "; ".join(r for r in (reason, f"progress monitor {outcome.progress:.3f} >= {threshold}: stop") if r)
+                times = f" ({patience} decisions running)" if patience > 1 else ""
+                reason = "; ".join(r for r in (reason, f"{MONITOR_STOP_REASON} {outcome.progress:.3f} >= {threshold}{times}: stop") if r)
             action = MidLevelAction("stop", 0)
         low_level = action.to_low_level()
         log.add(

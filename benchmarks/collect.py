@@ -370,6 +370,7 @@ class Trajectory:
     executed_by: list[str] = field(default_factory=list)  # per decision: "expert" or "policy"
     ended_with_stop: bool = False
     policy_parse_failures: int = 0  # DAgger: unparsable model answers (each fell back to a 15° left turn)
+    policy_monitor_stops: int = 0  # DAgger: decisions the model's progress monitor turned into STOP
     outcome: dict[str, Any] = field(
         default_factory=dict
     )  # the driver's final_distance / success, when it knows
@@ -696,6 +697,7 @@ class ShardWriter:
             "scene_qa": sum(1 for s in samples if s.get("task") == "scene_qa"),
             "policy_decisions": traj.executed_by.count("policy"),
             "policy_parse_failures": traj.policy_parse_failures,
+            "policy_monitor_stops": traj.policy_monitor_stops,
             "ended_with_stop": traj.ended_with_stop,
             **traj.outcome,
         }
@@ -749,6 +751,7 @@ def write_manifest(output: Path, config: CollectConfig, selected: int | None = N
         "success_rate": _mean([float(r["success"]) for r in trajectories if "success" in r]),
         "policy_decisions": sum(r.get("policy_decisions", 0) for r in trajectories),
         "policy_parse_failures": sum(r.get("policy_parse_failures", 0) for r in trajectories),
+        "policy_monitor_stops": sum(r.get("policy_monitor_stops", 0) for r in trajectories),
         "shards": sorted(p.name for p in output.glob("shard-*")),
         "rebalance_factors": config.factors(),
         "expert": "shortest_path_follower" if config.beta < 1.0 else config.expert,
@@ -887,12 +890,14 @@ def _collect_episode(
         return
     rng = random.Random(f"{config.seed}:{key}")  # per episode, so a resumed run flips the same coins
     failures_before = getattr(policy, "parse_failures", 0)
+    monitor_stops_before = getattr(policy, "monitor_stops", 0)
     record_depth = config.depth_size > 0
     if expert_only:
         traj = run_expert(driver, expert, episode, config.max_steps, record_depth)
     else:
         traj = run_dagger(driver, expert, policy, episode, config.beta, rng, config.max_steps, record_depth)
     traj.policy_parse_failures = getattr(policy, "parse_failures", 0) - failures_before
+    traj.policy_monitor_stops = getattr(policy, "monitor_stops", 0) - monitor_stops_before
     if hasattr(driver, "outcome"):
         traj.outcome = driver.outcome()
     if not traj.frames:
@@ -996,19 +1001,40 @@ class ModelPolicy:
     absent), as the agent shows them.
 
     An unparsable answer counts as a failure and falls back to one 15° left turn (the agent's default fallback).
+    A model whose progress monitor comes with a stop threshold (`vlm.progress_head`, the shipped model's) stops on it
+    as the agent does by default (`monitor_stop` / `monitor_patience` override it, 0 = never): DAgger must visit the
+    states the agent visits.
     """
 
-    def __init__(self, model: Any, num_frames: int | None = None, max_new_tokens: int = 32) -> None:
+    def __init__(
+        self,
+        model: Any,
+        num_frames: int | None = None,
+        max_new_tokens: int = 32,
+        monitor_stop: float | None = None,
+        monitor_patience: int = 1,
+    ) -> None:
         from vlm.mm_utils import model_frame_sampling, model_num_frames, model_progress_cue
+        from vlm.progress_head import model_monitor_stop
 
         self.model = model
         self.num_frames = num_frames or model_num_frames(model)
         self.frame_sampling = model_frame_sampling(model)
         self.progress_cue = model_progress_cue(model)
         self.max_new_tokens = max_new_tokens
+        has_monitor = getattr(model, "progress_head", None) is not None
+        if monitor_stop and not has_monitor:
+            raise ValueError("ModelPolicy: monitor_stop needs a model with a progress monitor (progress_head/)")
+        if monitor_patience < 1:
+            raise ValueError(f"ModelPolicy: monitor_patience must be >= 1, got {monitor_patience}")
+        # The threshold in force, as NavilaAgent chooses it: the one asked for, else the monitor's own; None = never.
+        self.monitor_stop = (monitor_stop if monitor_stop is not None else model_monitor_stop(model)) or None
+        self.monitor_patience = monitor_patience
+        self.monitor_stops = 0  # decisions the monitor turned into STOP
         self.parse_failures = 0
         self.decisions = 0
         self._uid: str | None = None
+        self._estimates: list[float | None] = []
 
     def reset(self, episode: Episode) -> None:
         """Frames are keyed (episode uid, t): the model's feature cache encodes each frame once per episode."""
@@ -1016,6 +1042,7 @@ class ModelPolicy:
         if cache is not None and self._uid is not None:
             cache.drop(self._uid)  # the previous episode's features are never needed again
         self._uid = episode.uid
+        self._estimates = []
 
     def decide(self, frames: list[np.ndarray], instruction: str) -> list[int]:
         from agent.actions import parse_action
@@ -1023,6 +1050,7 @@ class ModelPolicy:
         from agent.prompt import build_prompt
         from vlm.media import Image
         from vlm.mm_utils import vlnce_frame_sampling
+        from vlm.progress_head import monitor_stop_fires
 
         keyed = [
             Image(np.ascontiguousarray(f), key=(self._uid, t) if self._uid else None)
@@ -1033,7 +1061,18 @@ class ModelPolicy:
         prompt = build_prompt(
             instruction, conv_mode, self.num_frames, progress_cue=self.progress_cue, steps=len(frames) - 1
         )
-        text = self.model.generate_text([(images, prompt)], max_new_tokens=self.max_new_tokens)[0]
+        if self.monitor_stop is not None:
+            texts, estimates = self.model.generate_text(
+                [(images, prompt)], max_new_tokens=self.max_new_tokens, return_progress=True
+            )
+            text = texts[0]
+            self._estimates.append(estimates[0])
+            if monitor_stop_fires(self._estimates, self.monitor_stop, self.monitor_patience):
+                self.decisions += 1
+                self.monitor_stops += 1
+                return [STOP]
+        else:
+            text = self.model.generate_text([(images, prompt)], max_new_tokens=self.max_new_tokens)[0]
         parsed = parse_action(text)
         self.decisions += 1
         if not parsed.ok or parsed.action is None:

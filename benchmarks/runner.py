@@ -42,7 +42,7 @@ DTW_METHODS = ("fastdtw", "exact")
 FINGERPRINTED = ("split", "agent", "model", "data_root", "seed", "dtw", "backend", "max_steps")
 # Fields that change results too but joined later: in the fingerprint only when set, so folders written before they
 # existed still resume.
-FINGERPRINTED_WHEN_SET = ("monitor_stop",)
+FINGERPRINTED_WHEN_SET = ("monitor_stop", "monitor_patience")
 
 
 @dataclass
@@ -67,6 +67,8 @@ class EvalConfig:
     max_steps: int | None = None  # env step limit (None: the env default, 500)
     # navila agent: STOP when its progress monitor says >= this (beyond NaVILA); None: the monitor's own, 0: never
     monitor_stop: float | None = None
+    # ... only once this many consecutive decisions reach it; None: 1 (the first decision that does)
+    monitor_patience: int | None = None
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
@@ -91,6 +93,11 @@ class EvalConfig:
                 raise ValueError(f"--monitor-stop goes with --agent navila, not {self.agent}")
             if not 0.0 <= self.monitor_stop <= 1.0:
                 raise ValueError(f"--monitor-stop must be in [0, 1] (0 = never), got {self.monitor_stop}")
+        if self.monitor_patience is not None:
+            if self.agent != "navila":
+                raise ValueError(f"--monitor-patience goes with --agent navila, not {self.agent}")
+            if self.monitor_patience < 1:
+                raise ValueError(f"--monitor-patience must be >= 1, got {self.monitor_patience}")
         self.gpus = tuple(self.gpus)
         self.episode_ids = tuple(str(e) for e in self.episode_ids)
         if self.model is not None:
@@ -168,7 +175,8 @@ def make_agent(config: EvalConfig, env: Any, device: str) -> Any:
     if config.agent == "navila":
         if config.model is None:
             raise ValueError("--agent navila needs --model (a VILA-layout checkpoint folder)")
-        return make("navila", model=load_model(config.model, device), monitor_stop=config.monitor_stop)
+        patience = {} if config.monitor_patience is None else {"monitor_patience": config.monitor_patience}
+        return make("navila", model=load_model(config.model, device), monitor_stop=config.monitor_stop, **patience)
     if config.agent == "oracle":
         return make("oracle", backend=env_backend(env))
     if config.agent in ("random", "forward"):

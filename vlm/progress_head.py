@@ -21,6 +21,7 @@ never writes one: a fine-tune changes the LM under the head, so an old threshold
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -52,6 +53,18 @@ def check_stop_threshold(value: float | None) -> float | None:
     if value is not None and not 0.0 < float(value) <= 1.0:
         raise ValueError(f"a progress monitor's stop_threshold must be in (0, 1], got {value}")
     return None if value is None else float(value)
+
+
+def monitor_stop_fires(estimates: Sequence[float | None], threshold: float, patience: int = 1) -> bool:
+    """The monitor's stop rule at the latest decision: its estimate and the `patience` - 1 before it (the
+    episode's estimates in decision order, the latest last) all at least `threshold`.
+
+    The agent applies it at every decision (`--monitor-stop`, `--monitor-patience`), and
+    `benchmarks.stop_rule_sweep` replays it on recorded decisions; one definition keeps the two the same."""
+    if patience < 1:
+        raise ValueError(f"the monitor's stop patience must be >= 1, got {patience}")
+    recent = estimates[-patience:]
+    return len(recent) == patience and all(e is not None and e >= threshold for e in recent)
 
 
 def model_monitor_stop(model: object) -> float | None:

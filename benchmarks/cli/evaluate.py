@@ -224,6 +224,11 @@ def register(app: typer.Typer) -> None:
             "route done (a model trained with --progress-loss-weight). Default: the threshold the monitor comes "
             "with (progress_head/config.json stop_threshold; the shipped model's), else never; 0 = never.",
         ),
+        monitor_patience: int = typer.Option(
+            None,
+            help="Beyond NaVILA: with the monitor's stop rule, STOP only once this many consecutive decisions reach "
+            "the threshold (default 1: the first one that does).",
+        ),
         rank: int = typer.Option(None, help="This rank (default: RANK or SLURM_PROCID; needs --world-size)."),
         world_size: int = typer.Option(None, help="Number of ranks (default: WORLD_SIZE or SLURM_NTASKS)."),
         merge_only: bool = typer.Option(
@@ -275,6 +280,7 @@ def register(app: typer.Typer) -> None:
                 "retry_errors": retry_errors,
                 "max_steps": max_steps,
                 "monitor_stop": monitor_stop,
+                "monitor_patience": monitor_patience,
             },
             per_episode_lines=False,
             dist=dist,

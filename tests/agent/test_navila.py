@@ -267,6 +267,21 @@ def test_the_monitors_own_threshold_applies_unless_another_or_zero_is_asked_for(
     assert NavilaAgent(FakeModel([STOP_TEXT]), NavilaAgentConfig(monitor_stop=0.0)).monitor_stop is None
 
 
+def test_monitor_patience_needs_that_many_decisions_in_a_row_at_the_threshold() -> None:
+    """With monitor_patience K the rule stops at the first decision that makes K consecutive estimates >= T; one
+    below T in between starts the count again."""
+    model = FakeModel([FORWARD_75], progress=[0.2, 0.85, 0.7, 0.9, 0.95])
+    agent = NavilaAgent(model, NavilaAgentConfig(monitor_stop=0.8, monitor_patience=2))
+    agent.reset(make_episode())
+    assert [agent.act(make_obs(t)) for t in range(13)] == [1] * 12 + [0]  # decisions 3 and 4 reach 0.8
+    last = agent.episode_stats()["decision_log"][-1]
+    assert last["reason"] == "progress monitor 0.950 >= 0.8 (2 decisions running): stop"
+    agent.reset(make_episode())  # a new episode counts from zero (the fake's last estimate, 0.95, repeats)
+    assert [agent.act(make_obs(t)) for t in range(4)] == [1, 1, 1, 0]  # not at the first decision: at the second
+    with pytest.raises(ValueError, match=r"monitor_patience \(--monitor-patience\) must be >= 1"):
+        NavilaAgentConfig(monitor_patience=0)
+
+
 def test_config_validation_and_template_choice() -> None:
     with pytest.raises(
         ValueError, match="fallback_action: unknown action 'jump'; available: stop, forward, left, right"

@@ -71,6 +71,8 @@ def test_eval_refuses_a_folder_of_another_configuration(tmp_path: Path) -> None:
         (["eval", "--agent", "oracle", "--rank", "0"], "--world-size"),
         (["eval", "--agent", "oracle", "--monitor-stop", "0.9"], "--monitor-stop"),
         (["eval", "--agent", "navila", "--monitor-stop", "1.5"], "--monitor-stop"),
+        (["eval", "--agent", "oracle", "--monitor-patience", "2"], "--monitor-patience"),
+        (["eval", "--agent", "navila", "--monitor-patience", "0"], "--monitor-patience"),
     ],
 )
 def test_bad_input_fails_with_a_message_naming_the_flag(tmp_path: Path, args: list[str], flag: str) -> None:

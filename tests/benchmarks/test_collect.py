@@ -596,6 +596,46 @@ def test_model_policy_shows_the_model_its_own_frame_count_and_progress_cue():
     assert ModelPolicy(model, num_frames=8).num_frames == 8
 
 
+def test_model_policy_stops_on_the_models_monitor_as_the_agent_does():
+    """A DAgger round driven by a model whose monitor comes with a stop threshold stops where the agent would: on
+    `patience` consecutive estimates at or above it (the model's own threshold unless one is given; 0 = never)."""
+    from benchmarks.collect import ModelPolicy
+
+    class Head:
+        stop_threshold = 0.8
+
+    class Monitored:
+        conv_mode = "llama_3"
+        progress_head = Head()
+
+        def __init__(self, estimates: list[float]) -> None:
+            self.estimates = list(estimates)
+
+        def generate_text(self, samples, max_new_tokens=32, return_progress=False):
+            assert return_progress
+            return ["The next action is move forward 25 cm."], [self.estimates.pop(0)]
+
+    frames = [np.zeros((8, 8, 3), dtype=np.uint8)]
+    estimates = [0.5, 0.85, 0.7, 0.9, 0.95]
+
+    def plans(**kwargs) -> tuple[list[list[int]], int]:
+        policy = ModelPolicy(Monitored(estimates), **kwargs)
+        policy.reset(make_episode(0, []))
+        out = [policy.decide(frames, "Go.") for _ in estimates]
+        return out, policy.monitor_stops
+
+    forward, stop = [1], [0]
+    assert plans() == ([forward, stop, forward, stop, stop], 3)  # the model's own 0.8, every decision at it stops
+    assert plans(monitor_patience=2) == ([forward, forward, forward, forward, stop], 1)  # 0.9 then 0.95 in a row
+    assert plans(monitor_stop=0.92) == ([forward] * 4 + [stop], 1)
+    policy = ModelPolicy(Monitored(estimates), monitor_stop=0)  # 0 = never: no estimate asked for
+    policy.model.generate_text = lambda samples, max_new_tokens=32: ["The next action is move forward 25 cm."]
+    policy.reset(make_episode(0, []))
+    assert policy.decide(frames, "Go.") == forward and policy.monitor_stops == 0
+    with pytest.raises(ValueError, match="monitor_patience must be >= 1"):
+        ModelPolicy(Monitored(estimates), monitor_patience=0)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
