@@ -94,8 +94,7 @@ def score(
     import torch
 
     from benchmarks.sample_tools import check_every, open_samples
-    from vlm.progress_head import last_prompt_positions
-    from vlm.train.action_eval import spliced_forward
+    from vlm.train.action_eval import prompt_end_states
 
     check_every(every)
     setup = open_samples(model_path, samples, feature_cache)
@@ -114,9 +113,7 @@ def score(
             items = [setup.dataset[i] for i in picks[start : start + batch_size]]
             batch = setup.encoder.collate(items)
             batch["images"] = setup.encoder.normalize(batch["images"])
-            out, spliced = spliced_forward(setup.model, batch, "features" in items[0], hidden_states=True)
-            hidden = out.hidden_states[-1]  # [B, L, D], the final (normed) layer
-            estimates += head(hidden[torch.arange(hidden.shape[0]), last_prompt_positions(spliced.labels)]).tolist()
+            estimates += head(prompt_end_states(setup.model, batch, "features" in items[0])).tolist()
             if progress is not None:
                 progress(len(estimates), len(picks))
     raw = [folder.samples[i] for i in picks]

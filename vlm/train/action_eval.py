@@ -55,11 +55,9 @@ def on_device_with_features(
     return batch, list(model.encode_images(batch["images"]))
 
 
-def spliced_forward(
-    model: Any, batch: dict[str, torch.Tensor], from_features: bool, hidden_states: bool = False
-) -> tuple[Any, Any]:
+def spliced_forward(model: Any, batch: dict[str, torch.Tensor], from_features: bool) -> tuple[Any, Any]:
     """The LM over a collated (right-padded, labelled) batch with its image features spliced in: (the LM's output,
-    the spliced inputs whose `labels` align with it). `hidden_states` asks the LM for them too."""
+    the spliced inputs whose `labels` align with it)."""
     from vlm.splice import splice_image_features, unpad
 
     batch, features = on_device_with_features(model, batch, from_features)
@@ -74,9 +72,21 @@ def spliced_forward(
         inputs_embeds=spliced.inputs_embeds,
         attention_mask=spliced.attention_mask,
         position_ids=spliced.position_ids,
-        output_hidden_states=hidden_states,
     )
     return out, spliced
+
+
+@torch.no_grad()
+def prompt_end_states(model: Any, batch: dict[str, torch.Tensor], from_features: bool) -> torch.Tensor:
+    """The LM's final hidden state at each sample's last prompt position [B, D]: what the progress monitor reads
+    (`vlm.progress_head`), in training and in `generate_text(..., return_progress=True)` alike."""
+    from vlm.language_model import final_hidden_states
+    from vlm.progress_head import last_prompt_positions
+
+    with final_hidden_states(model.llm) as final:
+        _, spliced = spliced_forward(model, batch, from_features)
+    hidden = final[-1]  # [B, L, D]
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_prompt_positions(spliced.labels)]
 
 
 @torch.no_grad()
