@@ -98,6 +98,8 @@ class EvalConfig:
                 raise ValueError(f"--monitor-patience goes with --agent navila, not {self.agent}")
             if self.monitor_patience < 1:
                 raise ValueError(f"--monitor-patience must be >= 1, got {self.monitor_patience}")
+            if self.monitor_patience == 1:
+                self.monitor_patience = None  # the default: the same results, so the same run folder
         self.gpus = tuple(self.gpus)
         self.episode_ids = tuple(str(e) for e in self.episode_ids)
         if self.model is not None:

@@ -152,6 +152,13 @@ def test_config_errors_name_the_flag(tmp_path: Path, field: str, value: object, 
         _config(tmp_path, **{field: value})
 
 
+def test_monitor_patience_one_is_the_default_and_keeps_the_run_folder(tmp_path: Path) -> None:
+    """--monitor-patience 1 gives the results of no flag, so it is the same configuration (fingerprint unchanged);
+    2 is another one."""
+    assert _config(tmp_path, agent="navila", monitor_patience=1).monitor_patience is None
+    assert _config(tmp_path, agent="navila", monitor_patience=2).monitor_patience == 2
+
+
 def test_ranks_write_their_shards_and_the_last_one_merges(tmp_path: Path) -> None:
     single = runner.evaluate(_config(tmp_path, "single"), factories=FAKE)
     r1 = runner.evaluate(_config(tmp_path, "multi"), factories=FAKE, dist=DistInfo(1, 3, "flags"))
