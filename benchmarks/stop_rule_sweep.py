@@ -59,7 +59,7 @@ class RuleResult:
 
     rule: Rule
     summary: dict[str, Any]
-    ended: int  # episodes where the rule fired before the run's own end
+    ended: int  # episodes the rule ended: it fired at a decision whose answer was not STOP
     gained: int  # successes with the rule only
     lost: int  # successes without the rule only
     mcnemar_p: float
@@ -180,7 +180,7 @@ def sweep(run_dir: str | Path, rules: Sequence[Rule]) -> tuple[dict[str, Any], l
         cut, ended = [], 0
         for path, record in episodes:
             k = first_firing(record["decisions"], rule)
-            ended += k is not None
+            ended += k is not None and record["decisions"][k].get("action") != "stop"
             cut.append(cut_metrics(record, k, dtw, path) if k is not None else record["metrics"])
         gained = sum(b["sr"] < 0.5 <= c["sr"] for b, c in zip(base, cut, strict=True))
         lost = sum(c["sr"] < 0.5 <= b["sr"] for b, c in zip(base, cut, strict=True))

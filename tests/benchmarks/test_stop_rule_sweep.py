@@ -87,11 +87,12 @@ def test_a_replayed_rule_scores_every_episode_as_an_evaluation_with_it(
     _, [result] = sweep(monitored_runs["none"], [rule])
     firings = [first_firing([{"progress": e} for e in episode], rule) for episode in _estimates(monitored_runs["none"])]
     assert any(k is not None and k > 0 for k in firings), firings  # the test cuts episodes mid-way
-    assert result.ended == sum(k is not None for k in firings)
     out = tmp_path / "with_rule"
     _eval("--model", str(monitored_runs["model"]), "--monitor-stop", repr(threshold), "--monitor-patience",
           str(patience), "--output", str(out))  # fmt: skip
     real = {uid: r["metrics"] for uid, r in load_results(out).items()}
+    records = [json.loads(p.read_text()) for p in out.glob("rollouts/*/record.json")]
+    assert result.ended == sum("progress monitor" in r["decisions"][-1]["reason"] for r in records) > 0
     assert set(real) == set(result.per_episode)
     for uid, metrics in real.items():
         assert result.per_episode[uid] == pytest.approx(metrics, abs=1e-9), uid
