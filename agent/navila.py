@@ -175,17 +175,13 @@ class NavilaAgent:
         self.num_frames: int = self.config.num_frames or model_num_frames(model)
         build_prompt("", self.conv_mode, self.num_frames)  # fail now, not mid-episode, on a bad template
         # The progress monitor: its estimate is logged at every decision when the model has one; monitor_stop acts on it.
-        from vlm.progress_head import model_monitor_stop
+        from vlm.progress_head import monitor_stop_in_force
 
         self.has_monitor: bool = getattr(model, "progress_head", None) is not None
-        if self.config.monitor_stop and not self.has_monitor:
-            raise ValueError(
-                "NavilaAgentConfig.monitor_stop (--monitor-stop) needs a model with a progress monitor "
-                "(progress_head/: train it with --progress-loss-weight)"
-            )
-        asked = self.config.monitor_stop
         # The threshold in force: the one asked for, else the monitor's own; None when never.
-        self.monitor_stop: float | None = (asked if asked is not None else model_monitor_stop(model)) or None
+        self.monitor_stop: float | None = monitor_stop_in_force(
+            model, self.config.monitor_stop, "NavilaAgentConfig.monitor_stop (--monitor-stop)"
+        )
         self._uid: str | None = None
         self._instruction = ""
         self._frames: list[Any] = []  # every low-level frame of the episode, vlm.media.Image keyed (uid, t)

@@ -1015,20 +1015,17 @@ class ModelPolicy:
         monitor_patience: int = 1,
     ) -> None:
         from vlm.mm_utils import model_frame_sampling, model_num_frames, model_progress_cue
-        from vlm.progress_head import model_monitor_stop
+        from vlm.progress_head import monitor_stop_in_force
 
         self.model = model
         self.num_frames = num_frames or model_num_frames(model)
         self.frame_sampling = model_frame_sampling(model)
         self.progress_cue = model_progress_cue(model)
         self.max_new_tokens = max_new_tokens
-        has_monitor = getattr(model, "progress_head", None) is not None
-        if monitor_stop and not has_monitor:
-            raise ValueError("ModelPolicy: monitor_stop needs a model with a progress monitor (progress_head/)")
         if monitor_patience < 1:
             raise ValueError(f"ModelPolicy: monitor_patience must be >= 1, got {monitor_patience}")
         # The threshold in force, as NavilaAgent chooses it: the one asked for, else the monitor's own; None = never.
-        self.monitor_stop = (monitor_stop if monitor_stop is not None else model_monitor_stop(model)) or None
+        self.monitor_stop = monitor_stop_in_force(model, monitor_stop, "ModelPolicy: monitor_stop")
         self.monitor_patience = monitor_patience
         self.monitor_stops = 0  # decisions the monitor turned into STOP
         self.parse_failures = 0

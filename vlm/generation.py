@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -59,14 +60,13 @@ def greedy_generate(
     # (no 4-D mask to build at every step; ~10 % of a small model's decoding time on CPU).
     needs_mask = not bool(mask.all())
     for step in range(max_new_tokens):
-        if step == 0 and on_prefill_hidden is not None:
-            with final_hidden_states(lm) as final:  # the last layer only, not output_hidden_states' every layer
-                out = lm(inputs_embeds=step_embeds, attention_mask=mask if needs_mask else None,
-                         position_ids=step_positions, use_cache=use_cache, **{cache_kw: past}, **extra)  # fmt: skip
-            on_prefill_hidden(final[-1][:, -1])
-        else:
+        # The prefill's final hidden state for the caller: the last layer only, not output_hidden_states' every layer.
+        read = step == 0 and on_prefill_hidden is not None
+        with final_hidden_states(lm) if read else nullcontext([]) as final:
             out = lm(inputs_embeds=step_embeds, attention_mask=mask if needs_mask else None, position_ids=step_positions,
                      use_cache=use_cache, **{cache_kw: past}, **extra)  # fmt: skip
+        if read:
+            on_prefill_hidden(final[-1][:, -1])  # type: ignore[misc]
         next_tokens = out.logits[:, -1].argmax(dim=-1)  # [B]
         next_tokens = torch.where(done, torch.full_like(next_tokens, pad_token_id), next_tokens)
         stopped = torch.isin(next_tokens, stops) & ~done

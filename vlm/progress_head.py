@@ -73,6 +73,15 @@ def model_monitor_stop(model: object) -> float | None:
     return getattr(head, "stop_threshold", None) if head is not None else None
 
 
+def monitor_stop_in_force(model: object, asked: float | None, who: str) -> float | None:
+    """The threshold a model's driver stops at: `asked` when given (0 = never), else the one the monitor comes with;
+    None = never. ValueError naming `who` (e.g. "--monitor-stop") when a threshold is asked of a model without a
+    monitor. The agent and the DAgger collector's policy both decide so."""
+    if asked and getattr(model, "progress_head", None) is None:
+        raise ValueError(f"{who} needs a model with a progress monitor (progress_head/: train it with --progress-loss-weight)")
+    return (asked if asked is not None else model_monitor_stop(model)) or None
+
+
 def last_prompt_positions(labels: torch.Tensor) -> torch.Tensor:
     """labels [B, L] (IGNORE_INDEX over the prompt, right padded) → [B] index of each row's last prompt position,
     the one whose output predicts the first answer token. ValueError for a row without an answer or prompt."""
