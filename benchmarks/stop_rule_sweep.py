@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -228,23 +228,14 @@ def sweep_table(base: dict[str, Any], results: Sequence[RuleResult], title: str)
     return table
 
 
-def _floats(text: str, flag: str) -> list[float]:
+def _number_list(text: str, flag: str, cast: Callable[[str], Any], valid: Callable[[Any], bool], what: str) -> list:
+    """`text` split at commas and cast; ValueError naming `flag` when a value does not parse or is not `valid`."""
     try:
-        values = [float(v) for v in text.split(",") if v.strip()]
+        values = [cast(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"{flag} takes numbers separated by commas, got {text!r}") from None
-    if not values or not all(0.0 < v <= 1.0 for v in values):
-        raise ValueError(f"{flag} values must be in (0, 1], got {text!r}")
-    return values
-
-
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{flag} takes integers separated by commas, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise ValueError(f"{flag} values must be >= 1, got {text!r}")
+        raise ValueError(f"{flag} takes {cast.__name__} values separated by commas, got {text!r}") from None
+    if not values or not all(valid(v) for v in values):
+        raise ValueError(f"{flag} values must be {what}, got {text!r}")
     return values
 
 
@@ -261,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="Also write every rule's summary here.")
     args = parser.parse_args(argv)
     try:
-        thresholds = _floats(args.thresholds, "--thresholds")
-        patience = _ints(args.patience, "--patience")
+        thresholds = _number_list(args.thresholds, "--thresholds", float, lambda v: 0.0 < v <= 1.0, "in (0, 1]")
+        patience = _number_list(args.patience, "--patience", int, lambda v: v >= 1, ">= 1")
     except ValueError as err:
         parser.error(str(err))
     rules = [Rule(t, k) for k in patience for t in thresholds]
