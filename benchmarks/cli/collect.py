@@ -49,7 +49,11 @@ def register(app: typer.Typer) -> None:
             help="Copies per answer kind when rebalancing, e.g. 'stop=2' (kinds not named keep the defaults "
             "stop=4, left=2, right=2, forward=1); implies --rebalance.",
         ),
-        policy: Path = typer.Option(None, help="DAgger: checkpoint that acts when the expert does not."),
+        policy: Path = typer.Option(
+            None,
+            help="DAgger: checkpoint that acts when the expert does not (stopping on its progress monitor's own "
+            "threshold, as the agent does, when it comes with one).",
+        ),
         beta: float = typer.Option(1.0, help="DAgger: probability that the expert acts at each decision."),
         expert: str = typer.Option(
             "auto",
