@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -97,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         child = [sys.executable, "-m", "benchmarks.bench_monitor_memory", "--mode", mode, "--layers", str(args.layers),
                  "--hidden", str(args.hidden), "--batch", str(args.batch), "--length", str(args.length),
                  "--device", args.device]  # fmt: skip
-        done = subprocess.run(child, capture_output=True, text=True, check=False)
+        # glibc keeps freed large blocks in the heap once its mmap threshold has grown, so RSS would keep memory the
+        # forward already freed; a fixed threshold returns every large block on free and the peak RSS tracks live
+        # tensors (repeatable to the MiB here, where the dynamic threshold varied by tens of MiB run to run).
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_", "131072")}
+        done = subprocess.run(child, capture_output=True, text=True, check=False, env=env)
         if done.returncode != 0:
             print(done.stderr, file=sys.stderr)
             return done.returncode

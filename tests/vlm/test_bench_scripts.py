@@ -124,15 +124,15 @@ def test_bench_train_features_times_the_encoding_per_worker_count(capsys) -> Non
         bench_train.main([*argv[:-1], "0,2"])
 
 
-def test_bench_monitor_memory_measures_both_reads_on_a_tiny_llama(capsys) -> None:
-    """Both reads run in their own processes, agree on the final hidden state, and the all-layers read is not the
-    smaller one (at this shape its extra layers are a few MiB)."""
+def test_bench_monitor_memory_measures_both_reads(capsys) -> None:
+    """Both reads run in their own processes and agree on the final hidden state; at a shape where every layer's
+    states (13 × 8 MiB) stand above the allocator's noise (tens of MiB), keeping them costs the more memory."""
     import re
 
     from benchmarks import bench_monitor_memory
 
-    assert bench_monitor_memory.main(["--layers", "6", "--hidden", "256", "--batch", "4", "--length", "256"]) == 0
+    assert bench_monitor_memory.main(["--layers", "12", "--hidden", "512", "--batch", "8", "--length", "512"]) == 0
     printed = capsys.readouterr().out
     every = float(re.search(r"every layer\): peak \+(\d+) MiB", printed).group(1))
     final = float(re.search(r"the last only\): peak \+(\d+) MiB", printed).group(1))
-    assert every >= final > 0, printed
+    assert every - final > 40, printed
