@@ -32,7 +32,7 @@ from agent.navila import MONITOR_STOP_REASON
 from benchmarks.compare import MetricDiff, mcnemar_exact, paired_metric
 from benchmarks.metrics import METRIC_KEYS, aggregate, episode_metrics
 from benchmarks.store import atomic_write_json
-from envs.constants import STOP
+from envs.constants import STOP, SUCCESS_DISTANCE_M
 from viz.run_folder import RECORD_FILE, ROLLOUTS_DIR, RunFolderError, load_record, load_run
 from vlm.progress_head import monitor_stop_fires
 
@@ -123,14 +123,17 @@ def cut_metrics(record: dict[str, Any], stop_at: int | None, dtw: str, where: Pa
         collisions=collisions,
         steps=n_steps,
         dtw=dtw,
-        success_distance=float(record.get("success_distance", 3.0)),
+        success_distance=float(record.get("success_distance", SUCCESS_DISTANCE_M)),
     )
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return (math.isnan(a) and math.isnan(b)) or abs(float(a) - float(b)) <= TOLERANCE
-    return a == b
+def _same(recomputed: Any, recorded: Any) -> bool:
+    """Equal within TOLERANCE; a non-finite value matches another or the None a record stores for it."""
+    if isinstance(recomputed, int | float) and not math.isfinite(recomputed):
+        return recorded is None or (isinstance(recorded, int | float) and not math.isfinite(recorded))
+    if isinstance(recomputed, int | float) and isinstance(recorded, int | float):
+        return abs(float(recomputed) - float(recorded)) <= TOLERANCE
+    return recomputed == recorded
 
 
 def load_episodes(run_dir: str | Path) -> tuple[list[tuple[Path, dict[str, Any]]], str]:

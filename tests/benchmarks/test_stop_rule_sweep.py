@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from benchmarks import runner
 from benchmarks.cli import app
-from benchmarks.stop_rule_sweep import Rule, first_firing, main, sweep
+from benchmarks.stop_rule_sweep import Rule, _same, first_firing, main, sweep
 from benchmarks.store import load_results
 from tests.benchmarks import fakes
 from viz.run_folder import RunFolderError
@@ -153,3 +153,8 @@ def test_first_firing_is_the_agents_rule() -> None:
     assert first_firing(decisions, Rule(0.9, 3)) == 5
     assert first_firing(decisions, Rule(0.9, 4)) is None
     assert first_firing([{"progress": None}, {"progress": 0.95}], Rule(0.9, 2)) is None
+
+
+def test_rescoring_matches_non_finite_values_a_record_stores_as_none() -> None:
+    assert _same(float("nan"), None) and _same(float("inf"), float("nan")) and _same(1.0, 1.0 + 1e-9)
+    assert not _same(float("nan"), 0.5) and not _same(0.5, None) and not _same(1.0, 1.1)
