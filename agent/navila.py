@@ -290,6 +290,14 @@ class NavilaAgent:
         if cache is not None and self._uid is not None:
             cache.drop(self._uid)
 
+    def _monitor_stops(self, estimate: float | None) -> bool:
+        """Whether the monitor's rule stops at this decision (its estimate after this episode's earlier ones)."""
+        from vlm.progress_head import monitor_stop_fires
+
+        patience = self.config.monitor_patience
+        earlier = [d.progress for d in self._log.decisions[-(patience - 1) :]] if patience > 1 else []
+        return monitor_stop_fires([*earlier, estimate], self.monitor_stop, patience)  # type: ignore[arg-type]
+
     def _record(self, inputs: ModelInput, outcome: _Outcome) -> None:
         """Turn a decision's outcome into queued actions and a log entry."""
         parsed = outcome.parsed
@@ -302,14 +310,11 @@ class NavilaAgent:
             action = fallback_decision(self.config.fallback_action)
             log.fallbacks += 1
             reason = f"{parsed.reason}; fallback: {self.config.fallback_action}"
-        from vlm.progress_head import monitor_stop_fires
-
-        threshold, patience = self.monitor_stop, self.config.monitor_patience
-        estimates = [d.progress for d in log.decisions] + [outcome.progress]
-        if threshold is not None and monitor_stop_fires(estimates, threshold, patience):
+        if self.monitor_stop is not None and self._monitor_stops(outcome.progress):
             if action.kind != "stop":
+                patience = self.config.monitor_patience
                 times = f" ({patience} decisions running)" if patience > 1 else ""
-                reason = "; ".join(r for r in (reason, f"{MONITOR_STOP_REASON} {outcome.progress:.3f} >= {threshold}{times}: stop") if r)
+                reason = "; ".join(r for r in (reason, f"{MONITOR_STOP_REASON} {outcome.progress:.3f} >= {self.monitor_stop}{times}: stop") if r)
             action = MidLevelAction("stop", 0)
         low_level = action.to_low_level()
         log.add(

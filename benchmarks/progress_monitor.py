@@ -111,9 +111,7 @@ def score(
     with torch.no_grad():
         for start in range(0, len(picks), batch_size):
             items = [setup.dataset[i] for i in picks[start : start + batch_size]]
-            batch = setup.encoder.collate(items)
-            batch["images"] = setup.encoder.normalize(batch["images"])
-            estimates += head(prompt_end_states(setup.model, batch, "features" in items[0])).tolist()
+            estimates += head(prompt_end_states(setup.model, items, setup.encoder)).tolist()
             if progress is not None:
                 progress(len(estimates), len(picks))
     raw = [folder.samples[i] for i in picks]

@@ -96,6 +96,13 @@ def last_prompt_positions(labels: torch.Tensor) -> torch.Tensor:
     return first - 1
 
 
+def prompt_end(hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """hidden [B, L, D] over a right-padded labelled batch → [B, D], each row's state at its last prompt position:
+    what the head reads in training (`vlm.train.losses`) and in scoring (`vlm.train.action_eval`)."""
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    return hidden[rows, last_prompt_positions(labels).to(hidden.device)]
+
+
 def has_progress_head(folder: Path) -> bool:
     """Whether the checkpoint `folder` has a progress monitor (`progress_head/`)."""
     return (Path(folder) / PROGRESS_HEAD_FOLDER).is_dir()

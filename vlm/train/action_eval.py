@@ -76,17 +76,24 @@ def spliced_forward(model: Any, batch: dict[str, torch.Tensor], from_features: b
     return out, spliced
 
 
+def _encoded(items: Sequence[dict[str, Any]], encoder: Any) -> dict[str, torch.Tensor]:
+    """One batch of dataset items (frames or cached `features`), collated and normalised as in training."""
+    batch = encoder.collate(list(items))
+    batch.pop("label_weights")
+    batch["images"] = encoder.normalize(batch["images"])
+    return batch
+
+
 @torch.no_grad()
-def prompt_end_states(model: Any, batch: dict[str, torch.Tensor], from_features: bool) -> torch.Tensor:
-    """The LM's final hidden state at each sample's last prompt position [B, D]: what the progress monitor reads
-    (`vlm.progress_head`), in training and in `generate_text(..., return_progress=True)` alike."""
+def prompt_end_states(model: Any, items: Sequence[dict[str, Any]], encoder: Any) -> torch.Tensor:
+    """The LM's final hidden state at each item's last prompt position [B, D] (one batch): what the progress monitor
+    reads (`vlm.progress_head`), in training and in `generate_text(..., return_progress=True)` alike."""
     from vlm.language_model import final_hidden_states
-    from vlm.progress_head import last_prompt_positions
+    from vlm.progress_head import prompt_end
 
     with final_hidden_states(model.llm) as final:
-        _, spliced = spliced_forward(model, batch, from_features)
-    hidden = final[-1]  # [B, L, D]
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_prompt_positions(spliced.labels)]
+        _, spliced = spliced_forward(model, _encoded(items, encoder), "features" in items[0])
+    return prompt_end(final[-1], spliced.labels)
 
 
 @torch.no_grad()
@@ -140,10 +147,7 @@ def answer_items(
     if mode not in MODES:
         raise ValueError(f"unknown mode '{mode}'; available: {', '.join(MODES)}")
     answers_of = teacher_forced_answers if mode == "teacher_forced" else generated_answers
-    batch = encoder.collate(list(items))
-    batch.pop("label_weights")
-    batch["images"] = encoder.normalize(batch["images"])
-    return answers_of(model, batch, "features" in items[0])
+    return answers_of(model, _encoded(items, encoder), "features" in items[0])
 
 
 def action_accuracy(

@@ -9,13 +9,14 @@ features in; both then run `SplicedLoss.losses`.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from vlm.language_model import final_hidden_states
-from vlm.progress_head import last_prompt_positions
+from vlm.progress_head import prompt_end
 
 
 class SplicedLoss(torch.nn.Module):
@@ -78,18 +79,17 @@ def answer_losses(
 
     The head runs on every sample even without a target, so every process of a distributed run uses its
     parameters (DDP needs a gradient for each, here 0 where there is no target)."""
-    arguments = dict(
-        inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask, position_ids=spliced.position_ids
-    )
-    if progress_head is None:
-        out = llm(**arguments)
-        return weighted_answer_loss(out.logits, spliced, input_ids, attention_mask, label_weights, per_image)
-    with final_hidden_states(llm) as final:  # the last layer only (not output_hidden_states' every layer)
-        out = llm(**arguments)
+    # The head reads the final (normed) layer only, not output_hidden_states' every layer.
+    with final_hidden_states(llm) if progress_head is not None else nullcontext([]) as final:
+        out = llm(
+            inputs_embeds=spliced.inputs_embeds,
+            attention_mask=spliced.attention_mask,
+            position_ids=spliced.position_ids,
+        )
     result = weighted_answer_loss(out.logits, spliced, input_ids, attention_mask, label_weights, per_image)
-    hidden = final[-1]  # [B, L, D], the final (normed) layer
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    estimate = progress_head(hidden[rows, last_prompt_positions(spliced.labels)])  # [B]
+    if progress_head is None:
+        return result
+    estimate = progress_head(prompt_end(final[-1], spliced.labels))  # [B]
     if progress is None:
         progress = torch.full_like(estimate, math.nan)
     target = progress.to(estimate.device, torch.float32)
