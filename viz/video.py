@@ -22,6 +22,9 @@ from PIL import Image, ImageDraw, ImageFont
 from viz.run_folder import RunFolderError, episode_dir_name, load_record, load_run, record_dir
 
 ACTION_NAMES = {0: "STOP", 1: "FORWARD", 2: "LEFT", 3: "RIGHT"}
+# How a decision's "reason" says the progress monitor stopped it: agent.navila.MONITOR_STOP_REASON, spelled here
+# because viz reads run folders and never imports the agent (static/app.js spells it too; a test keeps all three equal).
+MONITOR_STOP_MARK = "progress monitor"
 BG = (245, 246, 248)
 INK = (31, 35, 40)
 MUTED = (101, 109, 118)
@@ -213,7 +216,7 @@ def _text_panel(record: dict[str, Any], t: int, size: tuple[int, int]) -> Image.
         d.text((12, y), "-> " + _action_text(dec), fill=colour, font=f_text)
         y += 20
         if isinstance(dec.get("progress"), (int, float)):  # the progress monitor's estimate (vlm.progress_head)
-            stopped = "progress monitor" in (dec.get("reason") or "")
+            stopped = MONITOR_STOP_MARK in (dec.get("reason") or "")
             d.text((12, y), f"progress {dec['progress']:.2f}" + (" - monitor stop" if stopped else ""), fill=MUTED, font=f_small)
             y += 16
         y += 6

@@ -11,7 +11,9 @@ from PIL import Image
 
 from viz.run_folder import RunFolderError, load_record
 from viz.video import (
+    MONITOR_STOP_MARK,
     VideoConfig,
+    _text_panel,
     compose_frame,
     export_episode,
     heading_xz,
@@ -72,6 +74,25 @@ def test_composed_frame_marks_parse_failure_in_red_and_moves_marker(run_dir: Pat
     assert len(amber) > 10
     cy, cx = amber.mean(axis=0)
     assert abs(cx - col * scale) < 10 and abs(cy - row * scale) < 10
+
+
+def test_a_monitor_stop_is_marked_by_the_agents_own_reason_text(run_dir: Path) -> None:
+    """viz spells the agent's monitor-stop reason itself (it never imports the agent): the video, the web page and the
+    agent must agree, or a monitor stop would silently lose its mark."""
+    import viz
+    from agent.navila import MONITOR_STOP_REASON
+
+    assert MONITOR_STOP_MARK == MONITOR_STOP_REASON
+    assert f'includes("{MONITOR_STOP_REASON}")' in (Path(viz.__file__).parent / "static" / "app.js").read_text()
+    ep = run_dir / "rollouts" / "r2r_val_unseen__1"  # its last STOP was made by the monitor
+    rec = load_record(ep)
+    last = rec["decisions"][-1]
+    assert last["reason"].startswith(MONITOR_STOP_REASON)
+    t = last["t"]
+    marked = _text_panel(rec, t, (400, 360))
+    last["reason"] = "answer"
+    unmarked = _text_panel(rec, t, (400, 360))
+    assert np.asarray(marked).tobytes() != np.asarray(unmarked).tobytes()
 
 
 def test_missing_frames_and_map_still_export(run_dir: Path, tmp_path: Path) -> None:
