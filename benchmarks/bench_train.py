@@ -133,17 +133,6 @@ def time_feature_encoding(model, dataset, encoder, cache: str, workers: int = 1)
 PRECISIONS = {"auto": "auto", "fp32": "no", "bf16": "yes"}  # --precision -> TrainConfig.bf16
 
 
-def bf16_cpu_flags() -> list[str]:
-    """The CPU's bf16 instruction sets named in /proc/cpuinfo (amx_bf16, avx512_bf16), [] elsewhere: without
-    them torch's CPU bf16 autocast runs emulated kernels and is expected to be slower than fp32."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return sorted({"amx_bf16", "avx512_bf16"} & set(flags))
-
-
 def bench(
     device: str, args: argparse.Namespace, data: Path, cached: bool = False, precision: str = "auto"
 ) -> dict:
@@ -290,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--features: worker counts must be >= 1, got {args.features!r}")
 
     import torch
+
+    from vlm.train.trainer import bf16_cpu_flags
 
     if args.threads:
         torch.set_num_threads(args.threads)

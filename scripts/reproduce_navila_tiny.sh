@@ -27,7 +27,8 @@
 #   TOWER_HOUSES, TOWER_EPISODES, TOWER_LIMIT, TOWER_EPOCHS           stage 0's size (80, 26, 8000, 6)
 #   RUN, DATA, STEPS, LIMIT, SEED, EVAL, EVAL_LIMIT, DAGGER_STEPS, FEATURE_WORKERS, INSTALL: as train_embedded.sh
 #   (EVAL defaults to 0 here). The DAgger round's settings are the shipped ones unless set.
-#   MONITOR_STEPS, MONITOR_WEIGHT, MONITOR_STOP, MONITOR_BF16   stage 3 (1500, 1.0, 0.9, yes)
+#   MONITOR_STEPS, MONITOR_WEIGHT, MONITOR_STOP, MONITOR_BF16   stage 3 (1500, 1.0, 0.9; bf16 yes where the CPU has
+#                                                               bf16 instructions, else no)
 set -euo pipefail
 
 PYTHON=${PYTHON:-python}
@@ -50,7 +51,12 @@ RUN=${RUN:-runs/navila-tiny}
 MONITOR_STEPS=${MONITOR_STEPS:-1500}
 MONITOR_WEIGHT=${MONITOR_WEIGHT:-1.0}
 MONITOR_STOP=${MONITOR_STOP:-0.9}
-MONITOR_BF16=${MONITOR_BF16:-yes}   # bf16 autocast on the CPU, as M0 (sessions 25-30: faster where the CPU has AMX)
+# bf16 autocast on the CPU, as M0 was trained (sessions 25-30: 1.3x faster on a CPU with AMX). A CPU without bf16
+# instructions emulates it (session 32: 24x slower than fp32 on an AVX2-only AMD EPYC), so there the default is fp32;
+# training does not reproduce bit for bit across CPUs anyway (session 22).
+if [[ -z "${MONITOR_BF16:-}" ]]; then
+  if grep -qwE "amx_bf16|avx512_bf16" /proc/cpuinfo 2>/dev/null; then MONITOR_BF16=yes; else MONITOR_BF16=no; fi
+fi
 if [[ "$(realpath -m "$TOWER_CACHE")" == "$(realpath -m "$CACHE")" ]]; then
   # One cache would hold one r2r_train: stage 0's (houses 40-119) would replace the navigator's (houses 0-39).
   echo "TOWER_CACHE must differ from NAVILA_AGENT_CACHE ($CACHE): stage 0 builds r2r_train in other houses" >&2

@@ -480,6 +480,10 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"data: {', '.join(f'{k} {v}' for k, v in dataset.sizes().items())} samples", highlight=False
         )
+        from vlm.train.trainer import slow_cpu_bf16_warning
+
+        if warning := slow_cpu_bf16_warning(config):
+            console.print(warning, highlight=False)
         for name, size in dataset.resized_frames().items():
             console.print(
                 f"warning: dataset '{name}' stores frames resized to {size}x{size} (collect --frame-size); the "

@@ -518,3 +518,19 @@ def test_word_init_starts_the_fresh_embeddings_from_a_text_encoder(tiny_splits, 
     result = CliRunner().invoke(app, ["train", "--data-mixture", str(data), "--model", str(run), "--output",
                                       str(tmp_path / "r3"), "--word-init", str(tmp_path / "enc")])  # fmt: skip
     assert result.exit_code == 2 and "--word-init goes with --init" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("cpu_flags", [[], ["amx_bf16"]])
+def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_about(tiny_splits, tmp_path, monkeypatch, cpu_flags):
+    """`--bf16 yes` on a CPU that emulates bf16 (session 32: 24x slower than fp32) says so and names `--bf16 no`; a
+    CPU with bf16 instructions trains without the warning."""
+    import vlm.train.trainer as trainer
+
+    monkeypatch.setattr(trainer, "bf16_cpu_flags", lambda cpuinfo=None: list(cpu_flags))
+    data = tmp_path / "collected"
+    invoke(["collect", "--split", "r2r_train", "--output", str(data), "--limit", "1", "--frame-size", "32"])
+    result = invoke(["train", "--data-mixture", str(data), "--init", "tiny", "--batch-size", "2", "--vocab-size",
+                     "400", "--output", str(tmp_path / "run"), "--steps", "1", "--eval-every", "0", "--device", "cpu",
+                     "--bf16", "yes"])  # fmt: skip
+    text = " ".join(result.output.split())
+    assert ("without bf16 instructions" in text and "Use --bf16 no" in text) == (not cpu_flags)

@@ -189,3 +189,17 @@ def test_config_errors():
         TrainConfig(report_to="tensorboard")
     with pytest.raises(ValueError, match="nothing to train"):
         TrainConfig(tune_mm_projector=False, tune_language_model=False)
+
+
+def test_slow_cpu_bf16_is_named_only_where_the_cpu_emulates_it(tmp_path):
+    from vlm.train.trainer import bf16_cpu_flags, slow_cpu_bf16_warning
+
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    amx = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    assert bf16_cpu_flags(avx2) == [] and bf16_cpu_flags(amx) == ["amx_bf16", "avx512_bf16"]
+    assert bf16_cpu_flags("no flags line here") == []
+    warning = slow_cpu_bf16_warning(cfg(tmp_path, bf16="yes", device="cpu"), avx2)
+    assert warning is not None and "--bf16 no" in warning
+    assert slow_cpu_bf16_warning(cfg(tmp_path, bf16="yes", device="cpu"), amx) is None
+    assert slow_cpu_bf16_warning(cfg(tmp_path, bf16="no", device="cpu"), avx2) is None
+    assert slow_cpu_bf16_warning(cfg(tmp_path, bf16="auto", device="cpu"), avx2) is None  # auto: fp32 on a CPU
