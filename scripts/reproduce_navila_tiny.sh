@@ -51,12 +51,6 @@ RUN=${RUN:-runs/navila-tiny}
 MONITOR_STEPS=${MONITOR_STEPS:-1500}
 MONITOR_WEIGHT=${MONITOR_WEIGHT:-1.0}
 MONITOR_STOP=${MONITOR_STOP:-0.9}
-# bf16 autocast on the CPU, as M0 was trained (sessions 25-30: 1.3x faster on a CPU with AMX). A CPU without bf16
-# instructions emulates it (session 32: 24x slower than fp32 on an AVX2-only AMD EPYC), so there the default is fp32;
-# training does not reproduce bit for bit across CPUs anyway (session 22).
-if [[ -z "${MONITOR_BF16:-}" ]]; then
-  if grep -qwE "amx_bf16|avx512_bf16" /proc/cpuinfo 2>/dev/null; then MONITOR_BF16=yes; else MONITOR_BF16=no; fi
-fi
 if [[ "$(realpath -m "$TOWER_CACHE")" == "$(realpath -m "$CACHE")" ]]; then
   # One cache would hold one r2r_train: stage 0's (houses 40-119) would replace the navigator's (houses 0-39).
   echo "TOWER_CACHE must differ from NAVILA_AGENT_CACHE ($CACHE): stage 0 builds r2r_train in other houses" >&2
@@ -79,6 +73,10 @@ VISION_TOWER=$TOWER_RUN DAGGER=1 DAGGER_BETAS=${DAGGER_BETAS:-0.5} DAGGER_STEPS=
 
 echo "== 3. the progress monitor: DG fine-tuned $MONITOR_STEPS steps with --progress-loss-weight $MONITOR_WEIGHT (M0)"
 DG=$(finished_model "${RUN}_dagger1")
+# bf16 autocast on the CPU, as M0 was trained (sessions 25-30: 1.3x faster on a CPU with AMX). A CPU without bf16
+# instructions emulates it (session 32: 24x slower than fp32 on an AVX2-only AMD EPYC), so there the default is fp32;
+# training does not reproduce bit for bit across CPUs anyway (session 22).
+MONITOR_BF16=${MONITOR_BF16:-$("$PYTHON" -c 'from vlm.train.trainer import bf16_cpu_flags; print("yes" if bf16_cpu_flags() else "no")')}
 MONITOR_RUN=${RUN}_monitor
 navila train --data-mixture "$DATA/r2r_gen+$DATA/r2r_dagger1*2" --model "$DG" --output "$MONITOR_RUN" \
   --progress-loss-weight "$MONITOR_WEIGHT" --bf16 "$MONITOR_BF16" --steps "$MONITOR_STEPS" --batch-size 16 --lr 2e-4 \

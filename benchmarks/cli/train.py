@@ -400,7 +400,7 @@ def register(app: typer.Typer) -> None:
 
         from vlm.train.dataset import EncoderConfig, MixtureDataset, SampleEncoder
         from vlm.train.registry import describe, load_registry, parse_mixture
-        from vlm.train.trainer import TrainConfig, train
+        from vlm.train.trainer import TrainConfig, slow_cpu_bf16_warning, train
 
         console = Console(
             stderr=True, quiet=int(os.environ.get("RANK", "0")) != 0
@@ -480,8 +480,6 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"data: {', '.join(f'{k} {v}' for k, v in dataset.sizes().items())} samples", highlight=False
         )
-        from vlm.train.trainer import slow_cpu_bf16_warning
-
         if warning := slow_cpu_bf16_warning(config):
             console.print(warning, highlight=False)
         for name, size in dataset.resized_frames().items():
