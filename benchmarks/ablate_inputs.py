@@ -27,6 +27,17 @@ Sample ablations (each sample keeps its label; the model answers greedily like t
   step count taken from the sample half the folder away (`other_steps`), the frames and instruction kept: how much
   the answer rests on the number.
 
+Perturbations (not run unless asked for): a model that reads its frames the way a person would keeps its answer
+when they change by what nobody can see. Each leaves black slots black and changes every frame that was seen:
+
+- `pixel_noise`: every pixel value moved by -1, 0 or +1 (of 255, uniformly; the same draw on every run);
+- `jpeg`: every frame through JPEG at quality 90, as `eval --record` stores frames (`benchmarks.callbacks`) and as a
+  robot's compressed camera stream delivers them.
+
+Besides accuracy against the labels, the table gives each ablation's "same as full": the share of samples whose
+answer names the same action kind as without it. A perturbation can flip many answers and leave the accuracy where
+it was (flips both ways); session 33 found the shipped model flips about a quarter of them.
+
 The episode ablation swaps whole instructions (text and tokens) between episodes of the same scene, taking them from
 another trajectory (a different path) in that scene, or from the next scene's when a scene has a single trajectory.
 Positions, goals and ground truth stay, so SR, SPL and nDTW are measured against the true route. The scenes are
@@ -47,8 +58,10 @@ import numpy as np
 from benchmarks.store import atomic_write_json
 
 DECISIONS = ("all", "first", "later")
-SAMPLE_ABLATIONS = ("full", "other_instruction", "current_as_history", "no_history", "black_frames", "other_steps")
-DEFAULT_ABLATIONS = SAMPLE_ABLATIONS[:-1]  # other_steps needs a model with a progress cue
+DEFAULT_ABLATIONS = ("full", "other_instruction", "current_as_history", "no_history", "black_frames")
+# other_steps needs a model with a progress cue; the perturbations answer another question (see the docstring)
+SAMPLE_ABLATIONS = (*DEFAULT_ABLATIONS, "other_steps", "pixel_noise", "jpeg")
+JPEG_QUALITY = 90  # benchmarks.callbacks.RecordingCallback's default
 
 
 class AblatedSamples:
@@ -85,7 +98,33 @@ class AblatedSamples:
             item["frames"] = np.zeros_like(item["frames"])
         elif self.ablation == "other_steps":
             item["prompt"] = other_steps(item["prompt"], self.data.samples, index)
+        elif self.ablation in ("pixel_noise", "jpeg"):
+            item["frames"] = perturb_frames(item["frames"], self.ablation, seed=index)
         return item
+
+
+def perturb_frames(frames: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
+    """A copy of `frames` ([N, H, W, 3] uint8 RGB) with every frame that is not all black perturbed: `pixel_noise`
+    (each value moved by -1, 0 or +1 from a generator seeded with `seed`, clipped to 0..255) or `jpeg` (encoded and
+    decoded at quality JPEG_QUALITY with OpenCV, as the recorder writes frames)."""
+    import cv2
+
+    out = np.array(frames, dtype=np.uint8, copy=True)
+    seen = out.reshape(len(out), -1).any(axis=1)
+    if kind == "pixel_noise":
+        noise = np.random.default_rng(seed).integers(-1, 2, size=out.shape)
+        out[seen] = np.clip(out[seen].astype(np.int16) + noise[seen], 0, 255).astype(np.uint8)
+    elif kind == "jpeg":
+        for i in np.flatnonzero(seen):
+            ok, buf = cv2.imencode(
+                ".jpg", np.ascontiguousarray(out[i][:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+            )
+            if not ok:
+                raise RuntimeError(f"OpenCV could not encode frame {i} as JPEG")
+            out[i] = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+    else:
+        raise ValueError(f"unknown perturbation '{kind}'; available: pixel_noise, jpeg")
+    return out
 
 
 def other_steps(prompt: str, samples: list[dict[str, Any]], index: int) -> str:
@@ -134,7 +173,8 @@ def sample_ablations(
     """`action_accuracy` of the model, once per ablation, on an even spread of `limit` samples (`decisions`
     "all"), on those of them that are not a trajectory's first decision ("later"), or on (at most `limit` of) the
     trajectories' first decisions ("first": t = 0, where the answer can come only from the instruction and the
-    first view)."""
+    first view). With `full` among the ablations, every one also gets `same_as_full` (1 for `full`): the share of samples
+    whose predicted kind it leaves unchanged."""
     import vlm
     from vlm.train.action_eval import action_accuracy
     from vlm.train.dataset import SampleEncoder, TrajectoryDataset
@@ -157,25 +197,35 @@ def sample_ablations(
     model = vlm.load(model_path, device="cpu", dtype="float32")
     data.follow_model(model)  # the frames and prompts the agent would show this model
     encoder = SampleEncoder(model.tokenizer, model.image_processor)
-    return {a: action_accuracy(model, AblatedSamples(data, a), encoder, picks, mode=mode) for a in ablations}
+    results = {
+        a: action_accuracy(model, AblatedSamples(data, a), encoder, picks, mode=mode) for a in ablations
+    }
+    if "full" in results:
+        full = results["full"]["predicted"]
+        for r in results.values():
+            r["same_as_full"] = float(np.mean([a == b for a, b in zip(r["predicted"], full, strict=True)]))
+    return results
 
 
 def ablation_table(results: dict[str, dict[str, Any]]) -> str:
     """A text table: kind / exact accuracy, recall per kind and the change in kind accuracy against `full`."""
     kinds = ("forward", "left", "right", "stop")
     base = results.get("full", {}).get("kind_acc")
-    head = f"{'ablation':<18} {'kind acc':>8} {'Δ full':>7} {'exact':>6} " + " ".join(
+    head = f"{'ablation':<18} {'kind acc':>8} {'Δ full':>7} {'same':>6} {'exact':>6} " + " ".join(
         f"{k:>7}" for k in kinds
     )
     lines = [head, "-" * len(head)]
     for name, r in results.items():
         delta = f"{r['kind_acc'] - base:+.3f}" if base is not None else "-"
         recalls = " ".join(f"{r['per_kind'].get(k, float('nan')):>7.2f}" for k in kinds)
-        lines.append(f"{name:<18} {r['kind_acc']:>8.3f} {delta:>7} {r['exact_acc']:>6.3f} {recalls}")
+        same = f"{r['same_as_full']:.3f}" if "same_as_full" in r else "-"
+        lines.append(
+            f"{name:<18} {r['kind_acc']:>8.3f} {delta:>7} {same:>6} {r['exact_acc']:>6.3f} {recalls}"
+        )
     first = next(iter(results.values()))
     lines.append(
-        f"(n={first['samples']} samples, {first['mode'].replace('_', '-')}; "
-        "columns after 'exact': recall per true kind)"
+        f"(n={first['samples']} samples, {first['mode'].replace('_', '-')}; 'same': share of answers naming the "
+        "kind they name under 'full'; columns after 'exact': recall per true kind)"
     )
     return "\n".join(lines)
 
@@ -244,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument(
         "--ablations",
         default=",".join(DEFAULT_ABLATIONS),
-        help=f"Comma-separated, of: {', '.join(SAMPLE_ABLATIONS)} (default: all but other_steps).",
+        help=f"Comma-separated, of: {', '.join(SAMPLE_ABLATIONS)} (default: {', '.join(DEFAULT_ABLATIONS)}).",
     )
     s.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     e = sub.add_parser("episodes", help="write a data root whose episodes carry another path's instruction")

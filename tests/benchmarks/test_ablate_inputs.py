@@ -10,10 +10,12 @@ import pytest
 import vlm
 from benchmarks.ablate_inputs import (
     DEFAULT_ABLATIONS,
+    SAMPLE_ABLATIONS,
     AblatedSamples,
     ablation_table,
     main,
     other_trajectory_instructions,
+    perturb_frames,
 )
 from tests.vlm.train.test_real_model import _conditioned_data, train_conditioned_model
 from vlm.train.dataset import TrajectoryDataset
@@ -37,6 +39,38 @@ def test_views_change_only_what_they_name(tmp_path):
     assert not AblatedSamples(data, "black_frames")[i]["frames"].any()
     with pytest.raises(ValueError, match="unknown ablation 'colour'"):
         AblatedSamples(data, "colour")
+
+
+def test_perturbations_change_every_seen_frame_by_what_nobody_can_see(tmp_path):
+    """pixel_noise moves values by at most 1 with the same draw every time; jpeg is the recorder's round trip; both
+    keep black slots black and everything but the frames as it was. Neither runs unless asked for."""
+    import cv2
+
+    assert "pixel_noise" not in DEFAULT_ABLATIONS and {"pixel_noise", "jpeg"} <= set(SAMPLE_ABLATIONS)
+    data = TrajectoryDataset(_conditioned_data(tmp_path / "d", "image", 2, seed=0))
+    i = 2  # t2: two history frames, five black slots, the current frame
+    full = data[i]
+    black = ~full["frames"].reshape(len(full["frames"]), -1).any(axis=1)
+    assert black.sum() == 5
+    for kind in ("pixel_noise", "jpeg"):
+        item = AblatedSamples(data, kind)[i]
+        assert item["prompt"] == full["prompt"] and item["answer"] == full["answer"]
+        assert not item["frames"][black].any()
+        changed = item["frames"].astype(int) - full["frames"].astype(int)
+        assert all(np.abs(changed[k]).sum() > 0 for k in np.flatnonzero(~black)), kind
+        assert np.array_equal(item["frames"], AblatedSamples(data, kind)[i]["frames"])  # reproducible
+    noisy = AblatedSamples(data, "pixel_noise")[i]["frames"].astype(int)
+    assert np.abs(noisy - full["frames"].astype(int)).max() == 1
+    assert not np.array_equal(
+        noisy, AblatedSamples(data, "pixel_noise")[i + 1]["frames"]
+    )  # a draw per sample
+    current = full["frames"][-1]
+    _, buf = cv2.imencode(".jpg", np.ascontiguousarray(current[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert np.array_equal(
+        AblatedSamples(data, "jpeg")[i]["frames"][-1], cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+    )
+    with pytest.raises(ValueError, match="unknown perturbation 'blur'"):
+        perturb_frames(full["frames"], "blur")
 
 
 def test_other_instruction_never_comes_from_the_same_path():
@@ -67,6 +101,15 @@ def test_ablations_find_the_input_a_model_uses(tmp_path, condition):
     )
     acc = {k: v["kind_acc"] for k, v in r.items()}
     assert acc["full"] >= 0.9, acc
+    # How many answers an ablation leaves unchanged: all under `full`; at most what the accuracies allow under the
+    # ablation that takes the used input away (the two agree on the right kind at most acc_ablated + (1 - acc_full)).
+    same = {k: v["same_as_full"] for k, v in r.items()}
+    assert same["full"] == 1.0 and all(len(v["predicted"]) == 48 for v in r.values())
+    hurt = "other_instruction" if condition == "instruction" else "black_frames"
+    assert same[hurt] <= acc[hurt] + 1 - acc["full"] + 1e-9, same
+    assert same[hurt] == np.mean(
+        [a == b for a, b in zip(r[hurt]["predicted"], r["full"]["predicted"], strict=True)]
+    )
     if condition == "instruction":
         assert acc["other_instruction"] <= 0.7 and acc["black_frames"] >= 0.9, acc
     else:
@@ -74,7 +117,7 @@ def test_ablations_find_the_input_a_model_uses(tmp_path, condition):
             acc
         )
     table = ablation_table(r)
-    assert "other_instruction" in table and f"{acc['full']:.3f}" in table
+    assert "other_instruction" in table and f"{acc['full']:.3f}" in table and f"{same[hurt]:.3f}" in table
 
 
 def test_ablations_show_a_model_the_history_of_its_own_frame_sampling_rule(tmp_path, monkeypatch):
@@ -92,7 +135,9 @@ def test_ablations_show_a_model_the_history_of_its_own_frame_sampling_rule(tmp_p
     from tests.vlm.train.fakes import write_collected
 
     answer = "The next action is turn left 30 degrees."
-    held_out = write_collected(tmp_path / "val", {"a": [answer] * 24, "b": [answer] * 12})  # long enough to differ
+    held_out = write_collected(
+        tmp_path / "val", {"a": [answer] * 24, "b": [answer] * 12}
+    )  # long enough to differ
     tokenizer = build_tokenizer([answer, "Go a. <image>"], vocab_size=300)
     model = vlm.build_model(vlm.tiny_config(vocab_size=len(tokenizer)), tokenizer).eval()
     model.config.frame_sampling = "geometric"
@@ -113,7 +158,9 @@ def test_ablations_show_a_model_the_prompt_of_its_own_progress_cue(tmp_path, mon
     prompts: list[str] = []
     original = AblatedSamples.__getitem__
     monkeypatch.setattr(
-        AblatedSamples, "__getitem__", lambda self, i: (item := original(self, i), prompts.append(item["prompt"]))[0]
+        AblatedSamples,
+        "__getitem__",
+        lambda self, i: (item := original(self, i), prompts.append(item["prompt"]))[0],
     )
     answer = "The next action is turn left 30 degrees."
     held_out = write_collected(tmp_path / "val", {"a": [answer] * 3, "b": [answer] * 2}, navila_prompt=True)
@@ -121,12 +168,16 @@ def test_ablations_show_a_model_the_prompt_of_its_own_progress_cue(tmp_path, mon
     model = vlm.build_model(vlm.tiny_config(vocab_size=len(tokenizer)), tokenizer).eval()
     model.config.progress_cue = "steps"
     model.save_pretrained(tmp_path / "cue")
-    sample_ablations(tmp_path / "cue", held_out, 5, "teacher_forced", ["full", "other_instruction", "other_steps"])
+    sample_ablations(
+        tmp_path / "cue", held_out, 5, "teacher_forced", ["full", "other_instruction", "other_steps"]
+    )
     assert len(prompts) == 15
     assert [p.split("You have taken ")[1].split(" ")[0] for p in prompts[10:]] == ["2", "0", "1", "0", "1"]
     prompts = prompts[:10]
     steps = [0, 1, 2, 0, 1] * 2
-    assert all(f"You have taken {t} steps so far. Analyze" in p for t, p in zip(steps, prompts, strict=True)), prompts
+    assert all(
+        f"You have taken {t} steps so far. Analyze" in p for t, p in zip(steps, prompts, strict=True)
+    ), prompts
     assert '"Go b." You have taken 0' in prompts[5] and '"Go a." You have taken 0' in prompts[8]  # swapped
 
 
@@ -140,7 +191,9 @@ def test_other_steps_needs_a_model_with_a_progress_cue(tmp_path):
     held_out = write_collected(tmp_path / "val", {"a": [answer] * 3}, navila_prompt=True)
     tokenizer = build_tokenizer([answer, "Go a. <image>"], vocab_size=300)
     vlm.build_model(vlm.tiny_config(vocab_size=len(tokenizer)), tokenizer).save_pretrained(tmp_path / "plain")
-    with pytest.raises(ValueError, match="sample 'a:0': the 'other_steps' ablation needs a model trained with"):
+    with pytest.raises(
+        ValueError, match="sample 'a:0': the 'other_steps' ablation needs a model trained with"
+    ):
         sample_ablations(tmp_path / "plain", held_out, 3, "teacher_forced", ["other_steps"])
 
 

@@ -158,7 +158,8 @@ def action_accuracy(
     batch_size: int = 16,
     mode: str = "teacher_forced",
 ) -> dict[str, Any]:
-    """Kind / exact accuracy, per-kind recall, confusion and predicted shares over `indices` of `dataset`.
+    """Kind / exact accuracy, per-kind recall, confusion and predicted shares over `indices` of `dataset`, and the
+    predicted kind of each sample in `indices` order (`predicted`; '?' where the answer names none).
 
     mode: "teacher_forced" (argmax at every answer position given the true prefix; one forward pass) or
     "generate" (greedy answers from the prompt alone, at most 32 tokens like the agent: its behaviour). Teacher
@@ -172,12 +173,14 @@ def action_accuracy(
     model.eval()
     confusion: dict[str, Counter] = {k: Counter() for k in KINDS}
     exact = kind_ok = 0
+    kinds: list[str] = []
     try:
         for start in range(0, len(indices), batch_size):
             items = [dataset[i] for i in indices[start : start + batch_size]]
             for item, text in zip(items, answer_items(model, items, encoder, mode), strict=True):
                 true_kind, true_amount = parse_action(item["answer"])
                 kind, amount = parse_action(text)
+                kinds.append(kind)
                 confusion.setdefault(true_kind, Counter())[kind] += 1
                 kind_ok += kind == true_kind
                 exact += kind == true_kind and amount == true_amount
@@ -195,6 +198,7 @@ def action_accuracy(
         "per_kind": {k: (row[k] / sum(row.values())) for k, row in confusion.items() if sum(row.values())},
         "predicted_share": {k: predicted[k] / n for k in sorted(predicted)},
         "confusion": {k: dict(row) for k, row in confusion.items() if row},
+        "predicted": kinds,
     }
 
 
