@@ -36,7 +36,7 @@ when they change by what nobody can see. Each leaves black slots black and chang
 
 Besides accuracy against the labels, the table gives each ablation's "same as full": the share of samples whose
 answer names the same action kind as without it. A perturbation can flip many answers and leave the accuracy where
-it was (flips both ways); session 33 found the shipped model flips about a quarter of them.
+it was (flips both ways); session 33 found the shipped model flips about a fifth of them.
 
 The episode ablation swaps whole instructions (text and tokens) between episodes of the same scene, taking them from
 another trajectory (a different path) in that scene, or from the next scene's when a scene has a single trajectory.
@@ -61,7 +61,7 @@ DECISIONS = ("all", "first", "later")
 DEFAULT_ABLATIONS = ("full", "other_instruction", "current_as_history", "no_history", "black_frames")
 # other_steps needs a model with a progress cue; the perturbations answer another question (see the docstring)
 SAMPLE_ABLATIONS = (*DEFAULT_ABLATIONS, "other_steps", "pixel_noise", "jpeg")
-JPEG_QUALITY = 90  # benchmarks.callbacks.RecordingCallback's default
+JPEG_QUALITY = 90  # benchmarks.callbacks.RecordingCallback's default (a test keeps them equal)
 
 
 class AblatedSamples:
@@ -173,8 +173,8 @@ def sample_ablations(
     """`action_accuracy` of the model, once per ablation, on an even spread of `limit` samples (`decisions`
     "all"), on those of them that are not a trajectory's first decision ("later"), or on (at most `limit` of) the
     trajectories' first decisions ("first": t = 0, where the answer can come only from the instruction and the
-    first view). With `full` among the ablations, every one also gets `same_as_full` (1 for `full`): the share of samples
-    whose predicted kind it leaves unchanged."""
+    first view). With `full` among the ablations, every one also gets `same_as_full` (1 for `full`): the share of
+    samples whose predicted kind it leaves unchanged."""
     import vlm
     from vlm.train.action_eval import action_accuracy
     from vlm.train.dataset import SampleEncoder, TrajectoryDataset
@@ -208,7 +208,8 @@ def sample_ablations(
 
 
 def ablation_table(results: dict[str, dict[str, Any]]) -> str:
-    """A text table: kind / exact accuracy, recall per kind and the change in kind accuracy against `full`."""
+    """A text table: kind / exact accuracy, recall per kind, the change in kind accuracy against `full` and the share
+    of predicted kinds it leaves unchanged ("same")."""
     kinds = ("forward", "left", "right", "stop")
     base = results.get("full", {}).get("kind_acc")
     head = f"{'ablation':<18} {'kind acc':>8} {'Δ full':>7} {'same':>6} {'exact':>6} " + " ".join(

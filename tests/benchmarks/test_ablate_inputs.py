@@ -10,6 +10,7 @@ import pytest
 import vlm
 from benchmarks.ablate_inputs import (
     DEFAULT_ABLATIONS,
+    JPEG_QUALITY,
     SAMPLE_ABLATIONS,
     AblatedSamples,
     ablation_table,
@@ -44,9 +45,15 @@ def test_views_change_only_what_they_name(tmp_path):
 def test_perturbations_change_every_seen_frame_by_what_nobody_can_see(tmp_path):
     """pixel_noise moves values by at most 1 with the same draw every time; jpeg is the recorder's round trip; both
     keep black slots black and everything but the frames as it was. Neither runs unless asked for."""
+    import dataclasses
+
     import cv2
 
+    from benchmarks.callbacks import RecordingCallback
+
     assert "pixel_noise" not in DEFAULT_ABLATIONS and {"pixel_noise", "jpeg"} <= set(SAMPLE_ABLATIONS)
+    recorder = {f.name: f.default for f in dataclasses.fields(RecordingCallback)}
+    assert recorder["jpeg_quality"] == JPEG_QUALITY  # the frames `eval --record` writes
     data = TrajectoryDataset(_conditioned_data(tmp_path / "d", "image", 2, seed=0))
     i = 2  # t2: two history frames, five black slots, the current frame
     full = data[i]
@@ -65,7 +72,9 @@ def test_perturbations_change_every_seen_frame_by_what_nobody_can_see(tmp_path):
         noisy, AblatedSamples(data, "pixel_noise")[i + 1]["frames"]
     )  # a draw per sample
     current = full["frames"][-1]
-    _, buf = cv2.imencode(".jpg", np.ascontiguousarray(current[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    _, buf = cv2.imencode(
+        ".jpg", np.ascontiguousarray(current[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    )
     assert np.array_equal(
         AblatedSamples(data, "jpeg")[i]["frames"][-1], cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
     )
