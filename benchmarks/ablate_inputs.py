@@ -56,12 +56,12 @@ from typing import Any
 import numpy as np
 
 from benchmarks.store import atomic_write_json
+from vlm.media import perturb_frames
 
 DECISIONS = ("all", "first", "later")
 DEFAULT_ABLATIONS = ("full", "other_instruction", "current_as_history", "no_history", "black_frames")
 # other_steps needs a model with a progress cue; the perturbations answer another question (see the docstring)
 SAMPLE_ABLATIONS = (*DEFAULT_ABLATIONS, "other_steps", "pixel_noise", "jpeg")
-JPEG_QUALITY = 90  # benchmarks.callbacks.RecordingCallback's default (a test keeps them equal)
 
 
 class AblatedSamples:
@@ -101,30 +101,6 @@ class AblatedSamples:
         elif self.ablation in ("pixel_noise", "jpeg"):
             item["frames"] = perturb_frames(item["frames"], self.ablation, seed=index)
         return item
-
-
-def perturb_frames(frames: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
-    """A copy of `frames` ([N, H, W, 3] uint8 RGB) with every frame that is not all black perturbed: `pixel_noise`
-    (each value moved by -1, 0 or +1 from a generator seeded with `seed`, clipped to 0..255) or `jpeg` (encoded and
-    decoded at quality JPEG_QUALITY with OpenCV, as the recorder writes frames)."""
-    import cv2
-
-    out = np.array(frames, dtype=np.uint8, copy=True)
-    seen = out.reshape(len(out), -1).any(axis=1)
-    if kind == "pixel_noise":
-        noise = np.random.default_rng(seed).integers(-1, 2, size=out.shape)
-        out[seen] = np.clip(out[seen].astype(np.int16) + noise[seen], 0, 255).astype(np.uint8)
-    elif kind == "jpeg":
-        for i in np.flatnonzero(seen):
-            ok, buf = cv2.imencode(
-                ".jpg", np.ascontiguousarray(out[i][:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
-            )
-            if not ok:
-                raise RuntimeError(f"OpenCV could not encode frame {i} as JPEG")
-            out[i] = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
-    else:
-        raise ValueError(f"unknown perturbation '{kind}'; available: pixel_noise, jpeg")
-    return out
 
 
 def other_steps(prompt: str, samples: list[dict[str, Any]], index: int) -> str:

@@ -42,7 +42,7 @@ DTW_METHODS = ("fastdtw", "exact")
 FINGERPRINTED = ("split", "agent", "model", "data_root", "seed", "dtw", "backend", "max_steps")
 # Fields that change results too but joined later: in the fingerprint only when set, so folders written before they
 # existed still resume.
-FINGERPRINTED_WHEN_SET = ("monitor_stop", "monitor_patience")
+FINGERPRINTED_WHEN_SET = ("monitor_stop", "monitor_patience", "perturb")
 
 
 @dataclass
@@ -69,6 +69,8 @@ class EvalConfig:
     monitor_stop: float | None = None
     # ... only once this many consecutive decisions reach it; None: 1 (the first decision that does)
     monitor_patience: int | None = None
+    # every RGB observation through this camera-side change (vlm.media.PERTURBATIONS; benchmarks.perturb); None: off
+    perturb: str | None = None
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
@@ -100,6 +102,13 @@ class EvalConfig:
                 raise ValueError(f"--monitor-patience must be >= 1, got {self.monitor_patience}")
             if self.monitor_patience == 1:
                 self.monitor_patience = None  # the default: the same results, so the same run folder
+        if self.perturb is not None:
+            from vlm.media import PERTURBATIONS
+
+            if self.perturb not in PERTURBATIONS:
+                raise ValueError(
+                    f"unknown perturbation '{self.perturb}' (--perturb); available: {', '.join(PERTURBATIONS)}"
+                )
         self.gpus = tuple(self.gpus)
         self.episode_ids = tuple(str(e) for e in self.episode_ids)
         if self.model is not None:
@@ -475,6 +484,10 @@ class WorkerJob:
                 callbacks.append(RecordingCallback(cfg.output, env=env))
             if cfg.video:
                 callbacks.append(VideoCallback(cfg.output))
+            if cfg.perturb is not None:  # the observations the agent (and the recorder) get are perturbed
+                from benchmarks.perturb import PerturbedCamera
+
+                env = PerturbedCamera(env, cfg.perturb, seed=cfg.seed)
             slots.append(Slot(env, agent, callbacks))
         try:
             if k == 1:

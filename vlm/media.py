@@ -27,6 +27,39 @@ def check_rgb(array: np.ndarray, what: str = "image") -> np.ndarray:
     return array
 
 
+PERTURBATIONS = ("pixel_noise", "jpeg")  # camera-side changes a person cannot see (perturb_frames)
+JPEG_QUALITY = 90  # the `jpeg` perturbation's quality: the recorder's (benchmarks.callbacks; a test keeps them equal)
+
+
+def perturb_frames(frames: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
+    """A copy of `frames` ([N, H, W, 3] uint8 RGB) with every frame that is not all black perturbed: `pixel_noise`
+    (each value moved by -1, 0 or +1 from a generator seeded with `seed`, clipped to 0..255) or `jpeg` (encoded and
+    decoded at quality JPEG_QUALITY with OpenCV, as the recorder writes frames).
+
+    Why: neither change is visible, yet session 33 measured the shipped model answering differently on 10-18 % of
+    its decisions under them. Training can augment with them (`train-tower --augment`), evaluation can apply them
+    to every observation (`eval --perturb`) and `benchmarks.ablate_inputs` measures them. All-black frames (the
+    padding of a short history) stay black."""
+    import cv2
+
+    out = np.array(frames, dtype=np.uint8, copy=True)
+    seen = out.reshape(len(out), -1).any(axis=1)
+    if kind == "pixel_noise":
+        noise = np.random.default_rng(seed).integers(-1, 2, size=out.shape)
+        out[seen] = np.clip(out[seen].astype(np.int16) + noise[seen], 0, 255).astype(np.uint8)
+    elif kind == "jpeg":
+        for i in np.flatnonzero(seen):
+            ok, buf = cv2.imencode(
+                ".jpg", np.ascontiguousarray(out[i][:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+            )
+            if not ok:
+                raise RuntimeError(f"OpenCV could not encode frame {i} as JPEG")
+            out[i] = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+    else:
+        raise ValueError(f"unknown perturbation '{kind}'; available: {', '.join(PERTURBATIONS)}")
+    return out
+
+
 @dataclass(frozen=True, eq=False)
 class Image:
     """One RGB frame: `pixels` is a uint8 array [H, W, 3]; `key` (optional, hashable) identifies it for caching.

@@ -229,6 +229,12 @@ def register(app: typer.Typer) -> None:
             help="Beyond NaVILA: with the monitor's stop rule, STOP only once this many consecutive decisions reach "
             "the threshold (default 1: the first one that does).",
         ),
+        perturb: str = typer.Option(
+            None,
+            help="Beyond NaVILA: every camera frame through a change nobody can see, to measure how much the "
+            "results depend on the renderer: jpeg (q90, as a compressed camera stream) or pixel_noise (every value "
+            "+-1 of 255). Part of the run's fingerprint.",
+        ),
         rank: int = typer.Option(None, help="This rank (default: RANK or SLURM_PROCID; needs --world-size)."),
         world_size: int = typer.Option(None, help="Number of ranks (default: WORLD_SIZE or SLURM_NTASKS)."),
         merge_only: bool = typer.Option(
@@ -281,6 +287,7 @@ def register(app: typer.Typer) -> None:
                 "max_steps": max_steps,
                 "monitor_stop": monitor_stop,
                 "monitor_patience": monitor_patience,
+                "perturb": perturb,
             },
             per_episode_lines=False,
             dist=dist,

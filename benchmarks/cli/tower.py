@@ -105,6 +105,15 @@ def register(app: typer.Typer) -> None:
             help="Which epoch's tower the checkpoint gets: last, or best (highest mean held-out accuracy; "
             "needs --holdout > 0). Can change on a rerun of a finished run.",
         ),
+        augment: str = typer.Option(
+            "",
+            help="Comma-separated perturbations the tower learns to ignore: pixel_noise (every value +-1 of 255), "
+            "jpeg (q90). Each training frame is also shown perturbed, through the frozen blocks too, and its "
+            "tokens are pulled toward the clean frame's. Empty: off.",
+        ),
+        consistency_weight: float = typer.Option(
+            1.0, help="Weight of that pull (the squared relative change of the tokens) beside the task loss."
+        ),
     ) -> None:
         """Stage 0: teach the vision tower the scene facts instructions name, before training the navigator."""
         import json
@@ -124,6 +133,16 @@ def register(app: typer.Typer) -> None:
             raise _fail(f"--holdout must be at least 0 and below 1, got {holdout}")
         if limit < 2:
             raise _fail(f"--limit must be at least 2, got {limit}")
+        from vlm.media import PERTURBATIONS
+
+        perturbations = tuple(k.strip() for k in augment.split(",") if k.strip())
+        bad = [k for k in perturbations if k not in PERTURBATIONS]
+        if bad or len(set(perturbations)) != len(perturbations):
+            raise _fail(
+                f"--augment: {', '.join(bad) or 'a perturbation named twice'}; available: {', '.join(PERTURBATIONS)}"
+            )
+        if consistency_weight < 0:
+            raise _fail(f"--consistency-weight must be >= 0, got {consistency_weight}")
         if init is not None and init != "embedded":
             raise _fail(f"--init: unknown '{init}'; available: embedded")
         if model is not None and init is not None:
@@ -170,6 +189,8 @@ def register(app: typer.Typer) -> None:
             head_lr=head_lr,
             seed=seed,
             keep=keep,
+            augment=perturbations,
+            consistency_weight=consistency_weight,
         )
         output.mkdir(parents=True, exist_ok=True)
         try:

@@ -19,6 +19,7 @@ import os
 import time
 from typing import Any
 
+import gymnasium
 import numpy as np
 
 from agent.baselines import episode_rng
@@ -62,14 +63,13 @@ class FakeBackend:
         return float(math.hypot(a[0] - b[0], a[2] - b[2]))
 
 
-class FakeEnv:
+class FakeEnv(gymnasium.Env):
     """A gymnasium-style VLN-CE env on the plane: reset(seed, options={"episode_id"}), 5-tuple step, info pose."""
 
     def __init__(self, episodes: list[Episode], max_steps: int = 80) -> None:
         self.episodes = episodes
         self.max_steps = max_steps
         self.sim = FakeBackend()  # VLNCEEnv's name for its backend
-        self.unwrapped = self
         self.step_s = float(os.environ.get("NAVILA_FAKE_STEP_S", "0"))
         self.closed = False
         self._ep: Episode | None = None

@@ -10,15 +10,14 @@ import pytest
 import vlm
 from benchmarks.ablate_inputs import (
     DEFAULT_ABLATIONS,
-    JPEG_QUALITY,
     SAMPLE_ABLATIONS,
     AblatedSamples,
     ablation_table,
     main,
     other_trajectory_instructions,
-    perturb_frames,
 )
 from tests.vlm.train.test_real_model import _conditioned_data, train_conditioned_model
+from vlm.media import JPEG_QUALITY, perturb_frames
 from vlm.train.dataset import TrajectoryDataset
 
 

@@ -21,6 +21,16 @@ truth (δ1, the usual monocular-depth score). Why: the navigator's failures are 
 the first turn has the right sign but the wrong size), and sessions 13–14 found that free distance does not decode
 from the tower's features, even with a clearance head; the clearance label is one ray, depth is dense.
 
+`augment` (`train-tower --augment pixel_noise,jpeg`) teaches the tower to ignore changes nobody can see. Session 33
+found the shipped navigator's answers flipping on 10-18 % of its decisions under +-1/255 pixel noise or JPEG q90,
+and traced it to the tower: its tokens move by 47 % of their size under the noise, more than a step of walking
+moves them, and the ImageNet tower it started from moves by 102 %, so the frozen lower blocks amplify it. Each
+perturbation is applied to the frames before the frozen part, whose output is cached once per kind (memory grows
+by one copy per kind), so the tuned top learns to undo what the lower blocks make of it. Every training frame is
+shown clean and perturbed (a random kind per frame) in one pass; the task loss is on the clean tokens, and the
+squared relative change of the perturbed tokens (`relative_change`, against the clean ones, which get no gradient
+from it) is added with weight `consistency_weight`. Each epoch logs that change per kind on held-out frames.
+
 Examples marked `held_out` (the CLI holds out whole houses) are never trained on. After every epoch they are
 scored: per-task accuracy of the heads on houses the tower never saw. A label that only held-out houses have
 counts as an error. Progress is saved after every epoch in OUTPUT/tower_facts/, so rerunning the same command
@@ -85,6 +95,10 @@ class TowerFactsConfig:
     weight_decay: float = 1e-2
     seed: int = 0
     keep: str = "last"  # which epoch's tower the checkpoint gets: "last", or "best" (held-out mean accuracy)
+    # Perturbations (vlm.media.PERTURBATIONS) the tower learns to ignore: each training frame is also shown
+    # perturbed, and its tokens are pulled toward the clean frame's (a consistency loss of this weight).
+    augment: tuple[str, ...] = ()
+    consistency_weight: float = 1.0
 
 
 @dataclass
@@ -129,9 +143,14 @@ def frozen_activations(
     examples: Sequence[FactExample],
     first_block: int,
     progress: bool = True,
+    perturb: str | None = None,
+    seed: int = 0,
 ) -> torch.Tensor:
     """The frozen part's output for every example's current frame, fp16 [N, C, H, W]; each trajectory file is
-    opened once and only the frames that examples use are decoded."""
+    opened once and only the frames that examples use are decoded. `perturb`: a vlm.media perturbation applied to
+    the frames first (its draw seeded by `seed` and the group), so the frozen lower blocks see it too."""
+    from vlm.media import perturb_frames
+
     net = _tower_net(model)
     samples = [example.sample for example in examples]
     out: list[torch.Tensor | None] = [None] * len(examples)
@@ -140,10 +159,13 @@ def frozen_activations(
         from rich.progress import track
 
         total = len({data.frame_source(i) for i in samples})
-        groups = track(groups, total=total, description="frozen tower part", transient=True)
+        what = f"frozen tower part ({perturb})" if perturb else "frozen tower part"
+        groups = track(groups, total=total, description=what, transient=True)
     net.eval()
     with torch.no_grad():
         for positions, frames in groups:
+            if perturb is not None:
+                frames = perturb_frames(frames, perturb, seed=seed * 1_000_003 + positions[0])
             x = encoder.normalize(encoder.pixels(frames)).float()
             acts = net.forward_until(x, first_block).to(torch.float16)
             for n, a in zip(positions, acts, strict=True):
@@ -162,6 +184,12 @@ def depth_targets(data: Any, examples: Sequence[FactExample], cells: int) -> tor
         mean = torch.from_numpy(depth_grid(depth, side)).flatten(1)  # [n, g*g] metres, 0 = nothing hit
         out[[rows[p] for p in positions]] = torch.where(mean > 0, mean.log(), torch.nan)
     return out
+
+
+def relative_change(moved: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Per frame: how far its tokens moved, relative to their size: ||moved - clean|| / ||clean|| over all of a
+    frame's tokens ([B, T, D] each -> [B]). 0.47 is the shipped tower under +-1 pixel noise (session 33)."""
+    return (moved - clean).flatten(1).norm(dim=1) / clean.flatten(1).norm(dim=1).clamp_min(1e-6)
 
 
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> int:
@@ -193,6 +221,15 @@ def train_tower_facts(
         raise ValueError(f"--epochs must be >= 1, got {config.epochs}")
     if config.keep not in KEEP:
         raise ValueError(f"--keep must be 'last' or 'best', got '{config.keep}'")
+    from vlm.media import PERTURBATIONS
+
+    unknown = [k for k in config.augment if k not in PERTURBATIONS]
+    if unknown or len(set(config.augment)) != len(config.augment):
+        raise ValueError(
+            f"--augment: {', '.join(unknown) or 'a perturbation named twice'}; available: {', '.join(PERTURBATIONS)}"
+        )
+    if config.consistency_weight < 0:
+        raise ValueError(f"--consistency-weight must be >= 0, got {config.consistency_weight}")
     train_rows = [i for i, e in enumerate(examples) if not e.held_out]
     test_rows = [i for i, e in enumerate(examples) if e.held_out]
     if not train_rows:
@@ -231,10 +268,13 @@ def train_tower_facts(
     if DEPTH in tasks:
         groups.append({"params": list(heads[DEPTH].parameters()), "lr": config.head_lr * DEPTH_LR_SCALE})
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    fingerprint = {"config": {k: v for k, v in asdict(config).items() if k not in ("output_dir", "epochs", "keep")},
-                   "classes": classes, "examples": len(examples)}  # fmt: skip
+    fixed = {k: v for k, v in asdict(config).items()
+             if k not in ("output_dir", "epochs", "keep", "augment", "consistency_weight")}  # fmt: skip
+    fingerprint: dict[str, Any] = {"config": fixed, "classes": classes, "examples": len(examples)}
     if DEPTH in tasks:  # only then: older states (without the key) still resume
         fingerprint["dense"] = [DEPTH]
+    if config.augment:  # the same: a state from before --augment still resumes
+        fingerprint["augment"] = [list(config.augment), config.consistency_weight]
     done_epochs, history = 0, []
     state_path = state_dir / "state.pt"
     if state_path.is_file():
@@ -259,9 +299,16 @@ def train_tower_facts(
                 f"{acts.numel() * acts.element_size() / 2**30:.2f} GiB in memory",
                 highlight=False,
             )
+        # [K, N, C, H, W]: the same frames perturbed, each kind through the frozen part as well
+        perturbed = torch.stack([
+            frozen_activations(model, encoder, data, examples, first_block, console is not None, kind, config.seed)
+            for kind in config.augment
+        ]) if config.augment else None  # fmt: skip
 
-        def tokens_of(rows: torch.Tensor) -> torch.Tensor:
-            x = acts[rows].float().contiguous(memory_format=torch.channels_last)
+        def tokens_of(rows: torch.Tensor, copy: torch.Tensor | None = None) -> torch.Tensor:
+            """Tokens of the clean frames of `rows`, or of the perturbed copy `copy[j]` of each row j."""
+            x = acts[rows] if copy is None else perturbed[copy, rows]  # type: ignore[index]
+            x = x.float().contiguous(memory_format=torch.channels_last)
             return net.forward_from(x, first_block)  # [B, g*g, 1280]
 
         log_depth = None
@@ -275,8 +322,9 @@ def train_tower_facts(
                     heads[DEPTH].weight.zero_()
                     heads[DEPTH].bias.fill_(float(train_depth[~train_depth.isnan()].mean()))
 
-        def step_loss(rows: torch.Tensor, counts: dict[str, list[int]]) -> torch.Tensor:
-            tokens = tokens_of(rows)
+        def step_loss(rows: torch.Tensor, counts: dict[str, list[int]], tokens: torch.Tensor | None = None) -> torch.Tensor:
+            if tokens is None:
+                tokens = tokens_of(rows)
             features = tokens.mean(1)  # [B, 1280]
             loss = features.new_zeros(())
             for k, task in enumerate(tasks):
@@ -304,21 +352,39 @@ def train_tower_facts(
             order = torch.tensor(train_rows)[torch.randperm(len(train_rows))]
             train_counts = {t: [0, 0] for t in tasks}
             total = 0.0
+            train_change = {kind: [0.0, 0] for kind in config.augment}
             for b in range(0, len(order), config.batch_size):
                 rows = order[b : b + config.batch_size]
-                loss = step_loss(rows, train_counts)
+                if perturbed is None:
+                    loss = step_loss(rows, train_counts)
+                else:  # one pass over the clean frames and a perturbed copy of each (a random kind per row)
+                    copy = torch.randint(len(config.augment), (len(rows),))
+                    x = torch.cat([acts[rows], perturbed[copy, rows]]).float()
+                    tokens = net.forward_from(x.contiguous(memory_format=torch.channels_last), first_block)
+                    clean, moved = tokens[: len(rows)], tokens[len(rows) :]
+                    change = relative_change(moved, clean.detach())
+                    loss = step_loss(rows, train_counts, clean) + config.consistency_weight * change.square().mean()
+                    for k, kind in enumerate(config.augment):
+                        train_change[kind][0] += float(change.detach()[copy == k].sum())
+                        train_change[kind][1] += int((copy == k).sum())
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 total += float(loss.detach()) * len(rows)
             net.eval()
             test_counts = {t: [0, 0] for t in tasks}
+            test_change = {kind: [0.0, 0] for kind in config.augment}
             with torch.no_grad():
                 for b in range(0, len(test_rows), 128):
                     rows = torch.tensor(test_rows[b : b + 128])
                     rows = rows[task_id[rows] >= 0]  # a task no training example has cannot be scored
                     if len(rows):
-                        step_loss(rows, test_counts)
+                        clean = tokens_of(rows)
+                        step_loss(rows, test_counts, clean)
+                        for k, kind in enumerate(config.augment):
+                            moved = tokens_of(rows, torch.full((len(rows),), k))
+                            test_change[kind][0] += float(relative_change(moved, clean).sum())
+                            test_change[kind][1] += len(rows)
             record = {
                 "epoch": epoch + 1,
                 "loss": total / len(train_rows),
@@ -326,6 +392,9 @@ def train_tower_facts(
                 "held_out_acc": {t: c[0] / c[1] for t, c in test_counts.items() if c[1]},
                 "seconds": time.perf_counter() - t0,
             }
+            if config.augment:  # how far each perturbation moves a frame's tokens, relative to their norm
+                record["train_change"] = {k: c[0] / c[1] for k, c in train_change.items() if c[1]}
+                record["held_out_change"] = {k: c[0] / c[1] for k, c in test_change.items() if c[1]}
             scores = [held_out_score(r) for r in history]
             history.append(record)
             state_dir.mkdir(parents=True, exist_ok=True)
@@ -341,9 +410,12 @@ def train_tower_facts(
             if console is not None:
                 held = ", ".join(f"{t} {a:.3f}" for t, a in record["held_out_acc"].items()) or "none held out"
                 train = ", ".join(f"{t} {a:.3f}" for t, a in record["train_acc"].items())
+                moved = "".join(
+                    f"; held-out tokens move {c:.1%} under {k}" for k, c in record.get("held_out_change", {}).items()
+                )
                 console.print(
                     f"epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.3f}; training acc {train}; "
-                    f"held-out acc {held} ({record['seconds']:.0f} s)",
+                    f"held-out acc {held}{moved} ({record['seconds']:.0f} s)",
                     highlight=False,
                 )
     kept_epoch = len(history)

@@ -247,3 +247,50 @@ def test_the_tower_learns_depth_beside_a_fact_and_resumes(tmp_path: Path) -> Non
     more = TowerFactsConfig(**{**config.__dict__, "epochs": 7})
     resumed = train_tower_facts(_model(), encoder, data, examples, more)
     assert resumed.resumed_from == 6 and len(resumed.epochs) == 7
+
+
+def test_augmented_training_makes_the_tokens_ignore_the_perturbation(tmp_path: Path) -> None:
+    """`augment`: the perturbed frames go through the frozen blocks too, and the consistency loss pulls their
+    tokens toward the clean frame's: held out, they move less than in the same run without the pull (weight 0,
+    which still measures the change), and the facts are still learnt."""
+    from vlm.train.tower_facts import frozen_activations
+
+    data, labels = _colour_folder(tmp_path / "data")
+    examples = _examples(labels)
+    runs = {}
+    for weight in (0.0, 10.0):
+        model = _model()
+        encoder = SampleEncoder(model.tokenizer, model.image_processor)
+        config = TowerFactsConfig(
+            output_dir=str(tmp_path / f"out{weight}"), tune_blocks=3, epochs=8, batch_size=8, lr=1e-3, head_lr=1e-2,
+            augment=("pixel_noise", "jpeg"), consistency_weight=weight,
+        )  # fmt: skip
+        runs[weight] = train_tower_facts(model, encoder, data, examples, config).epochs
+    for kind in ("pixel_noise", "jpeg"):
+        free, pulled = runs[0.0][-1]["held_out_change"][kind], runs[10.0][-1]["held_out_change"][kind]
+        assert 0 < pulled < 0.75 * free, (kind, free, pulled)  # measured: 0.62 and 0.45 of it
+        assert runs[10.0][-1]["train_change"][kind] > 0
+    assert runs[10.0][-1]["held_out_acc"]["colour"] == 1.0
+    model = _model()
+    encoder = SampleEncoder(model.tokenizer, model.image_processor)
+    clean = frozen_activations(model, encoder, data, examples[:4], 13, progress=False)
+    noisy = frozen_activations(model, encoder, data, examples[:4], 13, False, "pixel_noise", seed=0)
+    again = frozen_activations(model, encoder, data, examples[:4], 13, False, "pixel_noise", seed=0)
+    assert not torch.equal(clean, noisy) and torch.equal(noisy, again)  # the lower blocks see it; reproducible
+
+
+def test_augment_settings_are_checked_and_part_of_the_resume_fingerprint(tmp_path: Path) -> None:
+    data, labels = _colour_folder(tmp_path / "data", per_colour=4)
+    model = _model()
+    encoder = SampleEncoder(model.tokenizer, model.image_processor)
+    base = {"output_dir": str(tmp_path / "out"), "tune_blocks": 1, "epochs": 1, "batch_size": 8}
+    for augment, message in ((("blur",), "--augment: blur"), (("jpeg", "jpeg"), "named twice")):
+        with pytest.raises(ValueError, match=message):
+            train_tower_facts(model, encoder, data, _examples(labels), TowerFactsConfig(**base, augment=augment))
+    with pytest.raises(ValueError, match="--consistency-weight"):
+        bad = TowerFactsConfig(**base, augment=("jpeg",), consistency_weight=-1)
+        train_tower_facts(model, encoder, data, _examples(labels), bad)
+    train_tower_facts(model, encoder, data, _examples(labels), TowerFactsConfig(**base))
+    with pytest.raises(ValueError, match="other settings"):  # a plain run's state does not resume augmented
+        more = TowerFactsConfig(**{**base, "epochs": 2}, augment=("jpeg",))
+        train_tower_facts(_model(), encoder, data, _examples(labels), more)
