@@ -114,6 +114,21 @@ def test_train_tower_learns_depth_from_a_collection_with_depth(tmp_path, monkeyp
     assert set(summary["epochs"][0]["held_out_acc"]) == {"depth", "room"}  # δ1 for depth
     assert 0 <= summary["epochs"][0]["held_out_acc"]["depth"] <= 1
 
+    # --augment: the perturbed copies are encoded too, and each epoch says how far they move the held-out tokens
+    aug = ["train-tower", "--samples", str(data), "--model", str(model), "--output", str(tmp_path / "aug")]
+    result = CliRunner().invoke(app, [*aug, "--epochs", "1", "--tasks", "depth", "--limit", "30", "--holdout", "0.5",
+                                      "--augment", "jpeg,pixel_noise", "--consistency-weight", "2"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    printed = " ".join(result.output.split())
+    assert "held-out tokens move" in printed and "under jpeg" in printed and "under pixel_noise" in printed
+    summary = json.loads((tmp_path / "aug" / "tower_facts" / "summary.json").read_text())
+    assert summary["config"]["augment"] == ["jpeg", "pixel_noise"] and summary["config"]["consistency_weight"] == 2
+    assert set(summary["epochs"][0]["held_out_change"]) == {"jpeg", "pixel_noise"}
+    for extra, message in ((["--augment", "blur"], "--augment: blur"), (["--augment", "jpeg,jpeg"], "named twice"),
+                           (["--consistency-weight", "-1"], "--consistency-weight must be")):  # fmt: skip
+        result = CliRunner().invoke(app, [*aug, *extra])
+        assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+
     bare = _collect(tmp_path, "bare", "--scene-qa-every", "2")
     result = CliRunner().invoke(app, ["train-tower", "--samples", str(bare), "--model", str(model), "--output",
                                       str(tmp_path / "bad"), "--tasks", "depth"])  # fmt: skip
