@@ -110,5 +110,7 @@ def test_eval_perturb_reaches_the_agent_and_is_part_of_the_fingerprint(
     res = CliRunner().invoke(app, ["eval", "--agent", "oracle", "--output", str(tmp_path / "run_None"),
                                    "--perturb", "jpeg"])  # fmt: skip
     assert res.exit_code == 2 and "different configuration" in res.output  # never mixed into a clean run
+    res = CliRunner().invoke(app, ["eval", "--agent", "oracle", "--output", str(tmp_path / "run_pixel_noise")])
+    assert res.exit_code == 2 and "perturb" in res.output  # nor clean episodes into a perturbed one
     res = CliRunner().invoke(app, ["eval", "--agent", "oracle", "--output", str(tmp_path / "o"), "--perturb", "blur"])
     assert res.exit_code == 2 and "--perturb" in res.output and "pixel_noise" in res.output
