@@ -121,9 +121,11 @@ def test_train_tower_learns_depth_from_a_collection_with_depth(tmp_path, monkeyp
     assert result.exit_code == 0, result.output
     printed = " ".join(result.output.split())
     assert "held-out tokens move" in printed and "under jpeg" in printed and "under pixel_noise" in printed
+    assert "centred)" in printed
     summary = json.loads((tmp_path / "aug" / "tower_facts" / "summary.json").read_text())
     assert summary["config"]["augment"] == ["jpeg", "pixel_noise"] and summary["config"]["consistency_weight"] == 2
     assert set(summary["epochs"][0]["held_out_change"]) == {"jpeg", "pixel_noise"}
+    assert set(summary["epochs"][0]["held_out_change_centred"]) == {"jpeg", "pixel_noise"}
     for extra, message in ((["--augment", "blur"], "--augment: blur"), (["--augment", "jpeg,jpeg"], "named twice"),
                            (["--consistency-weight", "-1"], "--consistency-weight must be")):  # fmt: skip
         result = CliRunner().invoke(app, [*aug, *extra])
