@@ -20,17 +20,15 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from vlm.media import PERTURBATIONS, perturb_frames
+from vlm.media import check_perturbation, perturb_frames
 
 
 class PerturbedCamera(gym.Wrapper):
     """The env with `kind` (one of vlm.media.PERTURBATIONS) applied to every RGB observation."""
 
     def __init__(self, env: gym.Env, kind: str, seed: int = 0) -> None:
-        if kind not in PERTURBATIONS:
-            raise ValueError(f"unknown perturbation '{kind}' (--perturb); available: {', '.join(PERTURBATIONS)}")
         super().__init__(env)
-        self.kind = kind
+        self.kind = check_perturbation(kind, "--perturb")
         self.seed = seed
         self._episode_seed = 0
         self._t = 0

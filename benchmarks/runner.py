@@ -103,12 +103,9 @@ class EvalConfig:
             if self.monitor_patience == 1:
                 self.monitor_patience = None  # the default: the same results, so the same run folder
         if self.perturb is not None:
-            from vlm.media import PERTURBATIONS
+            from vlm.media import check_perturbation
 
-            if self.perturb not in PERTURBATIONS:
-                raise ValueError(
-                    f"unknown perturbation '{self.perturb}' (--perturb); available: {', '.join(PERTURBATIONS)}"
-                )
+            check_perturbation(self.perturb, "--perturb")
         self.gpus = tuple(self.gpus)
         self.episode_ids = tuple(str(e) for e in self.episode_ids)
         if self.model is not None:

@@ -31,6 +31,14 @@ PERTURBATIONS = ("pixel_noise", "jpeg")  # camera-side changes a person cannot s
 JPEG_QUALITY = 90  # the `jpeg` perturbation's quality: the recorder's (benchmarks.callbacks; a test keeps them equal)
 
 
+def check_perturbation(kind: str, flag: str = "") -> str:
+    """`kind` if it names one of PERTURBATIONS; else a ValueError naming it, the flag it came from and the choices."""
+    if kind not in PERTURBATIONS:
+        where = f" ({flag})" if flag else ""
+        raise ValueError(f"unknown perturbation '{kind}'{where}; available: {', '.join(PERTURBATIONS)}")
+    return kind
+
+
 def perturb_frames(frames: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
     """A copy of `frames` ([N, H, W, 3] uint8 RGB) with every frame that is not all black perturbed: `pixel_noise`
     (each value moved by -1, 0 or +1 from a generator seeded with `seed`, clipped to 0..255) or `jpeg` (encoded and
@@ -42,6 +50,7 @@ def perturb_frames(frames: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
     padding of a short history) stay black."""
     import cv2
 
+    check_perturbation(kind)
     out = np.array(frames, dtype=np.uint8, copy=True)
     seen = out.reshape(len(out), -1).any(axis=1)
     if kind == "pixel_noise":
@@ -55,8 +64,6 @@ def perturb_frames(frames: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
             if not ok:
                 raise RuntimeError(f"OpenCV could not encode frame {i} as JPEG")
             out[i] = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
-    else:
-        raise ValueError(f"unknown perturbation '{kind}'; available: {', '.join(PERTURBATIONS)}")
     return out
 
 

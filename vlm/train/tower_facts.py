@@ -315,11 +315,13 @@ def train_tower_facts(
             for kind in config.augment
         ]) if config.augment else None  # fmt: skip
 
+        def encode(x: torch.Tensor) -> torch.Tensor:
+            """Cached frozen-part activations [B, C, H, W] -> the tuned top's tokens [B, g*g, 1280]."""
+            return net.forward_from(x.float().contiguous(memory_format=torch.channels_last), first_block)
+
         def tokens_of(rows: torch.Tensor, copy: torch.Tensor | None = None) -> torch.Tensor:
             """Tokens of the clean frames of `rows`, or of the perturbed copy `copy[j]` of each row j."""
-            x = acts[rows] if copy is None else perturbed[copy, rows]  # type: ignore[index]
-            x = x.float().contiguous(memory_format=torch.channels_last)
-            return net.forward_from(x, first_block)  # [B, g*g, 1280]
+            return encode(acts[rows] if copy is None else perturbed[copy, rows])  # type: ignore[index]
 
         log_depth = None
         if DEPTH in tasks:
@@ -369,8 +371,7 @@ def train_tower_facts(
                     loss = step_loss(rows, train_counts)
                 else:  # one pass over the clean frames and a perturbed copy of each (a random kind per row)
                     copy = torch.randint(len(config.augment), (len(rows),))
-                    x = torch.cat([acts[rows], perturbed[copy, rows]]).float()
-                    tokens = net.forward_from(x.contiguous(memory_format=torch.channels_last), first_block)
+                    tokens = encode(torch.cat([acts[rows], perturbed[copy, rows]]))
                     clean, moved = tokens[: len(rows)], tokens[len(rows) :]
                     change = relative_change(moved, clean.detach())
                     loss = step_loss(rows, train_counts, clean) + config.consistency_weight * change.square().mean()
