@@ -109,7 +109,9 @@ def register(app: typer.Typer) -> None:
             "",
             help="Comma-separated perturbations the tower learns to ignore: pixel_noise (every value +-1 of 255), "
             "jpeg (q90). Each training frame is also shown perturbed, through the frozen blocks too, and its "
-            "tokens are pulled toward the clean frame's. Empty: off.",
+            "tokens are pulled toward the clean frame's. Empty: off. Measured (session 35): the navigator on a "
+            "tower trained with both at weight 1.0 keeps 94 % of its answers under the noise but walks far worse "
+            "(val_unseen SR 3.5 % against 14.5 %): not used by the shipped model.",
         ),
         consistency_weight: float = typer.Option(
             1.0, help="Weight of that pull (the squared relative change of the tokens) beside the task loss."
