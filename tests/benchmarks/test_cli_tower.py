@@ -135,3 +135,18 @@ def test_train_tower_learns_depth_from_a_collection_with_depth(tmp_path, monkeyp
     result = CliRunner().invoke(app, ["train-tower", "--samples", str(bare), "--model", str(model), "--output",
                                       str(tmp_path / "bad"), "--tasks", "depth"])  # fmt: skip
     assert result.exit_code == 2 and "--depth-size" in " ".join(result.output.split()), result.output
+
+
+def test_train_tower_defaults_match_the_stage_config() -> None:
+    """The CLI's defaults for the stage's settings are TowerFactsConfig's: one default, written in two places, for
+    `train-tower` and for code that builds the config itself (the consistency weight moved 1.0 -> 0.1 in session 36)."""
+    import typer.main
+
+    from vlm.train.tower_facts import TowerFactsConfig
+
+    command = typer.main.get_command(app).commands["train-tower"]  # type: ignore[attr-defined]
+    defaults = {p.name: p.default for p in command.params}
+    config = TowerFactsConfig(output_dir="unused")
+    for name in ("consistency_weight", "tune_blocks", "epochs", "batch_size", "lr", "head_lr", "seed", "keep"):
+        assert defaults[name] == getattr(config, name), name
+    assert defaults["augment"] == "" and config.augment == ()

@@ -30,6 +30,9 @@ by one copy per kind), so the tuned top learns to undo what the lower blocks mak
 shown clean and perturbed (a random kind per frame) in one pass; the task loss is on the clean tokens, and the
 squared relative change of the perturbed tokens (`relative_change`, against the clean ones, which get no gradient
 from it) is added with weight `consistency_weight`. Each epoch logs that change per kind on held-out frames.
+The default weight is 0.1: at 1.0 (session 34) the navigator trained on the tower kept its answers under the
+perturbations but stopped walking (val_unseen SR 3.5 %); at 0.1 (sessions 35-36) depth is learnt better (held-out
+delta1 0.935 against 0.921), most of the invariance stays, and the navigator walks (SR 10.5 %, D0's recipe 10.5-14.5).
 
 What the change is relative to matters: dividing by the clean tokens' norm rewards a tower for growing a part
 common to all frames. Session 34's augmented tower did: its tokens moved 5.5 % under the noise, but also only 7.5 %
@@ -104,7 +107,7 @@ class TowerFactsConfig:
     # Perturbations (vlm.media.PERTURBATIONS) the tower learns to ignore: each training frame is also shown
     # perturbed, and its tokens are pulled toward the clean frame's (a consistency loss of this weight).
     augment: tuple[str, ...] = ()
-    consistency_weight: float = 1.0
+    consistency_weight: float = 0.1
 
 
 @dataclass
