@@ -28,6 +28,8 @@ Output layout (one folder per collection; `vlm/train/dataset.py` reads it):
                                           #   one PNG (default) or JPEG per frame, or raw `rgb` [T, H, W, 3]
     OUT/shard-00000/depth/<traj>.npz      # with --depth-size S: `depth` [T, S, S] float16 metres
                                           #   (`vlm.train.dataset.depth_grid`)
+    OUT/shard-00000/objects/<traj>.npz    # with --object-size S: `ids` [T, S, S] int16 (1 + object index,
+                                          #   0 = none), the objects' `categories` and `colours`
     OUT/shard-00000/samples.jsonl         # one sample per line (LLaVA conversation + frame indices)
     OUT/shard-00000/trajectories.jsonl    # one line per finished trajectory: resuming skips these
 
@@ -55,6 +57,12 @@ them under `scene_qa`. NaVILA mixes ScanQA into its navigation data the same way
 Depth (`--depth-size S`): the env's depth of every stored frame, averaged to S × S cells, beside the frames. The
 model never sees it (NaVILA is RGB only); it is a dense target for fine-tuning the vision tower on geometry
 (`navila-agent train-tower --tasks depth`).
+
+Object maps (`--object-size S`, generated houses, expert drives only): which object each stored frame shows in each
+of S × S cells (`vlm.train.dataset.label_grid` over 2 × 2 labelled pixels per cell, `benchmarks.scene_qa.object_id_map`:
+the depth puts each pixel's surface in the house, and the house's semantics say whose box it is in). The model never
+sees them either; they are the dense target of `train-tower --tasks objects` (what the object is) and
+`--tasks object_colours` (its colour), the words the instructions name landmarks and goals with.
 
 Rebalancing (`--rebalance`): NaVILA duplicates the rare stop and turn samples; the paper gives no factors, so
 ours are `REBALANCE_FACTORS` (stop ×4, turns ×2, forward ×1), which brings the generated splits' label
@@ -124,6 +132,7 @@ class CollectConfig:
     )
     scene_qa_every: int = 0  # > 0: a scene QA sample every K frames of each expert path (benchmarks/scene_qa.py)
     depth_size: int = 0  # > 0: store each frame's depth averaged to S×S cells in depth/<traj>.npz (dataset.depth_grid)
+    object_size: int = 0  # > 0: store each frame's object ids on S×S cells in objects/<traj>.npz (dataset.label_grid)
 
     def __post_init__(self) -> None:
         if self.expert not in EXPERTS:
@@ -158,6 +167,10 @@ class CollectConfig:
             raise ValueError("--scene-qa-every works on expert drives only; it cannot be combined with --policy/--beta")
         if self.depth_size < 0:
             raise ValueError(f"--depth-size must be >= 0 (0 = no depth stored), got {self.depth_size}")
+        if self.object_size < 0:
+            raise ValueError(f"--object-size must be >= 0 (0 = no object maps stored), got {self.object_size}")
+        if self.object_size and self.beta < 1.0:
+            raise ValueError("--object-size works on expert drives only; it cannot be combined with --policy/--beta")
 
     def factors(self) -> dict[str, int] | None:
         """Copies per answer kind, or None without rebalancing."""
@@ -660,13 +673,15 @@ class ShardWriter:
         path: str | None = None,
         shares_frames_with: dict[str, Any] | None = None,
         depth: np.ndarray | None = None,
+        objects: dict[str, np.ndarray] | None = None,
     ) -> dict[str, Any]:
         """Frames file (atomic rename), its depth file if any, then the samples, then the trajectory line that
         marks it finished.
 
         `path`: the episode's `path_key` (recorded so later episodes of the path can share these frames);
         `shares_frames_with`: the line of the trajectory whose frames this one uses (then `frames` is None);
-        `depth`: [T, S, S] metres per frame (`depth_grid`), stored as float16 in depth/<traj>.npz."""
+        `depth`: [T, S, S] metres per frame (`depth_grid`), stored as float16 in depth/<traj>.npz;
+        `objects`: `ids` [T, S, S] per frame (`label_grid`), `categories` and `colours`, in objects/<traj>.npz."""
         if shares_frames_with is None:
             if frames is None:
                 raise ValueError(f"trajectory {traj.key}: no frames to write")
@@ -684,6 +699,16 @@ class ShardWriter:
                 tmp = depth_path.with_suffix(f".{os.getpid()}.tmp.npz")
                 np.savez_compressed(tmp, depth=depth.astype(np.float16))
                 os.replace(tmp, depth_path)
+            if objects is not None:
+                if len(objects["ids"]) != len(frames):
+                    raise ValueError(f"trajectory {traj.key}: {len(objects['ids'])} object maps for {len(frames)} frames")
+                from vlm.train.dataset import objects_file
+
+                objects_path = self.folder / objects_file(frames_file(traj.key))
+                objects_path.parent.mkdir(exist_ok=True)
+                tmp = objects_path.with_suffix(f".{os.getpid()}.tmp.npz")
+                np.savez_compressed(tmp, **objects)
+                os.replace(tmp, objects_path)
         _append_lines(self.folder / SAMPLES_FILE, samples)
         record = {
             "traj": traj.key,
@@ -771,7 +796,7 @@ def write_manifest(output: Path, config: CollectConfig, selected: int | None = N
 # Settings that change what a sample is: a resumed collection must keep them, or its shards would mix two labellings.
 RESUME_SETTINGS: tuple[str, ...] = (
     "split", "every", "shards", "policy", "beta", "data_root", "num_frames", "frame_size", "frame_codec", "max_steps",
-    "expert", "scene_qa_every", "depth_size",
+    "expert", "scene_qa_every", "depth_size", "object_size",
 )  # fmt: skip
 
 
@@ -891,7 +916,7 @@ def _collect_episode(
     rng = random.Random(f"{config.seed}:{key}")  # per episode, so a resumed run flips the same coins
     failures_before = getattr(policy, "parse_failures", 0)
     monitor_stops_before = getattr(policy, "monitor_stops", 0)
-    record_depth = config.depth_size > 0
+    record_depth = config.depth_size > 0 or config.object_size > 0  # object maps are made from the depth
     if expert_only:
         traj = run_expert(driver, expert, episode, config.max_steps, record_depth)
     else:
@@ -907,11 +932,36 @@ def _collect_episode(
     if config.scene_qa_every:
         samples += scene_qa_for(traj, driver, config)
     depth = None
-    if record_depth:
+    if config.depth_size:
         from vlm.train.dataset import depth_grid
 
         depth = depth_grid(np.stack(traj.depths), config.depth_size)  # [T, S, S]
-    writer.write(traj, samples, frames, config.frame_codec, path=pkey, depth=depth)
+    objects = object_maps(traj, driver, config.object_size) if config.object_size else None
+    writer.write(traj, samples, frames, config.frame_codec, path=pkey, depth=depth, objects=objects)
+
+
+def object_maps(traj: Trajectory, driver: Any, size: int) -> dict[str, np.ndarray]:
+    """The object map of every frame of an expert trajectory on size × size cells (`--object-size`): `ids`
+    [T, S, S] int16 (1 + the object's index in the house's semantics, 0 = none), `categories`, `colours`."""
+    from benchmarks.scene_qa import object_id_map
+    from vlm.train.dataset import OBJECT_PIXEL_SHARE, label_grid
+
+    scene, camera = getattr(driver, "scene", None), getattr(driver, "camera", None)
+    if scene is None or camera is None:
+        raise ValueError("--object-size needs a driver that knows the scene's semantics and its camera")
+    semantics, _grid = scene(traj.episode)
+    hfov_deg, camera_height = camera()
+    height = traj.depths[0].shape[0]
+    stride = max(1, height // (2 * size))  # 2 x 2 labelled pixels per stored cell
+    ids = np.stack([
+        label_grid(object_id_map(d, p, r, semantics, hfov_deg, camera_height, stride=stride), size, OBJECT_PIXEL_SHARE)
+        for d, (p, r) in zip(traj.depths, traj.poses, strict=True)
+    ])  # fmt: skip
+    return {
+        "ids": ids.astype(np.int16),
+        "categories": np.array([o.category for o in semantics.objects], dtype=str),
+        "colours": np.array([o.color_name for o in semantics.objects], dtype=str),
+    }
 
 
 def scene_qa_for(traj: Trajectory, driver: Any, config: CollectConfig) -> list[dict[str, Any]]:
@@ -966,6 +1016,13 @@ class EnvDriver:
         d = np.asarray(self._depth, dtype=np.float32)
         return d.reshape(d.shape[0], d.shape[1])
 
+    def camera(self) -> tuple[float, float]:
+        """(horizontal field of view in degrees, camera height above the agent's feet in metres), for object maps."""
+        config = getattr(self.env.sim, "config", None)
+        if config is None or not hasattr(config, "camera_height"):
+            raise ValueError("--object-size: this env's simulator does not say its camera height (embedded env only)")
+        return float(self.env.hfov_deg), float(config.camera_height)
+
     def pose(self) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(self._info["position"], dtype=np.float64), np.asarray(
             self._info["rotation"], dtype=np.float64
@@ -979,8 +1036,8 @@ class EnvDriver:
         path = semantics_path(episode, self.data_root)
         if not path.is_file():
             raise ValueError(
-                f"--scene-qa-every: episode {episode.uid} has no house semantics ({path} not found); scene QA "
-                "needs generated houses"
+                f"--scene-qa-every / --object-size: episode {episode.uid} has no house semantics ({path} not "
+                "found); they need generated houses"
             )
         if str(path) not in self._semantics:
             self._semantics[str(path)] = HouseSemantics.load(path)

@@ -22,6 +22,11 @@ Three kinds of question, one per sampled frame in turn (`QA_KINDS`):
   in half metres up to `max_clearance`.
 
 Facts are computed from geometry alone (`scene_facts`); occlusion by furniture inside a room is ignored.
+
+`object_id_map` is the dense counterpart for the tower (`collect --object-size S`, `train-tower --tasks objects`):
+which object, if any, each pixel of a frame shows. It needs no semantic render pass: every pixel's depth puts the
+surface it sees at a point in the house, and the point lies in an object's box or in none (walls, floors, doors).
+Occlusion is exact this way, because the depth is what the camera saw.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.constants import HFOV_DEG
+from envs.constants import CAMERA_HEIGHT_M, HFOV_DEG
 from envs.datasets.instructions import object_name, room_name
 from envs.geometry import heading_to_forward
 from envs.scenes.semantics import HouseSemantics
@@ -102,6 +107,67 @@ def scene_facts(
         object_side=side,
         clearance=float(clearance),
     )
+
+
+def object_id_map(
+    depth: np.ndarray,
+    position: Sequence[float],
+    rotation_xyzw: Sequence[float],
+    semantics: HouseSemantics,
+    hfov_deg: float = HFOV_DEG,
+    camera_height: float = CAMERA_HEIGHT_M,
+    margin: float = 0.05,
+    stride: int = 1,
+) -> np.ndarray:
+    """Which object each pixel shows: [H, W] int16, 1 + the object's index in `semantics.objects`, 0 for none.
+
+    `depth` [H, W] is the frame's z-depth in metres (0 where nothing was hit), seen from the agent at `position`
+    (its feet; the camera is `camera_height` above) with rotation `rotation_xyzw`, as the env reports them. Each
+    pixel's surface point is tested against the objects' boxes (`SceneObject.position` is the centre of the
+    footprint at the box's bottom, `size` its extent), grown by `margin` metres: thin things (rugs, paintings,
+    windows) lie on the surfaces they decorate. A point in several boxes goes to the smallest (a lamp on a table).
+    `stride` > 1 labels only every stride-th pixel of each row and column ([H // stride, W // stride], the pixel in
+    the middle of each block): ~100 ms for a 224-px frame at stride 1, a few ms at 4.
+    """
+    from envs.render import quaternion_to_matrix
+
+    d = np.asarray(depth, dtype=np.float64)
+    if d.ndim == 3 and d.shape[-1] == 1:  # the env's [H, W, 1]
+        d = d[..., 0]
+    if d.ndim != 2:
+        raise ValueError(f"object_id_map: depth must be [H, W], got shape {tuple(np.shape(depth))}")
+    if stride < 1:
+        raise ValueError(f"object_id_map: stride must be >= 1, got {stride}")
+    h, w = d.shape
+    ys = np.arange(stride // 2, h - h % stride, stride)  # the labelled pixels' rows and columns
+    xs = np.arange(stride // 2, w - w % stride, stride)
+    out = np.zeros((len(ys), len(xs)), dtype=np.int16)
+    if not semantics.objects:
+        return out
+    tan_x = math.tan(math.radians(hfov_deg) / 2.0)
+    tan_y = tan_x * h / w  # square pixels, as the renderer
+    u = (2.0 * (xs + 0.5) / w - 1.0) * tan_x  # right, per labelled column
+    v = (1.0 - 2.0 * (ys + 0.5) / h) * tan_y  # up, per labelled row (row 0 is the top of the image)
+    d = d[np.ix_(ys, xs)]
+    hit = d > 0
+    dz = d[hit]
+    rows, cols = np.nonzero(hit)
+    camera = np.stack([u[cols] * dz, v[rows] * dz, -dz], axis=1)  # [P, 3]; the camera looks along -z
+    eye = np.asarray(position, dtype=np.float64).reshape(3) + np.array([0.0, camera_height, 0.0])
+    points = camera @ quaternion_to_matrix(np.asarray(rotation_xyzw, dtype=np.float64)).T + eye  # [P, 3] world
+    best = np.zeros(len(points), dtype=np.int16)
+    best_volume = np.full(len(points), np.inf)
+    for k, obj in enumerate(semantics.objects):
+        (px, py, pz), (sx, sy, sz) = obj.position, obj.size
+        lo = np.array([px - sx / 2, py, pz - sz / 2]) - margin
+        hi = np.array([px + sx / 2, py + sy, pz + sz / 2]) + margin
+        inside = np.all((points >= lo) & (points <= hi), axis=1)
+        volume = float(np.prod(hi - lo))
+        take = inside & (volume < best_volume)
+        best[take] = k + 1
+        best_volume[take] = volume
+    out[rows, cols] = best
+    return out
 
 
 def answer(kind: str, facts: SceneFacts, max_clearance: float = 3.0) -> str:

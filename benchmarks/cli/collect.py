@@ -85,6 +85,12 @@ def register(app: typer.Typer) -> None:
             help="Also store each frame's depth averaged to SxS cells (depth/<traj>.npz): a dense target for "
             "`train-tower --tasks depth`. The model never sees it. 0 = off; 28 suits the 7x7-token tower.",
         ),
+        object_size: int = typer.Option(
+            0,
+            help="Also store which object each frame shows in each of SxS cells (objects/<traj>.npz; from the "
+            "depth and the house's semantics): a dense target for `train-tower --tasks objects,object_colours`. "
+            "Generated houses, expert drives only. The model never sees it. 0 = off; 28 suits the 7x7-token tower.",
+        ),
         device: str = typer.Option("cpu", help="Device of the DAgger policy model: cpu, cuda, auto."),
     ) -> None:
         """Record expert trajectories as LLaVA-style training samples (frames stored once per trajectory)."""
@@ -123,6 +129,7 @@ def register(app: typer.Typer) -> None:
                 max_steps=max_steps,
                 scene_qa_every=scene_qa_every,
                 depth_size=depth_size,
+                object_size=object_size,
             )
             from envs.datasets.splits import parse_split
 

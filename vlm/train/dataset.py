@@ -123,10 +123,52 @@ def depth_file(frames_name: str) -> str:
     """Where the depth of the frames in `frames_name` (a sample's `frames_file`) is stored, relative to the shard:
     frames/<traj>.npz -> depth/<traj>.npz (`navila-agent collect --depth-size S`). Episodes that share a path's
     frames share its depth too."""
+    return _beside_frames(frames_name, "depth")
+
+
+def objects_file(frames_name: str) -> str:
+    """Where the object maps of the frames in `frames_name` are stored, relative to the shard: frames/<traj>.npz ->
+    objects/<traj>.npz (`navila-agent collect --object-size S`): `ids` [T, S, S] int16 (1 + the object's index,
+    0 = none), `categories` and `colours` per object ("sink", "white")."""
+    return _beside_frames(frames_name, "objects")
+
+
+def _beside_frames(frames_name: str, folder_name: str) -> str:
     folder, _, name = frames_name.rpartition("/")
     if folder != "frames":
         raise ValueError(f"'{frames_name}' is not a frames file name (frames/<traj>.npz)")
-    return f"depth/{name}"
+    return f"{folder_name}/{name}"
+
+
+def label_grid(ids: np.ndarray, size: int, min_share: float) -> np.ndarray:
+    """Label maps [..., H, W] of small ints (0 = none) to [..., size, size] int16 cells: each cell gets its most
+    common non-zero label when that covers at least `min_share` of the cell's pixels, else 0 (ties: the lower
+    label).
+
+    The label counterpart of `depth_grid`, for both ends of the object maps: `collect --object-size S` stores
+    the env's per-pixel object ids this way (`OBJECT_PIXEL_SHARE`), and `train-tower --tasks objects` pools the
+    stored cells onto the tower's token grid with it (`OBJECT_CELL_SHARE`)."""
+    a = np.asarray(ids)
+    if a.ndim < 2:
+        raise ValueError(f"label_grid: label maps must be [..., H, W], got shape {a.shape}")
+    if a.size and int(a.min()) < 0:
+        raise ValueError("label_grid: labels must be >= 0 (0 = none)")
+    lead, (h, w) = a.shape[:-2], a.shape[-2:]
+    x = torch.from_numpy(np.ascontiguousarray(a.reshape(-1, h, w), dtype=np.int64))
+    out = torch.zeros(len(x), size, size, dtype=torch.int16)
+    k = int(x.max()) + 1 if x.numel() else 1
+    chunk = max(1, 2**24 // max(1, k * h * w))  # frames per one-hot pass: at most ~64 MB of float32
+    for b in range(0, len(x) if k > 1 else 0, chunk):
+        onehot = torch.nn.functional.one_hot(x[b : b + chunk], k)[..., 1:].permute(0, 3, 1, 2).float()
+        share, best = torch.nn.functional.adaptive_avg_pool2d(onehot, size).max(1)  # [n, size, size]
+        out[b : b + chunk] = torch.where(share >= min_share - 1e-6, best + 1, 0).to(torch.int16)
+    return out.reshape(*lead, size, size).numpy()
+
+
+# How much of a cell an object must cover to name it (label_grid's min_share): at collection, of the labelled pixels
+# of a stored cell (collect labels 2 x 2 pixels per cell of the stored map); on the token grid, of the stored cells.
+OBJECT_PIXEL_SHARE = 0.5
+OBJECT_CELL_SHARE = 0.25
 
 
 def depth_grid(depth: np.ndarray, size: int) -> np.ndarray:
@@ -430,6 +472,26 @@ class TrajectoryDataset(torch.utils.data.Dataset):
                 depth = npz["depth"]
             current = [self.samples[indices[p]]["frames"][-1] for p in positions]
             yield positions, depth[current].astype(np.float32)
+
+    def current_objects(
+        self, indices: Sequence[int]
+    ) -> Iterator[tuple[list[int], np.ndarray, list[str], list[str]]]:
+        """The stored object map of each sample's current frame (`collect --object-size S`), one trajectory at a
+        time: (positions into `indices`, ids [n, S, S] int16 (1 + object index, 0 = none), the objects'
+        categories, their colours). A clear error names the file when the collection has no object maps."""
+        for (shard, frames_file), positions in self._by_trajectory(indices).items():
+            path = shard / objects_file(frames_file)
+            if not path.is_file():
+                raise ValueError(f"{path}: no stored object maps; collect with `navila-agent collect --object-size S`")
+            with np.load(path) as npz:
+                ids, categories, colours = npz["ids"], npz["categories"].tolist(), npz["colours"].tolist()
+            current = [self.samples[indices[p]]["frames"][-1] for p in positions]
+            yield positions, ids[current], categories, colours
+
+    def has_objects(self, index: int) -> bool:
+        """Whether sample `index`'s trajectory has stored object maps (`collect --object-size S`)."""
+        shard, frames_file = self.frame_source(index)
+        return (shard / objects_file(frames_file)).is_file()
 
     def has_depth(self, index: int) -> bool:
         """Whether sample `index`'s trajectory has stored depth (`collect --depth-size S`)."""

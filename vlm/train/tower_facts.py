@@ -41,6 +41,16 @@ for a step of walking (31 % before). So each epoch also logs the change relative
 held-out batch's mean token map (`held_out_change_centred`), which a common part does not shrink. (Dividing by that
 in the loss was tried on the toy test: the change against the spread grew, 0.034 → 0.080; the spread can shrink.)
 
+The dense tasks `objects` and `object_colours` teach names where they are: a linear classifier on every token names
+the object its cell shows ("sink", or "none" for walls, floors and doors), or that object's colour ("white"), from
+the object maps `collect --object-size S` stores (`label_grid` onto the token grid: an object names a cell when it
+covers at least `OBJECT_CELL_SHARE` of it). Why: the probes of sessions 11-18 read the nearest object's name in an
+unseen house no better than the majority guess from any tower (depth tower 0.427, majority 0.447), and the goals
+and landmarks of the instructions are objects ("stand near the white sink"); a global label per frame did not
+teach it (sessions 11-13, 19), a dense target taught geometry (session 18). Their score is the mean over classes of
+the share of each class's cells named right (balanced accuracy: "none" covers ~80 % of the cells); the share of all
+cells is logged as `held_out_cell_acc`.
+
 Examples marked `held_out` (the CLI holds out whole houses) are never trained on. After every epoch they are
 scored: per-task accuracy of the heads on houses the tower never saw. A label that only held-out houses have
 counts as an error. Progress is saved after every epoch in OUTPUT/tower_facts/, so rerunning the same command
@@ -70,7 +80,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vlm.train.dataset import depth_grid
+from vlm.train.dataset import OBJECT_CELL_SHARE, depth_grid, label_grid
 
 STATE_FOLDER = "tower_facts"  # OUTPUT/tower_facts/{state.pt, best.pt, log.jsonl, summary.json}
 DEPTH = "depth"  # the dense task: log depth per token cell, from `collect --depth-size S` (no classes)
@@ -78,6 +88,10 @@ DEPTH = "depth"  # the dense task: log depth per token cell, from `collect --dep
 # per-weight steps move its output by more than the whole depth range (the test's held-out δ1 swung 0.3–0.8 between
 # epochs at ×1, and rose steadily to 1.0 at ×0.1).
 DEPTH_LR_SCALE = 0.1
+# Dense classification tasks: a class per token cell, from the stored object maps (`collect --object-size S`); the
+# value names which of the objects' name arrays the class is read from.
+OBJECT_MAPS = {"objects": "categories", "object_colours": "colours"}
+NO_OBJECT = "none"  # the class of a cell that shows no object
 DEPTH_DELTA = 1.25  # a cell counts as right when prediction and truth differ by less than this factor (δ1)
 KEEP = ("last", "best")  # which epoch's tower the checkpoint gets (TowerFactsConfig.keep)
 
@@ -87,8 +101,8 @@ class FactExample:
     """One labelled frame: the current frame of sample `sample` of a TrajectoryDataset, and one fact about it."""
 
     sample: int  # index into TrajectoryDataset.samples; its last frame index is the current view
-    task: str  # what the label is about: "room", "object", ..., or DEPTH (the frame's stored depth map)
-    label: str  # the fact: "pink bedroom", "red sofa", "none"; "" for DEPTH
+    task: str  # what the label is about: "room", "object", ..., DEPTH or an OBJECT_MAPS task (stored maps)
+    label: str  # the fact: "pink bedroom", "red sofa", "none"; "" for the dense tasks
     held_out: bool = False  # scored after every epoch, never trained on
 
 
@@ -157,13 +171,14 @@ def frozen_activations(
     seed: int = 0,
 ) -> torch.Tensor:
     """The frozen part's output for every example's current frame, fp16 [N, C, H, W]; each trajectory file is
-    opened once and only the frames that examples use are decoded. `perturb`: a vlm.media perturbation applied to
-    the frames first (its draw seeded by `seed` and the group), so the frozen lower blocks see it too."""
+    opened once, only the frames that examples use are decoded, and a frame that several examples share (one per
+    dense task) is encoded once. `perturb`: a vlm.media perturbation applied to the frames first (its draw seeded
+    by `seed` and the group), so the frozen lower blocks see it too."""
     from vlm.media import perturb_frames
 
     net = _tower_net(model)
-    samples = [example.sample for example in examples]
-    out: list[torch.Tensor | None] = [None] * len(examples)
+    samples = sorted({example.sample for example in examples})
+    out: list[torch.Tensor | None] = [None] * len(samples)
     groups: Any = data.current_frames(samples)
     if progress:
         from rich.progress import track
@@ -180,7 +195,8 @@ def frozen_activations(
             acts = net.forward_until(x, first_block).to(torch.float16)
             for n, a in zip(positions, acts, strict=True):
                 out[n] = a
-    return torch.stack(out)  # type: ignore[arg-type]
+    row = {sample: n for n, sample in enumerate(samples)}
+    return torch.stack(out)[[row[example.sample] for example in examples]]  # type: ignore[arg-type]
 
 
 def depth_targets(data: Any, examples: Sequence[FactExample], cells: int) -> torch.Tensor:
@@ -193,6 +209,21 @@ def depth_targets(data: Any, examples: Sequence[FactExample], cells: int) -> tor
     for positions, depth in data.current_depths([examples[n].sample for n in rows]):
         mean = torch.from_numpy(depth_grid(depth, side)).flatten(1)  # [n, g*g] metres, 0 = nothing hit
         out[[rows[p] for p in positions]] = torch.where(mean > 0, mean.log(), torch.nan)
+    return out
+
+
+def object_cell_names(data: Any, examples: Sequence[FactExample], cells: int, task: str) -> list[list[str] | None]:
+    """Per example of `task` (an OBJECT_MAPS task), the name of each of the g × g token cells (row-major, as the
+    tokens): the category or colour of the object that covers the most of the cell, if it covers at least
+    OBJECT_CELL_SHARE of it, else NO_OBJECT. None for examples of other tasks."""
+    side = math.isqrt(cells)
+    out: list[list[str] | None] = [None] * len(examples)
+    rows = [n for n, e in enumerate(examples) if e.task == task]
+    for positions, ids, categories, colours in data.current_objects([examples[n].sample for n in rows]):
+        names = [NO_OBJECT] + (categories if OBJECT_MAPS[task] == "categories" else colours)
+        grid = label_grid(ids, side, OBJECT_CELL_SHARE).reshape(len(positions), cells)  # [n, g*g]
+        for p, cell_ids in zip(positions, grid.tolist(), strict=True):
+            out[rows[p]] = [names[i] for i in cell_ids]
     return out
 
 
@@ -251,9 +282,21 @@ def train_tower_facts(
     if config.keep == "best" and not test_rows:
         raise ValueError("--keep best needs held-out houses to score the epochs (--holdout > 0)")
     tasks = sorted({examples[i].task for i in train_rows})
+    dense_classes = [t for t in tasks if t in OBJECT_MAPS]
+    cells = 0
+    if DEPTH in tasks or dense_classes:  # the token grid's size, from one frame through the whole tower
+        net0 = _tower_net(model)
+        net0.eval()
+        with torch.no_grad():
+            probe = frozen_activations(model, encoder, data, examples[:1], 0, progress=False)
+            cells = net0.forward_from(probe.float(), 0).shape[1]
+    cell_names = {t: object_cell_names(data, examples, cells, t) for t in dense_classes}
     classes = {
-        t: sorted({examples[i].label for i in train_rows if examples[i].task == t}) for t in tasks if t != DEPTH
-    }
+        t: sorted({examples[i].label for i in train_rows if examples[i].task == t})
+        for t in tasks if t != DEPTH and t not in OBJECT_MAPS
+    }  # fmt: skip
+    for t in dense_classes:
+        classes[t] = sorted({name for i in train_rows if cell_names[t][i] for name in cell_names[t][i]})
     for task, names in classes.items():
         if len(names) < 2:
             raise ValueError(
@@ -262,6 +305,12 @@ def train_tower_facts(
     task_id = torch.tensor([tasks.index(e.task) if e.task in tasks else -1 for e in examples])
     index = {t: {c: k for k, c in enumerate(names)} for t, names in classes.items()}
     y = torch.tensor([index.get(e.task, {}).get(e.label, -1) for e in examples])  # -1: unseen in training
+    # [N, cells] class per token cell for each dense classification task (-1: another task, or a class unseen in
+    # training)
+    y_cells = {
+        t: torch.tensor([[index[t].get(n, -1) for n in names] if names else [-1] * cells for names in cell_names[t]])
+        for t in dense_classes
+    }  # fmt: skip
 
     net = _tower_net(model)
     tuned = [p for block in net._blocks[first_block:] for p in block.parameters()]
@@ -276,6 +325,7 @@ def train_tower_facts(
     )
     if DEPTH in tasks:  # one log-depth per token cell, from that token
         heads[DEPTH] = torch.nn.Linear(net._conv_head.out_channels, 1)
+    # (the dense classification tasks' heads are in `heads` already: one classifier, applied to every token)
     groups = [{"params": tuned, "lr": config.lr}]  # the groups of a run without depth are as they always were,
     if classes:  # so its saved optimizer state still resumes
         groups.append({"params": [p for t in classes for p in heads[t].parameters()], "lr": config.head_lr})
@@ -285,8 +335,8 @@ def train_tower_facts(
     fixed = {k: v for k, v in asdict(config).items()
              if k not in ("output_dir", "epochs", "keep", "augment", "consistency_weight")}  # fmt: skip
     fingerprint: dict[str, Any] = {"config": fixed, "classes": classes, "examples": len(examples)}
-    if DEPTH in tasks:  # only then: older states (without the key) still resume
-        fingerprint["dense"] = [DEPTH]
+    if DEPTH in tasks or dense_classes:  # only then: older states (without the key) still resume
+        fingerprint["dense"] = [t for t in tasks if t == DEPTH or t in OBJECT_MAPS]
     if config.augment:  # the same: a state from before --augment still resumes
         fingerprint["augment"] = [list(config.augment), config.consistency_weight]
     done_epochs, history = 0, []
@@ -329,14 +379,31 @@ def train_tower_facts(
 
         log_depth = None
         if DEPTH in tasks:
-            with torch.no_grad():
-                cells = tokens_of(torch.tensor([0])).shape[1]
             log_depth = depth_targets(data, examples, cells)
             train_depth = log_depth[[i for i in train_rows if examples[i].task == DEPTH]]
             if done_epochs == 0:  # start at the mean log depth everywhere: the head learns the layout, not the offset
                 with torch.no_grad():
                     heads[DEPTH].weight.zero_()
                     heads[DEPTH].bias.fill_(float(train_depth[~train_depth.isnan()].mean()))
+
+        def new_class_counts() -> dict[str, torch.Tensor]:
+            return {t: torch.zeros(len(classes[t]) + 1, 2, dtype=torch.long) for t in dense_classes}
+
+        def task_accuracy(counts: dict[str, list[int]], tallies: dict[str, torch.Tensor]) -> dict[str, float]:
+            """Each task's accuracy; for the dense classification tasks the mean over classes of the share of
+            their cells named right (balanced accuracy), classes unseen in training counted as one class."""
+            out = {}
+            for t, c in counts.items():
+                if not c[1]:
+                    continue
+                if t in tallies:
+                    tally = tallies[t][tallies[t][:, 1] > 0].double()
+                    out[t] = float((tally[:, 0] / tally[:, 1]).mean())
+                else:
+                    out[t] = c[0] / c[1]
+            return out
+
+        class_counts = new_class_counts()
 
         def step_loss(rows: torch.Tensor, counts: dict[str, list[int]], tokens: torch.Tensor | None = None) -> torch.Tensor:
             if tokens is None:
@@ -354,6 +421,20 @@ def train_tower_facts(
                         loss = loss + error.mean() * mask.float().mean()
                     counts[task][0] += int((error < math.log(DEPTH_DELTA)).sum())
                     counts[task][1] += int(valid.sum())
+                elif mask.any() and task in OBJECT_MAPS:
+                    logits = heads[task](tokens[mask]).flatten(0, 1)  # [b * g*g, classes]
+                    truth = y_cells[task][rows[mask]].flatten()  # [b * g*g]; -1: a class unseen in training
+                    seen = truth >= 0
+                    if torch.is_grad_enabled() and seen.any():
+                        loss = loss + F.cross_entropy(logits[seen], truth[seen]) * mask.float().mean()
+                    right = logits.argmax(1) == truth
+                    # per class [right, cells]; the last row gathers the classes unseen in training
+                    truth = torch.where(seen, truth, len(classes[task]))
+                    tally = class_counts[task]
+                    tally[:, 0] += torch.bincount(truth[right], minlength=len(tally))
+                    tally[:, 1] += torch.bincount(truth, minlength=len(tally))
+                    counts[task][0] += int(right.sum())
+                    counts[task][1] += len(truth)
                 elif mask.any():
                     logits = heads[task](features[mask])
                     if torch.is_grad_enabled():  # training rows; a held-out label may be -1 (unseen)
@@ -367,6 +448,7 @@ def train_tower_facts(
             net.train()
             order = torch.tensor(train_rows)[torch.randperm(len(train_rows))]
             train_counts = {t: [0, 0] for t in tasks}
+            class_counts = new_class_counts()
             total = 0.0
             train_change = {kind: [0.0, 0] for kind in config.augment}
             for b in range(0, len(order), config.batch_size):
@@ -386,8 +468,10 @@ def train_tower_facts(
                 loss.backward()
                 optimizer.step()
                 total += float(loss.detach()) * len(rows)
+            train_tallies = class_counts
             net.eval()
             test_counts = {t: [0, 0] for t in tasks}
+            class_counts = new_class_counts()
             test_change = {kind: [0.0, 0] for kind in config.augment}
             test_centred = {kind: 0.0 for kind in config.augment}
             with torch.no_grad():
@@ -405,10 +489,13 @@ def train_tower_facts(
             record = {
                 "epoch": epoch + 1,
                 "loss": total / len(train_rows),
-                "train_acc": {t: c[0] / c[1] for t, c in train_counts.items() if c[1]},
-                "held_out_acc": {t: c[0] / c[1] for t, c in test_counts.items() if c[1]},
+                "train_acc": task_accuracy(train_counts, train_tallies),
+                "held_out_acc": task_accuracy(test_counts, class_counts),
                 "seconds": time.perf_counter() - t0,
             }
+            if dense_classes:  # the plain share of cells named right, beside the balanced accuracy
+                record["held_out_cell_acc"] = {t: test_counts[t][0] / test_counts[t][1]
+                                               for t in dense_classes if test_counts[t][1]}  # fmt: skip
             if config.augment:  # how far each perturbation moves a frame's tokens, relative to their norm
                 record["train_change"] = {k: c[0] / c[1] for k, c in train_change.items() if c[1]}
                 record["held_out_change"] = {k: c[0] / c[1] for k, c in test_change.items() if c[1]}

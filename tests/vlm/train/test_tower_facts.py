@@ -297,3 +297,84 @@ def test_augment_settings_are_checked_and_part_of_the_resume_fingerprint(tmp_pat
     with pytest.raises(ValueError, match="other settings"):  # a plain run's state does not resume augmented
         more = TowerFactsConfig(**{**base, "epochs": 2}, augment=("jpeg",))
         train_tower_facts(_model(), encoder, data, _examples(labels), more)
+
+
+OBJECT_OF = {"red": "sofa", "blue": None, "green": "bed"}  # ... and shows this object everywhere (blue: nothing)
+
+
+def _add_objects(data: TrajectoryDataset, root: Path, size: int = 14) -> None:
+    """Stored object maps (`collect --object-size`) for the colour folder: every cell of a red frame shows a
+    sofa, of a green one a bed (id 2: the second object of its trajectory's list, whose colour is the frames'), of
+    a blue one nothing."""
+    (root / "shard-00000" / "objects").mkdir()
+    for colour, category in OBJECT_OF.items():
+        n = sum(1 for s in data.samples if s["traj"] == colour)
+        ids = np.full((n, size, size), 2 if category else 0, dtype=np.int16)
+        np.savez_compressed(root / "shard-00000" / "objects" / f"{colour}.npz", ids=ids,
+                            categories=np.array(["plant", category or "plant"]), colours=np.array(["grey", colour]))  # fmt: skip
+        # (object 0, a grey plant, is in the house but never in view)
+
+
+def test_object_cell_names_pool_the_stored_maps_onto_the_token_grid(tmp_path: Path) -> None:
+    from vlm.train.tower_facts import object_cell_names
+
+    data, _ = _colour_folder(tmp_path / "data", per_colour=2)
+    root = tmp_path / "data" / "shard-00000" / "objects"
+    root.mkdir()
+    ids = np.zeros((2, 4, 4), dtype=np.int16)
+    ids[:, :2, :2] = 2  # the top-left cell of the 2 x 2 grid: all object 2
+    ids[:, 2, 2] = 1  # one of the 4 stored cells of the bottom-right one: a quarter is enough (OBJECT_CELL_SHARE)
+    for colour in COLOURS:
+        np.savez_compressed(root / f"{colour}.npz", ids=ids, categories=np.array(["sofa", "sink"]),
+                            colours=np.array(["red", "white"]))  # fmt: skip
+    examples = [FactExample(0, "colour", "red"), FactExample(2, "objects", ""), FactExample(4, "object_colours", "")]
+    assert object_cell_names(data, examples, 4, "objects") == [None, ["sink", "none", "none", "sofa"], None]
+    assert object_cell_names(data, examples, 4, "object_colours") == [None, None, ["white", "none", "none", "red"]]
+    with pytest.raises(ValueError, match="no stored object maps"):
+        object_cell_names(_colour_folder(tmp_path / "bare", per_colour=2)[0], examples, 4, "objects")
+
+
+def test_the_tower_learns_to_name_the_object_of_every_cell_and_resumes(tmp_path: Path) -> None:
+    data, labels = _colour_folder(tmp_path / "data")
+    _add_objects(data, tmp_path / "data")
+    examples = [FactExample(i, task, "", held_out=i % 4 == 0)
+                for i in range(len(labels)) for task in ("objects", "object_colours")]  # fmt: skip
+    model = _model()
+    encoder = SampleEncoder(model.tokenizer, model.image_processor)
+    from vlm.train.tower_facts import frozen_activations
+
+    acts = frozen_activations(model, encoder, data, examples[:4], 13, progress=False)  # frames 0, 0, 1, 1
+    assert torch.equal(acts[0], acts[1]) and torch.equal(acts[2], acts[3]) and not torch.equal(acts[0], acts[2])
+    config = TowerFactsConfig(output_dir=str(tmp_path / "out"), tune_blocks=2, epochs=4, batch_size=8, head_lr=1e-2)
+    result = train_tower_facts(model, encoder, data, examples, config)
+    # the classes: what the cells of the training frames show, "none" included; the plant is never in view
+    assert result.classes == {"objects": ["bed", "none", "sofa"], "object_colours": ["green", "none", "red"]}
+    last = result.epochs[-1]
+    assert last["held_out_acc"] == {"objects": 1.0, "object_colours": 1.0}  # balanced: each class's cells
+    assert last["held_out_cell_acc"] == {"objects": 1.0, "object_colours": 1.0}
+    assert result.epochs[0]["train_acc"]["objects"] < 1.0  # it had to learn it
+    more = TowerFactsConfig(**{**config.__dict__, "epochs": 5})
+    resumed = train_tower_facts(_model(), encoder, data, examples, more)
+    assert resumed.resumed_from == 4 and len(resumed.epochs) == 5
+    with pytest.raises(ValueError, match="other settings"):  # another task set is another run
+        train_tower_facts(_model(), encoder, data, [e for e in examples if e.task == "objects"], more)
+
+
+def test_balanced_accuracy_counts_each_class_and_the_unseen_ones(tmp_path: Path) -> None:
+    """A class only the held-out frames show cannot be named: its cells count as one more class, all wrong."""
+    data, _ = _colour_folder(tmp_path / "data", per_colour=8)
+    _add_objects(data, tmp_path / "data")
+    # green frames only held out: "bed" is never trained on
+    examples = [FactExample(i, "objects", "", held_out=s["traj"] == "green" or i % 4 == 0)
+                for i, s in enumerate(data.samples)]  # fmt: skip
+    model = _model()
+    encoder = SampleEncoder(model.tokenizer, model.image_processor)
+    config = TowerFactsConfig(output_dir=str(tmp_path / "out"), tune_blocks=2, epochs=3, batch_size=8, head_lr=1e-2)
+    result = train_tower_facts(model, encoder, data, examples, config)
+    assert result.classes == {"objects": ["none", "sofa"]}
+    last = result.epochs[-1]
+    # none and sofa right, bed (unseen) wrong: 2 of 3 classes; of the cells, the green frames' are wrong
+    assert last["held_out_acc"]["objects"] == pytest.approx(2 / 3)
+    held = [e for e in examples if e.held_out]
+    green = sum(data.samples[e.sample]["traj"] == "green" for e in held)
+    assert last["held_out_cell_acc"]["objects"] == pytest.approx(1 - green / len(held))
