@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -28,6 +29,14 @@ def _model(tmp_path: Path, tower: str) -> Path:
     folder = tmp_path / f"model_{tower}"
     vlm.save_checkpoint(vlm.build_model(config, tok, pretrained_vision=tower == "efficientnet"), folder)
     return folder
+
+
+def _one_epoch(data: Path, model: Path, out: Path, tasks: str) -> tuple[Any, dict[str, Any]]:
+    """`train-tower --tasks TASKS` for one epoch on 60 examples, half the houses held out: (result, summary.json)."""
+    args = ["train-tower", "--samples", str(data), "--model", str(model), "--output", str(out), "--epochs", "1"]
+    result = CliRunner().invoke(app, [*args, "--tasks", tasks, "--limit", "60", "--holdout", "0.5"])
+    assert result.exit_code == 0, result.output
+    return result, json.loads((out / "tower_facts" / "summary.json").read_text())
 
 
 def test_train_tower_learns_on_scene_facts_resumes_and_names_bad_input(tmp_path, monkeypatch):
@@ -101,11 +110,7 @@ def test_train_tower_learns_depth_from_a_collection_with_depth(tmp_path, monkeyp
     shard = data / "shard-00000"
     assert {p.name for p in (shard / "depth").iterdir()} == {p.name for p in (shard / "frames").iterdir()}
     model = _model(tmp_path, "efficientnet")
-    out = tmp_path / "tower"
-    args = ["train-tower", "--samples", str(data), "--model", str(model), "--output", str(out), "--epochs", "1"]
-    result = CliRunner().invoke(app, [*args, "--tasks", "depth,room", "--limit", "60", "--holdout", "0.5"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads((out / "tower_facts" / "summary.json").read_text())
+    result, summary = _one_epoch(data, model, tmp_path / "tower", "depth,room")
     assert set(summary["classes"]) == {"room"}  # depth is dense: no classes
     counts = re.search(r"examples \(depth (\d+), room (\d+)\)", " ".join(result.output.split()))
     assert counts, result.output  # --limit is shared between the tasks: the header says each one's share
@@ -169,11 +174,7 @@ def test_train_tower_names_the_objects_of_a_collection_with_object_maps(tmp_path
     # every path of a generated house passes furniture, and every id names one of the house's objects
     assert all(0 < int(m["ids"].max()) <= len(m["categories"]) and (m["ids"] == 0).any() for m in maps)
     model = _model(tmp_path, "efficientnet")
-    out = tmp_path / "tower"
-    args = ["train-tower", "--samples", str(data), "--model", str(model), "--output", str(out), "--epochs", "1"]
-    result = CliRunner().invoke(app, [*args, "--tasks", "objects,object_colours", "--limit", "60", "--holdout", "0.5"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads((out / "tower_facts" / "summary.json").read_text())
+    _, summary = _one_epoch(data, model, tmp_path / "tower", "objects,object_colours")
     assert set(summary["classes"]) == {"objects", "object_colours"}
     assert "none" in summary["classes"]["objects"] and len(summary["classes"]["objects"]) > 2
     epoch = summary["epochs"][0]
