@@ -212,18 +212,23 @@ def depth_targets(data: Any, examples: Sequence[FactExample], cells: int) -> tor
     return out
 
 
-def object_cell_names(data: Any, examples: Sequence[FactExample], cells: int, task: str) -> list[list[str] | None]:
-    """Per example of `task` (an OBJECT_MAPS task), the name of each of the g × g token cells (row-major, as the
-    tokens): the category or colour of the object that covers the most of the cell, if it covers at least
-    OBJECT_CELL_SHARE of it, else NO_OBJECT. None for examples of other tasks."""
+def object_cell_names(
+    data: Any, examples: Sequence[FactExample], cells: int, tasks: Sequence[str]
+) -> dict[str, list[list[str] | None]]:
+    """Per OBJECT_MAPS task in `tasks` and per example of that task, the name of each of the g × g token cells
+    (row-major, as the tokens): the category or colour of the object that covers the most of the cell, if it covers
+    at least OBJECT_CELL_SHARE of it, else NO_OBJECT. None for examples of other tasks.
+
+    The examples of all the tasks are read in one pass, so a frame that several dense tasks share is loaded once."""
     side = math.isqrt(cells)
-    out: list[list[str] | None] = [None] * len(examples)
-    rows = [n for n, e in enumerate(examples) if e.task == task]
+    out: dict[str, list[list[str] | None]] = {t: [None] * len(examples) for t in tasks}
+    rows = [n for n, e in enumerate(examples) if e.task in out]
     for positions, ids, categories, colours in data.current_objects([examples[n].sample for n in rows]):
-        names = [NO_OBJECT] + (categories if OBJECT_MAPS[task] == "categories" else colours)
-        grid = label_grid(ids, side, OBJECT_CELL_SHARE).reshape(len(positions), cells)  # [n, g*g]
-        for p, cell_ids in zip(positions, grid.tolist(), strict=True):
-            out[rows[p]] = [names[i] for i in cell_ids]
+        grid = label_grid(ids, side, OBJECT_CELL_SHARE).reshape(len(positions), cells).tolist()  # [n, g*g]
+        names = {"categories": [NO_OBJECT, *categories], "colours": [NO_OBJECT, *colours]}
+        for p, cell_ids in zip(positions, grid, strict=True):
+            task = examples[rows[p]].task
+            out[task][rows[p]] = [names[OBJECT_MAPS[task]][i] for i in cell_ids]
     return out
 
 
@@ -283,14 +288,14 @@ def train_tower_facts(
         raise ValueError("--keep best needs held-out houses to score the epochs (--holdout > 0)")
     tasks = sorted({examples[i].task for i in train_rows})
     dense_classes = [t for t in tasks if t in OBJECT_MAPS]
+    net = _tower_net(model)
     cells = 0
     if DEPTH in tasks or dense_classes:  # the token grid's size, from one frame through the whole tower
-        net0 = _tower_net(model)
-        net0.eval()
+        net.eval()
         with torch.no_grad():
             probe = frozen_activations(model, encoder, data, examples[:1], 0, progress=False)
-            cells = net0.forward_from(probe.float(), 0).shape[1]
-    cell_names = {t: object_cell_names(data, examples, cells, t) for t in dense_classes}
+            cells = net.forward_from(probe.float(), 0).shape[1]
+    cell_names = object_cell_names(data, examples, cells, dense_classes)
     classes = {
         t: sorted({examples[i].label for i in train_rows if examples[i].task == t})
         for t in tasks if t != DEPTH and t not in OBJECT_MAPS
@@ -312,7 +317,6 @@ def train_tower_facts(
         for t in dense_classes
     }  # fmt: skip
 
-    net = _tower_net(model)
     tuned = [p for block in net._blocks[first_block:] for p in block.parameters()]
     tuned += list(net._conv_head.parameters())
     for p in net.parameters():

@@ -315,7 +315,9 @@ def _add_objects(data: TrajectoryDataset, root: Path, size: int = 14) -> None:
         # (object 0, a grey plant, is in the house but never in view)
 
 
-def test_object_cell_names_pool_the_stored_maps_onto_the_token_grid(tmp_path: Path) -> None:
+def test_object_cell_names_pool_the_stored_maps_onto_the_token_grid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from vlm.train.tower_facts import object_cell_names
 
     data, _ = _colour_folder(tmp_path / "data", per_colour=2)
@@ -327,11 +329,20 @@ def test_object_cell_names_pool_the_stored_maps_onto_the_token_grid(tmp_path: Pa
     for colour in COLOURS:
         np.savez_compressed(root / f"{colour}.npz", ids=ids, categories=np.array(["sofa", "sink"]),
                             colours=np.array(["red", "white"]))  # fmt: skip
-    examples = [FactExample(0, "colour", "red"), FactExample(2, "objects", ""), FactExample(4, "object_colours", "")]
-    assert object_cell_names(data, examples, 4, "objects") == [None, ["sink", "none", "none", "sofa"], None]
-    assert object_cell_names(data, examples, 4, "object_colours") == [None, None, ["white", "none", "none", "red"]]
+    examples = [FactExample(0, "colour", "red"), FactExample(2, "objects", ""), FactExample(3, "object_colours", ""),
+                FactExample(4, "object_colours", "")]  # fmt: skip  (samples 2 and 3: one trajectory)
+    loads: list[str] = []
+    real_load = np.load
+    monkeypatch.setattr(np, "load", lambda path, *a, **k: loads.append(Path(path).name) or real_load(path, *a, **k))
+    names = object_cell_names(data, examples, 4, ["objects", "object_colours"])
+    assert names == {
+        "objects": [None, ["sink", "none", "none", "sofa"], None, None],
+        "object_colours": [None, None, ["white", "none", "none", "red"], ["white", "none", "none", "red"]],
+    }
+    assert sorted(loads) == sorted(set(loads)) and len(loads) == 2, "one read per trajectory for all dense tasks"
+    assert object_cell_names(data, examples, 4, ["objects"]) == {"objects": names["objects"]}
     with pytest.raises(ValueError, match="no stored object maps"):
-        object_cell_names(_colour_folder(tmp_path / "bare", per_colour=2)[0], examples, 4, "objects")
+        object_cell_names(_colour_folder(tmp_path / "bare", per_colour=2)[0], examples, 4, ["objects"])
 
 
 def test_the_tower_learns_to_name_the_object_of_every_cell_and_resumes(tmp_path: Path) -> None:
